@@ -1,0 +1,311 @@
+//! The wire contract between the pinion host and a workflow module.
+//!
+//! This crate is the one place the guest ABI is defined; the host (`pinion-runtime`) and the
+//! guest SDK (`pinion-sdk`) both depend on it, so the two sides cannot drift apart. It is
+//! `no_std` + `alloc` so it builds for `wasm32-wasip1` and `wasm32-unknown-unknown` alike.
+//!
+//! # The model
+//!
+//! It follows the activation/completion model of Temporal's sdk-core. The host owns history;
+//! the guest owns workflow state. The host sends an [`Activation`]: a batch of [`Job`]s
+//! (start, activity resolved, timer fired, ...) together with the workflow's logical time and
+//! whether it is replaying. The guest applies the jobs in order, polls its single-threaded
+//! executor until every future is pending, and answers with a [`Completion`]: the
+//! [`Command`]s the workflow issued. Activities run in a separate instance of the same module
+//! through [`ActivityInvocation`] / [`ActivityOutcome`].
+//!
+//! # Encoding
+//!
+//! Every message is encoded with [postcard](https://docs.rs/postcard) (stable, documented
+//! wire format; see `docs/abi.md`). User data (workflow input and result, activity input and
+//! result) travels as opaque *payload* bytes inside those messages; the SDK encodes payloads
+//! as JSON so histories stay readable, diffable and importable without the module.
+//!
+//! Buffers cross the boundary through linear memory: the host asks the guest to allocate
+//! with [`exports::ALLOC`], writes the request, calls the entry point, and receives a packed
+//! `(ptr << 32) | len` ([`pack`]) pointing at the response, which it reads and then frees
+//! with [`exports::FREE`].
+#![no_std]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The ABI version this crate describes. A module whose `pinion_abi_version` export returns
+/// anything else is rejected at deploy time.
+pub const ABI_VERSION: u32 = 1;
+
+/// Names of the functions a workflow module exports.
+pub mod exports {
+    /// `() -> i32`: the module's [`ABI_VERSION`](super::ABI_VERSION).
+    pub const ABI_VERSION: &str = "pinion_abi_version";
+    /// `() -> i64`: packed pointer to a postcard [`Manifest`](super::Manifest).
+    pub const MANIFEST: &str = "pinion_manifest";
+    /// `(len: i32) -> i32`: allocate `len` bytes in guest memory for a request.
+    pub const ALLOC: &str = "pinion_alloc";
+    /// `(ptr: i32, len: i32)`: free a buffer returned by the guest or allocated by `ALLOC`.
+    pub const FREE: &str = "pinion_free";
+    /// `(ptr: i32, len: i32) -> i64`: apply an [`Activation`](super::Activation), return a
+    /// packed pointer to a [`Completion`](super::Completion).
+    pub const ACTIVATE: &str = "pinion_activate";
+    /// `(ptr: i32, len: i32) -> i64`: run an [`ActivityInvocation`](super::ActivityInvocation),
+    /// return a packed pointer to an [`ActivityOutcome`](super::ActivityOutcome).
+    pub const RUN_ACTIVITY: &str = "pinion_run_activity";
+    /// The exported linear memory.
+    pub const MEMORY: &str = "memory";
+}
+
+/// Packs a guest pointer and length into the `i64` returned by entry points.
+pub const fn pack(ptr: u32, len: u32) -> u64 {
+    ((ptr as u64) << 32) | len as u64
+}
+
+/// Splits a packed `i64` into `(ptr, len)`.
+pub const fn unpack(packed: u64) -> (u32, u32) {
+    ((packed >> 32) as u32, packed as u32)
+}
+
+/// What a module declares about itself. Read once, at deploy time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Must equal [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Version of the `pinion-sdk` crate the module was built with.
+    pub sdk_version: String,
+    /// Workflow types the module exports, by name.
+    pub workflows: Vec<String>,
+    /// Activity types the module exports, by name.
+    pub activities: Vec<String>,
+    /// An optional human label for this build (for example `"v2"`).
+    pub version_label: Option<String>,
+}
+
+/// One activation of a workflow instance: jobs to apply, then run until blocked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The workflow's logical time in milliseconds since the Unix epoch. Recorded in history,
+    /// so replay sees the same value. WASI clocks in the workflow sandbox return it too.
+    pub now_ms: u64,
+    /// True while the host is rebuilding state from history; the SDK suppresses logs.
+    pub is_replaying: bool,
+    /// Jobs in the order they must be applied. A [`Job::Start`] is always alone in the first
+    /// activation of an instance; resolutions follow in the order they were recorded.
+    pub jobs: Vec<Job>,
+}
+
+/// One thing that happened to a workflow instance, delivered in an [`Activation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Job {
+    /// Start the workflow. Only ever the first job of the first activation.
+    Start {
+        /// Which exported workflow to run.
+        workflow_type: String,
+        /// The instance id, for logging and for the workflow's own information.
+        instance_id: String,
+        /// Input payload (JSON bytes).
+        input: Vec<u8>,
+        /// Seed for the workflow's deterministic random number generator.
+        random_seed: u64,
+    },
+    /// An activity scheduled with [`Command::ScheduleActivity`] `seq` has finished.
+    ResolveActivity {
+        /// Sequence number the guest gave the activity.
+        seq: u32,
+        /// How it ended.
+        result: ActivityResult,
+    },
+    /// A timer started with [`Command::StartTimer`] `seq` has fired.
+    FireTimer {
+        /// Sequence number the guest gave the timer.
+        seq: u32,
+    },
+}
+
+/// How an activity ended, as seen by the workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ActivityResult {
+    /// Returned a value (JSON payload).
+    Completed(Vec<u8>),
+    /// Failed on its last attempt, or with a non-retryable error.
+    Failed(Failure),
+    /// Every attempt ran past its start-to-close timeout.
+    TimedOut(Failure),
+}
+
+/// A typed application error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The error kind, matched against [`RetryPolicy::non_retryable_error_kinds`].
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When true the host does not retry, whatever the policy says.
+    pub non_retryable: bool,
+    /// Number of attempts made (filled in by the host for activity failures).
+    pub attempts: u32,
+}
+
+/// What the guest asks the host to do. Commands are matched against history on replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Schedule an activity of this module.
+    ScheduleActivity {
+        /// Per-instance sequence number, counting activities from 1.
+        seq: u32,
+        /// Exported activity name.
+        activity_type: String,
+        /// Input payload (JSON bytes).
+        input: Vec<u8>,
+        /// Timeout and retry policy.
+        options: ActivityOptions,
+    },
+    /// Start a durable timer.
+    StartTimer {
+        /// Per-instance sequence number, counting timers from 1.
+        seq: u32,
+        /// How long from the activation's logical time.
+        duration_ms: u64,
+    },
+    /// Cancel a timer that has not fired (for example the loser of a select).
+    CancelTimer {
+        /// The timer's sequence number.
+        seq: u32,
+    },
+    /// Record a marker (side effects, version markers).
+    RecordMarker {
+        /// Marker id.
+        id: String,
+        /// Marker data.
+        data: Vec<u8>,
+    },
+    /// The workflow returned a value.
+    CompleteWorkflow {
+        /// Result payload (JSON bytes).
+        result: Vec<u8>,
+    },
+    /// The workflow returned an error.
+    FailWorkflow {
+        /// Why.
+        failure: Failure,
+    },
+}
+
+/// Options for one activity call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    /// Limit on one attempt's run time, in milliseconds; `None` means the host default.
+    pub start_to_close_timeout_ms: Option<u64>,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+}
+
+/// Retry policy for an activity, with the semantics of Temporal's `RetryPolicy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Maximum number of attempts, including the first. `0` means unlimited.
+    pub maximum_attempts: u32,
+    /// Delay before the first retry, in milliseconds.
+    pub initial_interval_ms: u64,
+    /// Each delay is the previous one times this (at least 1.0).
+    pub backoff_coefficient: f64,
+    /// Upper bound on a delay, in milliseconds; `None` means 100 × the initial interval.
+    pub maximum_interval_ms: Option<u64>,
+    /// Failure kinds that are never retried.
+    pub non_retryable_error_kinds: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            maximum_attempts: 0,
+            initial_interval_ms: 1_000,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: None,
+            non_retryable_error_kinds: Vec::new(),
+        }
+    }
+}
+
+impl Default for ActivityOptions {
+    fn default() -> Self {
+        ActivityOptions { start_to_close_timeout_ms: None, retry: RetryPolicy::default() }
+    }
+}
+
+/// The guest's answer to an [`Activation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Completion {
+    /// Commands issued, in order. Empty when the workflow is only waiting.
+    Commands(Vec<Command>),
+    /// The SDK could not apply the activation (for example an unknown workflow type). The
+    /// host blocks the instance with this message; it is not a workflow failure.
+    Error(String),
+}
+
+/// A request to run one activity attempt, sent to a fresh instance of the module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityInvocation {
+    /// Exported activity name.
+    pub activity_type: String,
+    /// Input payload (JSON bytes).
+    pub input: Vec<u8>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Workflow instance that scheduled it.
+    pub instance_id: String,
+    /// The activity's sequence number in that instance.
+    pub seq: u32,
+}
+
+/// How one activity attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ActivityOutcome {
+    /// Returned a value (JSON payload).
+    Completed(Vec<u8>),
+    /// Returned an error; the host decides whether to retry.
+    Failed(Failure),
+}
+
+/// Encodes a message with postcard.
+///
+/// # Errors
+/// Only if a value cannot be represented (postcard rejects nothing this crate defines).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(value)
+}
+
+/// Decodes a message with postcard.
+///
+/// # Errors
+/// When the bytes are not a valid encoding of `T`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn pack_round_trips() {
+        assert_eq!(unpack(pack(0xdead_beef, 17)), (0xdead_beef, 17));
+    }
+
+    #[test]
+    fn activation_round_trips_through_postcard() {
+        let a = Activation {
+            now_ms: 1_700_000_000_000,
+            is_replaying: true,
+            jobs: vec![
+                Job::FireTimer { seq: 3 },
+                Job::ResolveActivity { seq: 1, result: ActivityResult::Completed(b"1".to_vec()) },
+            ],
+        };
+        let bytes = encode(&a).unwrap();
+        assert_eq!(decode::<Activation>(&bytes).unwrap(), a);
+    }
+}

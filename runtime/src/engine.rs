@@ -1,0 +1,324 @@
+//! The library API: what the CLI, the tests and embedding programs call.
+//!
+//! [`Pinion`] opens a database and offers every verb (deploy, start, status, result, list,
+//! history, modules) plus [`Pinion::start_worker`] to run the work. The CLI is a thin layer
+//! over this type, so anything the CLI can do a Rust program can do too.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION};
+use crate::registry::{Deployed, Registry, RegistryError};
+use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Errors of the library API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Module validation or lookup failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The sandbox could not be created.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The module does not export this workflow type.
+    #[error("module {module} has no workflow type `{workflow_type}`; it exports: {}", available.join(", "))]
+    UnknownWorkflowType {
+        /// The module.
+        module: String,
+        /// What was asked for.
+        workflow_type: String,
+        /// What it exports.
+        available: Vec<String>,
+    },
+    /// Workflow input is not valid JSON.
+    #[error("workflow input is not valid JSON: {0}")]
+    InvalidInput(String),
+    /// Instance id is not acceptable.
+    #[error("invalid instance id {0:?}: use 1-200 printable characters without spaces")]
+    InvalidInstanceId(String),
+    /// No such instance.
+    #[error("no instance with id `{0}`; `pinion list` shows the instances")]
+    UnknownInstance(String),
+    /// Waiting for a result timed out.
+    #[error("instance {id} is still {status} after waiting {waited:?}")]
+    WaitTimedOut {
+        /// The instance.
+        id: String,
+        /// Its status when we gave up.
+        status: InstanceStatus,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Another process runs a worker on this database.
+    #[error("another pinion process is running workers on this database (lock file {0}); stop it, or let it run the work")]
+    WorkerLocked(String),
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to open an engine. Defaults: the real clock, default sandbox limits, sqlite with
+/// `synchronous=FULL`, compiled code cached in `<db>.cache/`.
+#[derive(Clone)]
+pub struct PinionConfig {
+    /// The SQLite database file.
+    pub db_path: PathBuf,
+    /// SQLite options.
+    pub sqlite: SqliteOptions,
+    /// Sandbox limits.
+    pub limits: SandboxLimits,
+    /// Where compiled modules are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PinionConfig {
+    /// Defaults for the database at `db_path`.
+    pub fn new(db_path: impl Into<PathBuf>) -> PinionConfig {
+        let db_path = db_path.into();
+        let mut cache = db_path.clone().into_os_string();
+        cache.push(".cache");
+        PinionConfig {
+            db_path,
+            sqlite: SqliteOptions::default(),
+            limits: SandboxLimits::default(),
+            cache_dir: Some(PathBuf::from(cache)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// Workflow type exported by the module.
+    pub workflow_type: String,
+    /// Full hash or unique prefix of a deployed module.
+    pub module: String,
+    /// Input as JSON text.
+    pub input_json: String,
+    /// Instance id; generated when `None`.
+    pub id: Option<String>,
+}
+
+/// An open engine.
+pub struct Pinion {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    sandbox: Arc<Sandbox>,
+    clock: Arc<dyn Clock>,
+    db_path: PathBuf,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // The OS random source is only unavailable on broken systems; fall back to the clock
+    // mixed with the address of a local rather than failing a start.
+    if getrandom::fill(&mut b).is_err() {
+        let x = &b as *const _ as u64;
+        b = (x ^ SystemClock.now_ms().rotate_left(17)).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 200 && id.chars().all(|c| !c.is_whitespace() && !c.is_control())
+}
+
+impl Pinion {
+    /// Opens (creating if needed) the database and the sandbox.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the file cannot be opened, is not a pinion database, or is locked.
+    pub fn open(config: PinionConfig) -> Result<Pinion, Error> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path, config.sqlite.clone())?);
+        let sandbox = Arc::new(Sandbox::new(config.limits.clone())?);
+        let registry = Arc::new(Registry::new(store.clone(), sandbox.clone(), config.clock.clone(), config.cache_dir.clone()));
+        Ok(Pinion { store, registry, sandbox, clock: config.clock, db_path: config.db_path })
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The store (for tools that need direct access, like replay).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// Validates and stores a module.
+    ///
+    /// # Errors
+    /// A clear validation error; nothing is stored then.
+    pub fn deploy(&self, bytes: &[u8]) -> Result<Deployed, Error> {
+        Ok(self.registry.deploy(bytes)?)
+    }
+
+    /// Reads a file and deploys it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read, else as [`Pinion::deploy`].
+    pub fn deploy_file(&self, path: &Path) -> Result<Deployed, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        self.deploy(&bytes)
+    }
+
+    /// Creates an instance pinned to the module, runnable by any worker.
+    ///
+    /// # Errors
+    /// Unknown module or workflow type, input that is not JSON, an id in use.
+    pub fn start(&self, req: &StartRequest) -> Result<InstanceId, Error> {
+        let module = self.registry.resolve(&req.module)?;
+        if !module.manifest.workflows.iter().any(|w| w == &req.workflow_type) {
+            return Err(Error::UnknownWorkflowType {
+                module: module.hash.short().to_owned(),
+                workflow_type: req.workflow_type.clone(),
+                available: module.manifest.workflows.clone(),
+            });
+        }
+        let input = Payload::from_json_bytes(req.input_json.as_bytes()).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let id = match &req.id {
+            Some(id) if valid_id(id) => id.clone(),
+            Some(id) => return Err(Error::InvalidInstanceId(id.clone())),
+            None => format!("wf-{:016x}", random_u64()),
+        };
+        let id = InstanceId(id);
+        let now = self.clock.now_ms();
+        self.store.create_instance(NewInstance {
+            id: id.clone(),
+            now_ms: now,
+            started: EventKind::WorkflowStarted {
+                workflow_type: req.workflow_type.clone(),
+                module_hash: module.hash.clone(),
+                input,
+                random_seed: random_u64(),
+                determinism_rules: DETERMINISM_RULES_VERSION,
+                version_label: module.manifest.version_label.clone(),
+            },
+        })?;
+        Ok(id)
+    }
+
+    /// One instance.
+    ///
+    /// # Errors
+    /// [`Error::UnknownInstance`].
+    pub fn status(&self, id: &str) -> Result<InstanceRecord, Error> {
+        self.store.get_instance(&InstanceId(id.into()))?.ok_or_else(|| Error::UnknownInstance(id.into()))
+    }
+
+    /// Waits until the instance is completed, failed or blocked, up to `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownInstance`], [`Error::WaitTimedOut`].
+    pub fn wait(&self, id: &str, timeout: Duration) -> Result<InstanceRecord, Error> {
+        let start = std::time::Instant::now(); // #[allow] not needed: measuring a wait, not engine time
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let rec = self.status(id)?;
+            if rec.status != InstanceStatus::Running {
+                return Ok(rec);
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::WaitTimedOut { id: id.into(), status: rec.status, waited: timeout });
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Instances matching `filter`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn list(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, Error> {
+        Ok(self.store.list_instances(filter)?)
+    }
+
+    /// An instance's history.
+    ///
+    /// # Errors
+    /// [`Error::UnknownInstance`].
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, Error> {
+        self.status(id)?;
+        Ok(self.store.load_history(&InstanceId(id.into()))?)
+    }
+
+    /// Every deployed module.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn modules(&self) -> Result<Vec<ModuleRecord>, Error> {
+        Ok(self.store.list_modules()?)
+    }
+
+    /// Starts workers for this database. Only one process may run workers on a database at
+    /// a time; the lock is held until the returned [`WorkerGuard`] is dropped.
+    ///
+    /// # Errors
+    /// [`Error::WorkerLocked`] when another process runs workers.
+    pub fn start_worker(&self, config: WorkerConfig) -> Result<WorkerGuard, Error> {
+        let mut lock_path = self.db_path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Io { path: lock_path.display().to_string(), reason: e.to_string() })?;
+        if file.try_lock().is_err() {
+            return Err(Error::WorkerLocked(lock_path.display().to_string()));
+        }
+        let worker = Worker::start(self.store.clone(), self.registry.clone(), self.sandbox.clone(), self.clock.clone(), config)?;
+        Ok(WorkerGuard { worker: Some(worker), _lock: file })
+    }
+}
+
+/// Running workers plus the database's worker lock.
+pub struct WorkerGuard {
+    worker: Option<Worker>,
+    _lock: File,
+}
+
+impl WorkerGuard {
+    /// Wakes the workers (after a start in this process).
+    pub fn wake(&self) {
+        if let Some(w) = &self.worker {
+            w.wake();
+        }
+    }
+
+    /// Stops the workers, letting in-flight tasks finish.
+    pub fn shutdown(mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown();
+        }
+    }
+}

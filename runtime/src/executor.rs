@@ -1,0 +1,430 @@
+//! Drives one workflow instance: rebuilds it from history, checks determinism, and turns a
+//! live activation's commands into events and tasks.
+//!
+//! # Determinism rules (version 1, recorded in every start event)
+//!
+//! Replay feeds each recorded activation's inputs to the code, with the recorded logical
+//! time, and matches the commands it produces, in order, against the command events
+//! recorded after that activation's `WorkflowTaskCompleted`:
+//!
+//! | code produces      | history has          | must match              | otherwise |
+//! |--------------------|----------------------|-------------------------|-----------|
+//! | ScheduleActivity   | ActivityScheduled    | seq, activity type      | divergence |
+//! | StartTimer         | TimerStarted         | seq                     | divergence |
+//! | CancelTimer        | TimerCancelled       | seq                     | divergence |
+//! | RecordMarker       | MarkerRecorded       | marker id               | divergence |
+//! | CompleteWorkflow   | WorkflowCompleted    | (kind only)             | divergence |
+//! | FailWorkflow       | WorkflowFailed       | (kind only)             | divergence |
+//! | a command          | nothing more         | —                       | divergence (extra command) |
+//! | nothing more       | a command            | —                       | divergence (missing command) |
+//!
+//! A changed timer duration is *not* a divergence: the timer already started keeps its
+//! recorded fire time, so the running instance is unaffected. Activity inputs are not
+//! compared in version 1 either: the recorded input is what the activity ran with.
+//!
+//! Every divergence is a [`Nondeterminism`] value, built in one place ([`diverged`]), with
+//! the stable code `PN001`.
+
+use std::fmt;
+
+use pinion_abi::{ActivityResult, Activation, Command, Completion, Failure, Job};
+
+use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
+use crate::sandbox::{LoadedModule, Sandbox, SandboxError, WorkflowInstance};
+use crate::store::{InstanceOutcome, NewActivityTask, NewTimer};
+
+/// A determinism error: the code no longer does what history recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nondeterminism {
+    /// The instance replayed.
+    pub instance: InstanceId,
+    /// Id of the history event where code and history part ways (for a missing command
+    /// at the end of history, one past the last event).
+    pub event_index: u64,
+    /// What history recorded there, rendered readably (or `nothing` / `end of activation`).
+    pub recorded: String,
+    /// What the code did instead.
+    pub produced: String,
+}
+
+impl Nondeterminism {
+    /// Stable code that prefixes the message, for scripts and log searches.
+    pub const CODE: &'static str = "PN001";
+}
+
+impl fmt::Display for Nondeterminism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] nondeterminism: instance {}, event #{}: history has {}, code produced {}",
+            Self::CODE,
+            self.instance,
+            self.event_index,
+            self.recorded,
+            self.produced
+        )
+    }
+}
+
+impl std::error::Error for Nondeterminism {}
+
+/// Errors while executing or replaying an instance.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecError {
+    /// Code and history disagree.
+    #[error("{0}")]
+    Nondeterminism(Nondeterminism),
+    /// The guest trapped, ran out of fuel or memory (at the given event, when replaying).
+    #[error("workflow task failed at event #{event_index}: {error}")]
+    Guest {
+        /// The activation boundary event being replayed, or the next event id when live.
+        event_index: u64,
+        /// The sandbox error.
+        error: SandboxError,
+    },
+    /// The SDK refused the activation (for example an unknown workflow type).
+    #[error("workflow task failed at event #{event_index}: {message}")]
+    Sdk {
+        /// As above.
+        event_index: u64,
+        /// The SDK's message.
+        message: String,
+    },
+    /// History is not well-formed.
+    #[error("history of {instance} is malformed: {reason}")]
+    BadHistory {
+        /// The instance.
+        instance: InstanceId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One activation as recorded in history.
+#[derive(Debug, Clone)]
+pub struct RecordedActivation {
+    /// The input events delivered, in order.
+    pub inputs: Vec<HistoryEvent>,
+    /// Id of its `WorkflowTaskCompleted` event.
+    pub boundary_id: u64,
+    /// The logical time it ran at.
+    pub now_ms: u64,
+    /// The command events it produced, in order.
+    pub commands: Vec<HistoryEvent>,
+}
+
+/// Splits a history into its recorded activations and the inputs not yet delivered.
+///
+/// # Errors
+/// [`ExecError::BadHistory`] if event 1 is not `WorkflowStarted` or ids are not dense.
+pub fn split_history(
+    instance: &InstanceId,
+    history: &[HistoryEvent],
+) -> Result<(Vec<RecordedActivation>, Vec<HistoryEvent>), ExecError> {
+    let bad = |reason: String| ExecError::BadHistory { instance: instance.clone(), reason };
+    match history.first() {
+        Some(HistoryEvent { id: 1, kind: EventKind::WorkflowStarted { .. }, .. }) => {}
+        _ => return Err(bad("event #1 is not WorkflowStarted".into())),
+    }
+    let mut activations: Vec<RecordedActivation> = Vec::new();
+    let mut inputs: Vec<HistoryEvent> = Vec::new();
+    for (i, event) in history.iter().enumerate() {
+        if event.id != i as u64 + 1 {
+            return Err(bad(format!("event ids are not dense: position {} holds #{}", i + 1, event.id)));
+        }
+        match &event.kind {
+            EventKind::WorkflowTaskCompleted { now_ms } => activations.push(RecordedActivation {
+                inputs: std::mem::take(&mut inputs),
+                boundary_id: event.id,
+                now_ms: *now_ms,
+                commands: Vec::new(),
+            }),
+            k if k.is_input() => inputs.push(event.clone()),
+            _ => match activations.last_mut() {
+                Some(a) if inputs.is_empty() => a.commands.push(event.clone()),
+                _ => return Err(bad(format!("command event #{} is not after a WorkflowTaskCompleted", event.id))),
+            },
+        }
+    }
+    Ok((activations, inputs))
+}
+
+/// The activation job an input event becomes.
+pub fn job_for(instance: &InstanceId, kind: &EventKind) -> Option<Job> {
+    Some(match kind {
+        EventKind::WorkflowStarted { workflow_type, input, random_seed, .. } => Job::Start {
+            workflow_type: workflow_type.clone(),
+            instance_id: instance.0.clone(),
+            input: input.as_bytes().to_vec(),
+            random_seed: *random_seed,
+        },
+        EventKind::ActivityCompleted { seq, result, .. } => {
+            Job::ResolveActivity { seq: *seq, result: ActivityResult::Completed(result.as_bytes().to_vec()) }
+        }
+        EventKind::ActivityFailed { seq, failure } => {
+            Job::ResolveActivity { seq: *seq, result: ActivityResult::Failed(failure.clone()) }
+        }
+        EventKind::ActivityTimedOut { seq, failure } => {
+            Job::ResolveActivity { seq: *seq, result: ActivityResult::TimedOut(failure.clone()) }
+        }
+        EventKind::TimerFired { seq } => Job::FireTimer { seq: *seq },
+        _ => return None,
+    })
+}
+
+/// A command rendered the way a divergence report shows it.
+pub fn render_command(c: &Command) -> String {
+    match c {
+        Command::ScheduleActivity { seq, activity_type, .. } => {
+            format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}}}")
+        }
+        Command::StartTimer { seq, duration_ms } => format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}"),
+        Command::CancelTimer { seq } => format!("TimerCancelled{{seq: {seq}}}"),
+        Command::RecordMarker { id, .. } => format!("MarkerRecorded{{id: {id:?}}}"),
+        Command::CompleteWorkflow { .. } => "WorkflowCompleted".into(),
+        Command::FailWorkflow { failure } => format!("WorkflowFailed{{kind: {:?}}}", failure.kind),
+    }
+}
+
+/// A recorded command event rendered the same way as [`render_command`].
+pub fn render_event(k: &EventKind) -> String {
+    match k {
+        EventKind::ActivityScheduled { seq, activity_type, .. } => {
+            format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}}}")
+        }
+        EventKind::TimerStarted { seq, duration_ms, .. } => format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}"),
+        EventKind::TimerCancelled { seq } => format!("TimerCancelled{{seq: {seq}}}"),
+        EventKind::MarkerRecorded { id, .. } => format!("MarkerRecorded{{id: {id:?}}}"),
+        EventKind::WorkflowCompleted { .. } => "WorkflowCompleted".into(),
+        EventKind::WorkflowFailed { failure } => format!("WorkflowFailed{{kind: {:?}}}", failure.kind),
+        other => other.name().into(),
+    }
+}
+
+fn command_matches(c: &Command, k: &EventKind) -> bool {
+    match (c, k) {
+        (Command::ScheduleActivity { seq, activity_type, .. }, EventKind::ActivityScheduled { seq: s, activity_type: t, .. }) => {
+            seq == s && activity_type == t
+        }
+        (Command::StartTimer { seq, .. }, EventKind::TimerStarted { seq: s, .. }) => seq == s,
+        (Command::CancelTimer { seq }, EventKind::TimerCancelled { seq: s }) => seq == s,
+        (Command::RecordMarker { id, .. }, EventKind::MarkerRecorded { id: i, .. }) => id == i,
+        (Command::CompleteWorkflow { .. }, EventKind::WorkflowCompleted { .. }) => true,
+        (Command::FailWorkflow { .. }, EventKind::WorkflowFailed { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Builds the [`Nondeterminism`] for one mismatch: the only constructor callers use.
+pub fn diverged(instance: &InstanceId, event_index: u64, recorded: Option<&EventKind>, produced: Option<&Command>) -> ExecError {
+    ExecError::Nondeterminism(Nondeterminism {
+        instance: instance.clone(),
+        event_index,
+        recorded: recorded.map(render_event).unwrap_or_else(|| "no further command".into()),
+        produced: produced.map(render_command).unwrap_or_else(|| "no further command".into()),
+    })
+}
+
+/// Checks one activation's produced commands against its recorded command events.
+///
+/// # Errors
+/// The first mismatch, as a [`Nondeterminism`].
+pub fn match_commands(instance: &InstanceId, rec: &RecordedActivation, produced: &[Command]) -> Result<(), ExecError> {
+    for (i, cmd) in produced.iter().enumerate() {
+        match rec.commands.get(i) {
+            Some(ev) if command_matches(cmd, &ev.kind) => {}
+            Some(ev) => return Err(diverged(instance, ev.id, Some(&ev.kind), Some(cmd))),
+            None => {
+                let at = rec.commands.last().map(|e| e.id).unwrap_or(rec.boundary_id) + 1;
+                return Err(diverged(instance, at, None, Some(cmd)));
+            }
+        }
+    }
+    if let Some(ev) = rec.commands.get(produced.len()) {
+        return Err(diverged(instance, ev.id, Some(&ev.kind), None));
+    }
+    Ok(())
+}
+
+/// What a live activation produced, ready to commit.
+#[derive(Debug, Clone)]
+pub struct LiveActivation {
+    /// Events to append, from the expected next id on.
+    pub events: Vec<(u64, EventKind)>,
+    /// Activities scheduled.
+    pub new_activities: Vec<NewActivityTask>,
+    /// Timers started.
+    pub new_timers: Vec<NewTimer>,
+    /// Timers cancelled.
+    pub cancelled_timers: Vec<u32>,
+    /// Resulting state.
+    pub outcome: InstanceOutcome,
+    /// Captured stdout and stderr of the activation.
+    pub output: (Vec<u8>, Vec<u8>),
+}
+
+/// A workflow instance's code, positioned at the end of its history.
+pub struct WorkflowRun {
+    instance_id: InstanceId,
+    guest: WorkflowInstance,
+    next_event_id: u64,
+    closed: bool,
+    last_now_ms: u64,
+}
+
+impl WorkflowRun {
+    /// Instantiates the module and replays `history` (every recorded activation), checking
+    /// each against its recorded commands. Returns the run and the undelivered inputs.
+    ///
+    /// # Errors
+    /// The first divergence, guest failure or malformed history.
+    pub fn rebuild(
+        sandbox: &Sandbox,
+        module: &LoadedModule,
+        instance_id: &InstanceId,
+        history: &[HistoryEvent],
+    ) -> Result<(WorkflowRun, Vec<HistoryEvent>), ExecError> {
+        let (activations, pending) = split_history(instance_id, history)?;
+        let seed = match &history[0].kind {
+            EventKind::WorkflowStarted { random_seed, .. } => *random_seed,
+            _ => unreachable!("split_history checked event 1"),
+        };
+        let guest = sandbox
+            .new_workflow(module, seed)
+            .map_err(|error| ExecError::Guest { event_index: 1, error })?;
+        let mut run = WorkflowRun {
+            instance_id: instance_id.clone(),
+            guest,
+            next_event_id: history.len() as u64 + 1,
+            closed: false,
+            last_now_ms: 0,
+        };
+        for rec in &activations {
+            run.replay_one(rec)?;
+        }
+        Ok((run, pending))
+    }
+
+    /// Replays one recorded activation.
+    ///
+    /// # Errors
+    /// Divergence or guest failure.
+    pub fn replay_one(&mut self, rec: &RecordedActivation) -> Result<Vec<Command>, ExecError> {
+        let jobs = rec.inputs.iter().filter_map(|e| job_for(&self.instance_id, &e.kind)).collect();
+        let activation = Activation { now_ms: rec.now_ms, is_replaying: true, jobs };
+        let commands = self.activate(&activation, rec.boundary_id)?;
+        let _ = self.guest.take_output(); // logs are suppressed during replay
+        match_commands(&self.instance_id, rec, &commands)?;
+        self.last_now_ms = rec.now_ms;
+        if rec.commands.iter().any(|e| matches!(e.kind, EventKind::WorkflowCompleted { .. } | EventKind::WorkflowFailed { .. })) {
+            self.closed = true;
+        }
+        Ok(commands)
+    }
+
+    fn activate(&mut self, activation: &Activation, event_index: u64) -> Result<Vec<Command>, ExecError> {
+        match self.guest.activate(activation) {
+            Ok(Completion::Commands(c)) => Ok(c),
+            Ok(Completion::Error(message)) => Err(ExecError::Sdk { event_index, message }),
+            Err(error) => Err(ExecError::Guest { event_index, error }),
+        }
+    }
+
+    /// The id the next appended event gets.
+    pub fn next_event_id(&self) -> u64 {
+        self.next_event_id
+    }
+
+    /// True once the workflow completed or failed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Runs one live activation delivering `inputs` (already-recorded undelivered events
+    /// and inbox entries, in order) at logical time `now_ms` (never earlier than the last
+    /// activation's). On success the run advances past the returned events; on error the
+    /// run must be discarded.
+    ///
+    /// # Errors
+    /// Guest failures and SDK errors; the caller blocks the instance.
+    pub fn run_live(&mut self, inputs: &[EventKind], inputs_recorded: usize, now_ms: u64) -> Result<LiveActivation, ExecError> {
+        let now_ms = now_ms.max(self.last_now_ms);
+        let jobs: Vec<Job> = inputs.iter().filter_map(|k| job_for(&self.instance_id, k)).collect();
+        let activation = Activation { now_ms, is_replaying: false, jobs };
+        let commands = self.activate(&activation, self.next_event_id)?;
+        let output = self.guest.take_output();
+
+        let mut next = self.next_event_id;
+        let mut events = Vec::with_capacity(inputs.len() + commands.len() + 1);
+        // Inputs that were already appended (the start event) are not appended again.
+        for k in &inputs[inputs_recorded..] {
+            events.push((next, k.clone()));
+            next += 1;
+        }
+        events.push((next, EventKind::WorkflowTaskCompleted { now_ms }));
+        next += 1;
+        let mut live = LiveActivation {
+            events,
+            new_activities: Vec::new(),
+            new_timers: Vec::new(),
+            cancelled_timers: Vec::new(),
+            outcome: InstanceOutcome::Running,
+            output,
+        };
+        let payload = |bytes: &[u8], what: &str| {
+            Payload::from_json_bytes(bytes).map_err(|e| ExecError::Sdk {
+                event_index: self.next_event_id,
+                message: format!("the workflow produced a {what} that is not JSON: {e}"),
+            })
+        };
+        for cmd in commands {
+            if self.closed || !matches!(live.outcome, InstanceOutcome::Running) {
+                break; // nothing after the workflow's end is recorded
+            }
+            let kind = match cmd {
+                Command::ScheduleActivity { seq, activity_type, input, options } => {
+                    let input = payload(&input, "activity input")?;
+                    live.new_activities.push(NewActivityTask {
+                        seq,
+                        activity_type: activity_type.clone(),
+                        input: input.clone(),
+                        options: options.clone(),
+                    });
+                    EventKind::ActivityScheduled { seq, activity_type, input, options }
+                }
+                Command::StartTimer { seq, duration_ms } => {
+                    let fire_at_ms = now_ms.saturating_add(duration_ms);
+                    live.new_timers.push(NewTimer { seq, fire_at_ms });
+                    EventKind::TimerStarted { seq, duration_ms, fire_at_ms }
+                }
+                Command::CancelTimer { seq } => {
+                    live.cancelled_timers.push(seq);
+                    EventKind::TimerCancelled { seq }
+                }
+                Command::RecordMarker { id, data } => EventKind::MarkerRecorded { id, data: payload(&data, "marker")? },
+                Command::CompleteWorkflow { result } => {
+                    let result = payload(&result, "result")?;
+                    live.outcome = InstanceOutcome::Completed(result.clone());
+                    EventKind::WorkflowCompleted { result }
+                }
+                Command::FailWorkflow { failure } => {
+                    live.outcome = InstanceOutcome::Failed(failure.clone());
+                    EventKind::WorkflowFailed { failure }
+                }
+            };
+            live.events.push((next, kind));
+            next += 1;
+        }
+        self.next_event_id = next;
+        self.last_now_ms = now_ms;
+        if !matches!(live.outcome, InstanceOutcome::Running) {
+            self.closed = true;
+        }
+        Ok(live)
+    }
+}
+
+/// A failure as the engine reports a workflow task problem (not a workflow failure).
+pub fn task_failure(kind: &str, message: String) -> Failure {
+    Failure { kind: kind.into(), message, non_retryable: true, attempts: 0 }
+}

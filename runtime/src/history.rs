@@ -1,0 +1,410 @@
+//! The domain of durable execution: ids, payloads, history events and instance status.
+//!
+//! Everything here is plain data with serde derives; it imports neither rusqlite nor
+//! wasmtime, so the storage backends, the executor and the replayer all speak it without
+//! depending on each other. The JSON form of [`HistoryEvent`] is the documented export
+//! format (`docs/history-format.md`), so renaming a field or variant is a format change.
+//!
+//! # History shape
+//!
+//! A history is a dense, append-only sequence of events numbered from 1. Inputs to the
+//! workflow (started, activity resolved, timer fired) are followed by a
+//! [`EventKind::WorkflowTaskCompleted`] marking the end of the activation that delivered
+//! them, followed by the events for the commands that activation produced:
+//!
+//! ```text
+//!  1 WorkflowStarted            input of activation 1
+//!  2 WorkflowTaskCompleted      boundary, carries the activation's logical time
+//!  3 TimerStarted  seq=1        output of activation 1
+//!  4 TimerFired    seq=1        input of activation 2
+//!  5 WorkflowTaskCompleted
+//!  6 ActivityScheduled seq=1
+//!  ...
+//! ```
+//!
+//! Recording the boundary (instead of inferring it) makes replay reproduce exactly the
+//! batches the live run saw, which matters for `select`: two results delivered together
+//! resolve differently from two results delivered one by one.
+
+use std::fmt;
+
+use pinion_abi::{ActivityOptions, Failure};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Version of the rules the executor uses to match commands against history. Recorded in
+/// every start event so the matcher can evolve without breaking old histories.
+pub const DETERMINISM_RULES_VERSION: u32 = 1;
+
+/// Identifier of a workflow instance, chosen by the caller or generated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub String);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lower-case hex SHA-256 of a module's bytes: the module's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModuleHash(pub String);
+
+impl ModuleHash {
+    /// The first 12 hex digits, for tables meant for people.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+}
+
+impl fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// User data (workflow or activity input and result): a JSON document kept verbatim.
+///
+/// Payloads cross the guest boundary as bytes and are stored and exported inline as JSON,
+/// so histories stay readable without the module that wrote them.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// Wraps JSON bytes, checking that they are one valid JSON document.
+    ///
+    /// # Errors
+    /// When the bytes are not UTF-8 JSON.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Payload, serde_json::Error> {
+        let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
+        Ok(Payload(RawValue::from_string(text.trim().to_owned())?))
+    }
+
+    /// Encodes a serialisable value.
+    ///
+    /// # Errors
+    /// When `value` cannot be represented as JSON.
+    pub fn from_value<T: Serialize>(value: &T) -> Result<Payload, serde_json::Error> {
+        Ok(Payload(serde_json::value::to_raw_value(value)?))
+    }
+
+    /// JSON `null`.
+    pub fn null() -> Payload {
+        Payload(RawValue::from_string("null".to_owned()).expect("null is JSON"))
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The JSON text as bytes, as the guest expects them.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.get().as_bytes()
+    }
+
+    /// Parses into a generic JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.json()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+/// One event in an instance's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// Dense event number within the instance, from 1.
+    pub id: u64,
+    /// When the event was recorded, in ms since the Unix epoch.
+    pub time_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an event records. Serialised with an internal `"type"` tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventKind {
+    /// The instance was created. Always event 1.
+    WorkflowStarted {
+        /// Exported workflow type.
+        workflow_type: String,
+        /// The module the instance is pinned to.
+        module_hash: ModuleHash,
+        /// Workflow input.
+        input: Payload,
+        /// Seed of the workflow's deterministic random numbers (SDK and WASI `random_get`).
+        random_seed: u64,
+        /// Version of the determinism rules in force when the instance started.
+        determinism_rules: u32,
+        /// The module's version label, if it declares one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version_label: Option<String>,
+    },
+    /// End of one activation; the inputs before it were delivered together at `now_ms`.
+    WorkflowTaskCompleted {
+        /// The logical time the workflow saw during that activation.
+        now_ms: u64,
+    },
+    /// The workflow scheduled an activity.
+    ActivityScheduled {
+        /// Activity sequence number within the instance.
+        seq: u32,
+        /// Activity type.
+        activity_type: String,
+        /// Activity input.
+        input: Payload,
+        /// Timeout and retry policy.
+        options: ActivityOptions,
+    },
+    /// The activity returned a value.
+    ActivityCompleted {
+        /// Activity sequence number.
+        seq: u32,
+        /// Its result.
+        result: Payload,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// The activity failed for good (non-retryable error or retries exhausted).
+    ActivityFailed {
+        /// Activity sequence number.
+        seq: u32,
+        /// The last attempt's error.
+        failure: Failure,
+    },
+    /// Every attempt of the activity ran past its start-to-close timeout.
+    ActivityTimedOut {
+        /// Activity sequence number.
+        seq: u32,
+        /// Describes the timeout.
+        failure: Failure,
+    },
+    /// The workflow started a durable timer.
+    TimerStarted {
+        /// Timer sequence number within the instance.
+        seq: u32,
+        /// Requested duration.
+        duration_ms: u64,
+        /// Absolute fire time.
+        fire_at_ms: u64,
+    },
+    /// A timer fired.
+    TimerFired {
+        /// Timer sequence number.
+        seq: u32,
+    },
+    /// The workflow cancelled a timer before it fired.
+    TimerCancelled {
+        /// Timer sequence number.
+        seq: u32,
+    },
+    /// A marker (version marker, side effect).
+    MarkerRecorded {
+        /// Marker id.
+        id: String,
+        /// Marker data.
+        data: Payload,
+    },
+    /// The workflow returned a value.
+    WorkflowCompleted {
+        /// The result.
+        result: Payload,
+    },
+    /// The workflow returned an error.
+    WorkflowFailed {
+        /// The error.
+        failure: Failure,
+    },
+}
+
+impl EventKind {
+    /// The variant name, as it appears in the JSON `"type"` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::WorkflowStarted { .. } => "WorkflowStarted",
+            EventKind::WorkflowTaskCompleted { .. } => "WorkflowTaskCompleted",
+            EventKind::ActivityScheduled { .. } => "ActivityScheduled",
+            EventKind::ActivityCompleted { .. } => "ActivityCompleted",
+            EventKind::ActivityFailed { .. } => "ActivityFailed",
+            EventKind::ActivityTimedOut { .. } => "ActivityTimedOut",
+            EventKind::TimerStarted { .. } => "TimerStarted",
+            EventKind::TimerFired { .. } => "TimerFired",
+            EventKind::TimerCancelled { .. } => "TimerCancelled",
+            EventKind::MarkerRecorded { .. } => "MarkerRecorded",
+            EventKind::WorkflowCompleted { .. } => "WorkflowCompleted",
+            EventKind::WorkflowFailed { .. } => "WorkflowFailed",
+        }
+    }
+
+    /// True for events that are delivered to the workflow as activation jobs.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            EventKind::WorkflowStarted { .. }
+                | EventKind::ActivityCompleted { .. }
+                | EventKind::ActivityFailed { .. }
+                | EventKind::ActivityTimedOut { .. }
+                | EventKind::TimerFired { .. }
+        )
+    }
+
+    /// True for events that record a command the workflow issued.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            EventKind::ActivityScheduled { .. }
+                | EventKind::TimerStarted { .. }
+                | EventKind::TimerCancelled { .. }
+                | EventKind::MarkerRecorded { .. }
+                | EventKind::WorkflowCompleted { .. }
+                | EventKind::WorkflowFailed { .. }
+        )
+    }
+
+    /// A one-line human description, used by `pinion history` and divergence reports.
+    pub fn describe(&self) -> String {
+        match self {
+            EventKind::WorkflowStarted { workflow_type, module_hash, input, .. } => {
+                format!("{workflow_type} on {} input={}", module_hash.short(), input.json())
+            }
+            EventKind::WorkflowTaskCompleted { now_ms } => format!("now={now_ms}"),
+            EventKind::ActivityScheduled { seq, activity_type, input, .. } => {
+                format!("seq={seq} type={activity_type:?} input={}", input.json())
+            }
+            EventKind::ActivityCompleted { seq, result, attempts } => {
+                format!("seq={seq} result={} attempts={attempts}", result.json())
+            }
+            EventKind::ActivityFailed { seq, failure }
+            | EventKind::ActivityTimedOut { seq, failure } => {
+                format!("seq={seq} {}: {} attempts={}", failure.kind, failure.message, failure.attempts)
+            }
+            EventKind::TimerStarted { seq, duration_ms, .. } => {
+                format!("seq={seq} duration={duration_ms}ms")
+            }
+            EventKind::TimerFired { seq } | EventKind::TimerCancelled { seq } => format!("seq={seq}"),
+            EventKind::MarkerRecorded { id, data } => format!("id={id:?} data={}", data.json()),
+            EventKind::WorkflowCompleted { result } => format!("result={}", result.json()),
+            EventKind::WorkflowFailed { failure } => format!("{}: {}", failure.kind, failure.message),
+        }
+    }
+}
+
+/// Lifecycle state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    /// Has work to do or is waiting on activities, timers.
+    Running,
+    /// Stopped by a determinism error or a failed workflow task; waits for a fix.
+    Blocked,
+    /// Returned a value.
+    Completed,
+    /// Returned an error.
+    Failed,
+}
+
+impl InstanceStatus {
+    /// The lowercase name used in the database, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Blocked => "blocked",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<InstanceStatus> {
+        Some(match s {
+            "running" => InstanceStatus::Running,
+            "blocked" => InstanceStatus::Blocked,
+            "completed" => InstanceStatus::Completed,
+            "failed" => InstanceStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// True once the instance can never run again.
+    pub fn is_closed(self) -> bool {
+        matches!(self, InstanceStatus::Completed | InstanceStatus::Failed)
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name in the `format` field of an exported history.
+pub const EXPORT_FORMAT: &str = "pinion-history";
+/// The version of the export format this build writes and reads.
+pub const EXPORT_VERSION: u32 = 1;
+
+/// One instance's history as exported to JSON (`docs/history-format.md`). Importing it
+/// needs nothing else: the module hash says which code wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryExport {
+    /// Always [`EXPORT_FORMAT`].
+    pub format: String,
+    /// [`EXPORT_VERSION`] when written by this build.
+    pub version: u32,
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its workflow type.
+    pub workflow_type: String,
+    /// The module it is pinned to.
+    pub module_hash: ModuleHash,
+    /// Its status when exported.
+    pub status: InstanceStatus,
+    /// Every event, in order.
+    pub events: Vec<HistoryEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_with_a_type_tag_and_inline_json_payloads() {
+        let e = HistoryEvent {
+            id: 3,
+            time_ms: 10,
+            kind: EventKind::ActivityCompleted {
+                seq: 1,
+                result: Payload::from_json_bytes(br#"{"ok":true}"#).unwrap(),
+                attempts: 2,
+            },
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":3,"time_ms":10,"type":"ActivityCompleted","seq":1,"result":{"ok":true},"attempts":2}"#
+        );
+        let back: HistoryEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn payload_rejects_bytes_that_are_not_json() {
+        assert!(Payload::from_json_bytes(b"{not json").is_err());
+        assert!(Payload::from_json_bytes(&[0xff, 0xfe]).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Modules by content hash: validation at deploy, lookup by hash or prefix, and the
+//! compiled-code cache.
+//!
+//! A module's identity is the SHA-256 of its bytes, so deploying the same bytes twice is a
+//! no-op and an instance's pinned hash always means exactly one program. Validation happens
+//! before anything is stored: the bytes compile, link against pinion's WASI, export the ABI,
+//! and declare a well-formed manifest; a module that fails any check leaves no row behind.
+//!
+//! Compiled machine code is cached twice: in memory (an `Arc<LoadedModule>` per hash) and on
+//! disk under `<cache dir>/<hash>.<engine fingerprint>.cwasm`, so a restarted server does not
+//! recompile and a wasmtime upgrade (new fingerprint) never loads stale code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use pinion_abi::Manifest;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::history::ModuleHash;
+use crate::sandbox::{LoadedModule, Sandbox, SandboxError};
+use crate::store::{ModuleRecord, Store, StoreError};
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The module failed validation; nothing was stored.
+    #[error("{0}")]
+    Invalid(#[from] SandboxError),
+    /// The manifest is malformed.
+    #[error("module manifest is invalid: {0}")]
+    BadManifest(String),
+    /// No module has this hash or hash prefix.
+    #[error("no deployed module matches `{0}`; `pinion modules` lists them")]
+    UnknownModule(String),
+    /// The prefix matches several modules.
+    #[error("module prefix `{prefix}` is ambiguous: it matches {}", matches.join(", "))]
+    AmbiguousModule {
+        /// The prefix given.
+        prefix: String,
+        /// The hashes it matches.
+        matches: Vec<String>,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of a deploy.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The module's hash.
+    pub hash: ModuleHash,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Size in bytes.
+    pub size: u64,
+    /// False when the same bytes were already deployed.
+    pub newly_stored: bool,
+}
+
+/// Modules by hash.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    clock: Arc<dyn Clock>,
+    cache_dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<ModuleHash, Arc<LoadedModule>>>,
+}
+
+/// SHA-256 of `bytes`, as lower-case hex.
+pub fn hash_bytes(bytes: &[u8]) -> ModuleHash {
+    ModuleHash(hex::encode(Sha256::digest(bytes)))
+}
+
+fn check_manifest(m: &Manifest) -> Result<(), RegistryError> {
+    if m.workflows.is_empty() {
+        return Err(RegistryError::BadManifest("it declares no workflow types".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in m.workflows.iter().map(|w| ("workflow", w)).chain(m.activities.iter().map(|a| ("activity", a))) {
+        if name.1.trim().is_empty() {
+            return Err(RegistryError::BadManifest(format!("it declares a {} with an empty name", name.0)));
+        }
+        if !seen.insert(name) {
+            return Err(RegistryError::BadManifest(format!("it declares {} `{}` twice", name.0, name.1)));
+        }
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// A registry over `store`, caching compiled code in `cache_dir` when given.
+    pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, clock: Arc<dyn Clock>, cache_dir: Option<PathBuf>) -> Registry {
+        Registry { store, sandbox, clock, cache_dir, loaded: Mutex::new(HashMap::new()) }
+    }
+
+    /// Compiles, links and reads the manifest of `bytes`, without storing anything.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] or [`RegistryError::BadManifest`], naming the problem.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(ModuleHash, Manifest, LoadedModule), RegistryError> {
+        let hash = hash_bytes(bytes);
+        let module = self.sandbox.compile(bytes)?;
+        let loaded = self.sandbox.load(module)?;
+        let manifest = self.sandbox.read_manifest(&loaded)?;
+        check_manifest(&manifest)?;
+        Ok((hash, manifest, loaded))
+    }
+
+    /// Validates and stores a module. Deploying the same bytes again returns the same hash.
+    ///
+    /// # Errors
+    /// Validation errors (nothing stored) and storage errors.
+    pub fn deploy(&self, bytes: &[u8]) -> Result<Deployed, RegistryError> {
+        let (hash, manifest, loaded) = self.validate(bytes)?;
+        let newly_stored = self.store.put_module(&hash, bytes, &manifest, self.clock.now_ms())?;
+        self.write_cache(&hash, &loaded);
+        self.loaded.lock().expect("registry lock").insert(hash.clone(), Arc::new(loaded));
+        Ok(Deployed { hash, manifest, size: bytes.len() as u64, newly_stored })
+    }
+
+    /// Finds a module by full hash or unique prefix.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownModule`] or [`RegistryError::AmbiguousModule`].
+    pub fn resolve(&self, hash_or_prefix: &str) -> Result<ModuleRecord, RegistryError> {
+        let wanted = hash_or_prefix.trim().to_ascii_lowercase();
+        if wanted.is_empty() {
+            return Err(RegistryError::UnknownModule(hash_or_prefix.into()));
+        }
+        if wanted.len() == 64 {
+            if let Some(m) = self.store.get_module(&ModuleHash(wanted.clone()))? {
+                return Ok(m);
+            }
+            return Err(RegistryError::UnknownModule(wanted));
+        }
+        let mut matches: Vec<ModuleRecord> =
+            self.store.list_modules()?.into_iter().filter(|m| m.hash.0.starts_with(&wanted)).collect();
+        match matches.len() {
+            0 => Err(RegistryError::UnknownModule(wanted)),
+            1 => Ok(matches.remove(0)),
+            _ => Err(RegistryError::AmbiguousModule {
+                prefix: wanted,
+                matches: matches.into_iter().map(|m| m.hash.0).collect(),
+            }),
+        }
+    }
+
+    /// The compiled module for `hash`: from memory, else the disk cache, else compiled from
+    /// the stored bytes (and cached).
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownModule`] when no such module is stored.
+    pub fn load(&self, hash: &ModuleHash) -> Result<Arc<LoadedModule>, RegistryError> {
+        if let Some(m) = self.loaded.lock().expect("registry lock").get(hash) {
+            return Ok(m.clone());
+        }
+        let loaded = match self.read_cache(hash) {
+            Some(l) => l,
+            None => {
+                let bytes = self.store.module_bytes(hash)?.ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))?;
+                let module = self.sandbox.compile(&bytes)?;
+                let loaded = self.sandbox.load(module)?;
+                self.write_cache(hash, &loaded);
+                loaded
+            }
+        };
+        let loaded = Arc::new(loaded);
+        self.loaded.lock().expect("registry lock").insert(hash.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Loads a module from bytes that are not (necessarily) stored, e.g. a replay candidate.
+    ///
+    /// # Errors
+    /// Validation errors.
+    pub fn load_unstored(&self, bytes: &[u8]) -> Result<(ModuleHash, Manifest, Arc<LoadedModule>), RegistryError> {
+        let (hash, manifest, loaded) = self.validate(bytes)?;
+        Ok((hash, manifest, Arc::new(loaded)))
+    }
+
+    fn cache_path(&self, hash: &ModuleHash) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| d.join(format!("{}.{}.cwasm", hash.0, self.sandbox.fingerprint())))
+    }
+
+    fn read_cache(&self, hash: &ModuleHash) -> Option<LoadedModule> {
+        let path = self.cache_path(hash)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `Module::serialize` of an engine with the same
+        // fingerprint, in a directory pinion owns; wasmtime re-checks compatibility and we
+        // fall back to compiling on any error.
+        let module = unsafe { wasmtime::Module::deserialize_file(self.sandbox.engine(), &path) }.ok()?;
+        self.sandbox.load(module).ok()
+    }
+
+    fn write_cache(&self, hash: &ModuleHash, loaded: &LoadedModule) {
+        // The cache is an optimisation: failing to write it must not fail a deploy.
+        let Some(path) = self.cache_path(hash) else { return };
+        if path.exists() {
+            return;
+        }
+        let Ok(bytes) = loaded.module().serialize() else { return };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Durable state behind one trait.
+//!
+//! The executor and worker talk to a [`Store`]; [`sqlite::SqliteStore`] is the embedded
+//! implementation. A second backend (PostgreSQL, for several hosts sharing one database) is
+//! a second implementation of the same trait; nothing above this module changes.
+//!
+//! # Invariants every backend keeps
+//!
+//! * One transaction per state change: an activation's events, the instance row, the
+//!   consumed inbox rows and the new activity and timer rows commit together or not at all.
+//! * History is append-only and dense. [`Store::commit_activation`] carries the event id it
+//!   expects to append next and fails with [`StoreError::Conflict`] when history moved, so a
+//!   stale worker can never interleave events.
+//! * Inputs (activity results, timer firings) wait in the instance's *inbox* until an
+//!   activation consumes them; only then do they enter history, in delivery order. This is
+//!   what makes activation boundaries in history exact.
+//! * An activity result is recorded at most once: completing removes the task row of that
+//!   attempt, and a completion whose task row is gone (a duplicate run after a crash, or a
+//!   late attempt after a timeout) is ignored.
+
+pub mod sqlite;
+
+use pinion_abi::{ActivityOptions, Manifest};
+
+use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
+
+/// Errors of the storage layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or is not a pinion database.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Another process holds a lock on the database for longer than the busy timeout.
+    #[error("database is locked by another process (retry, or stop the other writer): {0}")]
+    Locked(String),
+    /// History moved under a writer (another worker appended first). Retrying with fresh
+    /// state is correct.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row that had to exist does not.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A row with this key exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Stored data could not be decoded: the file is damaged or from a newer pinion.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store's writer thread is gone (the store is shutting down).
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Locked(_) | StoreError::Conflict(_))
+    }
+}
+
+/// A deployed module as stored.
+#[derive(Debug, Clone)]
+pub struct ModuleRecord {
+    /// SHA-256 of `bytes`.
+    pub hash: ModuleHash,
+    /// Size of the wasm in bytes.
+    pub size: u64,
+    /// What the module declared at deploy time.
+    pub manifest: Manifest,
+    /// Deploy time, ms since the epoch.
+    pub deployed_at_ms: u64,
+}
+
+/// An instance row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Instance id.
+    pub id: InstanceId,
+    /// Workflow type.
+    pub workflow_type: String,
+    /// Pinned module.
+    pub module_hash: ModuleHash,
+    /// Lifecycle state.
+    pub status: InstanceStatus,
+    /// Creation time.
+    pub created_at_ms: u64,
+    /// Last change.
+    pub updated_at_ms: u64,
+    /// Number of events in history.
+    pub event_count: u64,
+    /// Result, when completed.
+    pub result: Option<Payload>,
+    /// Failure kind and message, when failed.
+    pub failure: Option<pinion_abi::Failure>,
+    /// Why the instance is blocked, when blocked.
+    pub blocked_reason: Option<String>,
+}
+
+/// Filter for [`Store::list_instances`].
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    /// Only this status.
+    pub status: Option<InstanceStatus>,
+    /// Only this workflow type.
+    pub workflow_type: Option<String>,
+    /// Only instances pinned to this module.
+    pub module_hash: Option<ModuleHash>,
+    /// At most this many, newest first.
+    pub limit: Option<u32>,
+}
+
+/// A new instance: its row and its first event.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// Instance id.
+    pub id: InstanceId,
+    /// Creation time.
+    pub now_ms: u64,
+    /// The `WorkflowStarted` event (must be that variant).
+    pub started: EventKind,
+}
+
+/// An input waiting to be delivered to an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    /// Inbox row id (delivery order).
+    pub id: i64,
+    /// When it arrived.
+    pub time_ms: u64,
+    /// The event it becomes in history.
+    pub kind: EventKind,
+}
+
+/// An activity to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewActivityTask {
+    /// Activity sequence number.
+    pub seq: u32,
+    /// Activity type.
+    pub activity_type: String,
+    /// Input.
+    pub input: Payload,
+    /// Timeout and retry policy.
+    pub options: ActivityOptions,
+}
+
+/// A claimed activity attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityTask {
+    /// Instance that scheduled it.
+    pub instance_id: InstanceId,
+    /// Module to run it from (the instance's pinned module).
+    pub module_hash: ModuleHash,
+    /// Activity sequence number.
+    pub seq: u32,
+    /// Activity type.
+    pub activity_type: String,
+    /// Input.
+    pub input: Payload,
+    /// Timeout and retry policy.
+    pub options: ActivityOptions,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+}
+
+/// A timer to arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewTimer {
+    /// Timer sequence number.
+    pub seq: u32,
+    /// Absolute fire time.
+    pub fire_at_ms: u64,
+}
+
+/// How an activation leaves the instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceOutcome {
+    /// Still running (waiting on activities, timers).
+    Running,
+    /// Completed with a result.
+    Completed(Payload),
+    /// Failed with an error.
+    Failed(pinion_abi::Failure),
+}
+
+/// Everything one activation changes, committed in one transaction.
+#[derive(Debug, Clone)]
+pub struct ActivationCommit {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The id the first appended event must get (history length + 1).
+    pub expected_next_event: u64,
+    /// Events to append, in order (delivered inputs, the task boundary, commands).
+    pub events: Vec<(u64, EventKind)>,
+    /// Inbox rows consumed by this activation.
+    pub consumed_inbox: Vec<i64>,
+    /// Activities scheduled.
+    pub new_activities: Vec<NewActivityTask>,
+    /// Timers started.
+    pub new_timers: Vec<NewTimer>,
+    /// Timers cancelled.
+    pub cancelled_timers: Vec<u32>,
+    /// Resulting state.
+    pub outcome: InstanceOutcome,
+    /// Commit time.
+    pub now_ms: u64,
+}
+
+/// How an activity attempt ended, as the store records it.
+#[derive(Debug, Clone)]
+pub enum ActivityResolution {
+    /// Final: deliver this event (ActivityCompleted / Failed / TimedOut) to the instance.
+    Resolve(EventKind),
+    /// Retry: run attempt `next_attempt` no earlier than `visible_at_ms`.
+    Retry {
+        /// The next attempt number.
+        next_attempt: u32,
+        /// Earliest start of the retry.
+        visible_at_ms: u64,
+    },
+}
+
+/// Durable state of the engine. All methods are synchronous and thread-safe.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a module unless one with the same hash exists. Returns true when inserted.
+    fn put_module(&self, hash: &ModuleHash, bytes: &[u8], manifest: &Manifest, now_ms: u64)
+        -> Result<bool, StoreError>;
+    /// The module's record, without its bytes.
+    fn get_module(&self, hash: &ModuleHash) -> Result<Option<ModuleRecord>, StoreError>;
+    /// The module's wasm bytes.
+    fn module_bytes(&self, hash: &ModuleHash) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every module, newest first.
+    fn list_modules(&self) -> Result<Vec<ModuleRecord>, StoreError>;
+
+    /// Creates an instance with its `WorkflowStarted` event, runnable.
+    fn create_instance(&self, new: NewInstance) -> Result<(), StoreError>;
+    /// One instance.
+    fn get_instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError>;
+    /// Instances matching `filter`, newest first.
+    fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// The instance's whole history, in order.
+    fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// Inputs waiting for the instance, in arrival order.
+    fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Up to `limit` instances that have undelivered input, oldest change first.
+    fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError>;
+
+    /// Clears the runnable flag of an instance whose inbox is empty (a spurious wake-up).
+    fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError>;
+    /// Commits one activation (see [`ActivationCommit`]).
+    fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError>;
+    /// Marks an instance blocked, with the reason, and not runnable.
+    fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` activity attempts whose time has come. A lease lasts `lease_ms`.
+    fn claim_activities(&self, now_ms: u64, limit: u32, lease_ms: u64)
+        -> Result<Vec<ActivityTask>, StoreError>;
+    /// Records how a claimed attempt ended. Returns false (and changes nothing) when that
+    /// attempt is no longer the current one.
+    fn resolve_activity(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        resolution: ActivityResolution,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Forgets every activity lease (at start-up of the only process using this database).
+    fn release_leases(&self) -> Result<u64, StoreError>;
+    /// Earliest time something is due (a timer, or an activity attempt), if any.
+    fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
+    /// Moves every timer due at `now_ms` into its instance's inbox. Returns how many fired.
+    fn fire_due_timers(&self, now_ms: u64) -> Result<u64, StoreError>;
+}

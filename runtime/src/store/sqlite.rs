@@ -1,0 +1,799 @@
+//! The embedded [`Store`]: one SQLite file in WAL mode.
+//!
+//! # Why one writer thread
+//!
+//! SQLite allows one writer at a time, and with `synchronous=FULL` every commit costs an
+//! fsync. So all writes go, as closures, over a bounded channel to a single thread that
+//! owns the write connection. It takes whatever is queued (up to [`SqliteOptions::max_batch`]),
+//! runs each closure inside its own `SAVEPOINT` of one `BEGIN IMMEDIATE` transaction, commits
+//! once, and only then answers every caller: *group commit*. Under load many instances'
+//! state changes share one fsync; a caller never hears "done" before its data is durable,
+//! and one failing closure rolls back only its own savepoint. (Obelisk's db-sqlite uses the
+//! same shape.)
+//!
+//! Reads use a small pool of separate connections; WAL lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pinion_abi::{ActivityOptions, Manifest};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::{
+    ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
+    InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError,
+};
+use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+
+/// `synchronous` pragma levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync on every commit (the default: no acknowledged step is ever lost).
+    Full,
+    /// fsync at checkpoints only; a power cut may lose the last commits.
+    Normal,
+    /// No fsync (benchmarks of the engine without the disk).
+    Off,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        }
+    }
+}
+
+/// How to open the database.
+///
+/// Defaults: `synchronous = Full`, `busy_timeout = 5 s`, `max_batch = 256`,
+/// `read_only = false`.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Durability of commits.
+    pub synchronous: Synchronous,
+    /// How long to wait for another process's lock before failing with `Locked`.
+    pub busy_timeout: Duration,
+    /// Most write closures committed in one transaction.
+    pub max_batch: usize,
+    /// Open without write access (replay, inspection). Writes fail.
+    pub read_only: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_batch: 256,
+            read_only: false,
+        }
+    }
+}
+
+/// One caller's write: run inside the batch transaction, then told whether it committed.
+trait WriteOp: Send {
+    /// Runs the write; false when it failed (its savepoint is rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+type WriteJob = Box<dyn WriteOp>;
+
+struct Op<R, F> {
+    f: Option<F>,
+    result: Option<Result<R, StoreError>>,
+    reply: SyncSender<Result<R, StoreError>>,
+}
+
+impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp for Op<R, F> {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let r = (self.f.take().expect("write op runs once"))(conn);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(r)) => r,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Mutex<Option<SyncSender<WriteJob>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked(e.to_string()),
+            ErrorCode::NotADatabase => StoreError::Corrupt(format!("not a pinion database: {e}")),
+            ErrorCode::DatabaseCorrupt => StoreError::Corrupt(e.to_string()),
+            ErrorCode::ConstraintViolation => StoreError::AlreadyExists(e.to_string()),
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                StoreError::Database(e.to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        },
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, unless read-only) the database at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the file cannot be opened or is not a pinion database,
+    /// [`StoreError::Locked`] when another process holds it past the busy timeout.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        if options.read_only && !path.exists() {
+            return Err(open_err("no such file".into()));
+        }
+        let conn = Self::connect(&path, &options).map_err(|e| open_err(map_err(e).to_string()))?;
+        if !options.read_only {
+            Self::migrate(&conn).map_err(|e| match e {
+                StoreError::Locked(m) => StoreError::Locked(m),
+                other => open_err(other.to_string()),
+            })?;
+        } else {
+            Self::check_schema(&conn).map_err(|e| open_err(e.to_string()))?;
+        }
+        let store = SqliteStore {
+            path: path.clone(),
+            options: options.clone(),
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+        };
+        if !options.read_only {
+            let (tx, rx) = sync_channel::<WriteJob>(options.max_batch * 4);
+            let max_batch = options.max_batch;
+            let handle = std::thread::Builder::new()
+                .name("pinion-sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx, max_batch))
+                .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
+            *store.writer.lock().expect("writer lock") = Some(tx);
+            *store.writer_thread.lock().expect("writer thread lock") = Some(handle);
+        } else {
+            store.readers.lock().expect("readers lock").push(conn);
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, rusqlite::Error> {
+        let flags = if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(options.busy_timeout)?;
+        // The pragmas, in one place. journal_mode is persistent in the file; the others are
+        // per connection.
+        if !options.read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "cache_size", -16_000)?;
+        Ok(conn)
+    }
+
+    fn check_schema(conn: &Connection) -> Result<(), StoreError> {
+        let v: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| match map_err(e) {
+                StoreError::Database(m) if m.contains("no such table") => {
+                    StoreError::Corrupt("the file is not a pinion database (no meta table)".into())
+                }
+                other => other,
+            })?;
+        match v.as_deref() {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(other) => Err(StoreError::Corrupt(format!(
+                "database schema version {other} is not supported by this pinion (expects {SCHEMA_VERSION})"
+            ))),
+            None => Err(StoreError::Corrupt("the file is not a pinion database".into())),
+        }
+    }
+
+    fn migrate(conn: &Connection) -> Result<(), StoreError> {
+        // An existing file with tables but no pinion meta row is someone else's database.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+            .map_err(map_err)?;
+        if tables > 0 {
+            return Self::check_schema(conn);
+        }
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+        ))
+        .map_err(map_err)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let conn = self.readers.lock().expect("readers lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Self::connect(&self.path, &SqliteOptions { read_only: false, ..self.options.clone() })
+                    .or_else(|_| Self::connect(&self.path, &self.options))
+                    .map_err(map_err)?;
+                c
+            }
+        };
+        let r = f(&conn);
+        let mut pool = self.readers.lock().expect("readers lock");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r
+    }
+
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let sender = self.writer.lock().expect("writer lock").clone().ok_or_else(|| {
+            if self.options.read_only {
+                StoreError::Database("the database was opened read-only".into())
+            } else {
+                StoreError::Closed
+            }
+        })?;
+        let (tx, rx) = sync_channel::<Result<R, StoreError>>(1);
+        let job: WriteJob = Box::new(Op { f: Some(f), result: None, reply: tx });
+        sender.send(job).map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer thread after it drains its queue. Called on drop too.
+    pub fn close(&self) {
+        self.writer.lock().expect("writer lock").take();
+        if let Some(h) = self.writer_thread.lock().expect("writer thread lock").take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = map_err(e);
+            for job in batch {
+                job.finish(Err(err.clone()));
+            }
+            continue;
+        }
+        for job in batch.iter_mut() {
+            let savepoint = conn.execute_batch("SAVEPOINT op");
+            let ok = job.run(&conn);
+            if savepoint.is_ok() {
+                let end = if ok { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+                let _ = conn.execute_batch(end);
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(map_err);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
+}
+
+fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<(InstanceRecord, Option<String>, Option<String>)> {
+    let status: String = row.get(3)?;
+    Ok((
+        InstanceRecord {
+            id: InstanceId(row.get(0)?),
+            workflow_type: row.get(1)?,
+            module_hash: ModuleHash(row.get(2)?),
+            status: InstanceStatus::parse(&status).unwrap_or(InstanceStatus::Blocked),
+            created_at_ms: row.get::<_, i64>(4)? as u64,
+            updated_at_ms: row.get::<_, i64>(5)? as u64,
+            event_count: row.get::<_, i64>(6)? as u64,
+            result: None,
+            failure: None,
+            blocked_reason: row.get(9)?,
+        },
+        row.get(7)?,
+        row.get(8)?,
+    ))
+}
+
+fn finish_instance(
+    (mut rec, result, failure): (InstanceRecord, Option<String>, Option<String>),
+) -> Result<InstanceRecord, StoreError> {
+    if let Some(r) = result {
+        rec.result = Some(Payload::from_json_bytes(r.as_bytes()).map_err(|e| corrupt("instance result", e))?);
+    }
+    if let Some(f) = failure {
+        rec.failure = Some(serde_json::from_str(&f).map_err(|e| corrupt("instance failure", e))?);
+    }
+    Ok(rec)
+}
+
+const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason";
+
+fn module_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn finish_module((hash, size, manifest, at): (String, i64, String, i64)) -> Result<ModuleRecord, StoreError> {
+    Ok(ModuleRecord {
+        hash: ModuleHash(hash),
+        size: size as u64,
+        manifest: serde_json::from_str(&manifest).map_err(|e| corrupt("module manifest", e))?,
+        deployed_at_ms: at as u64,
+    })
+}
+
+fn mark_runnable(conn: &Connection, instance: &str, now_ms: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE instances SET runnable = 1, updated_at_ms = ?2 WHERE id = ?1 AND status = 'running'",
+        params![instance, now_ms as i64],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn push_inbox(conn: &Connection, instance: &str, now_ms: u64, kind: &EventKind) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO inbox(instance_id, time_ms, data) VALUES (?1, ?2, ?3)",
+        params![instance, now_ms as i64, to_json(kind)?],
+    )
+    .map_err(map_err)?;
+    mark_runnable(conn, instance, now_ms)
+}
+
+impl Store for SqliteStore {
+    fn put_module(&self, hash: &ModuleHash, bytes: &[u8], manifest: &Manifest, now_ms: u64) -> Result<bool, StoreError> {
+        let (hash, bytes, manifest) = (hash.0.clone(), bytes.to_vec(), to_json(manifest)?);
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO modules(hash, bytes, size, manifest, deployed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![hash, bytes, bytes.len() as i64, manifest, now_ms as i64],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn get_module(&self, hash: &ModuleHash) -> Result<Option<ModuleRecord>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT hash, size, manifest, deployed_at_ms FROM modules WHERE hash = ?1",
+                [&hash.0],
+                module_from_row,
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(finish_module)
+            .transpose()
+        })
+    }
+
+    fn module_bytes(&self, hash: &ModuleHash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [&hash.0], |r| r.get(0))
+                .optional()
+                .map_err(map_err)
+        })
+    }
+
+    fn list_modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT hash, size, manifest, deployed_at_ms FROM modules ORDER BY deployed_at_ms DESC, hash")
+                .map_err(map_err)?;
+            let rows = st.query_map([], module_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(finish_module)).collect()
+        })
+    }
+
+    fn create_instance(&self, new: NewInstance) -> Result<(), StoreError> {
+        let EventKind::WorkflowStarted { workflow_type, module_hash, .. } = &new.started else {
+            return Err(StoreError::Database("create_instance needs a WorkflowStarted event".into()));
+        };
+        let (wt, mh) = (workflow_type.clone(), module_hash.0.clone());
+        let data = to_json(&new.started)?;
+        self.write(move |c| {
+            let now = new.now_ms as i64;
+            c.execute(
+                "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, runnable)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?4, 1, 1)",
+                params![new.id.0, wt, mh, now],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!("instance {}", new.id)),
+                other => other,
+            })?;
+            c.execute("INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, 1, ?2, ?3)", params![new.id.0, now, data])
+                .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn get_instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+        self.read(|c| {
+            c.query_row(&format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"), [&id.0], instance_from_row)
+                .optional()
+                .map_err(map_err)?
+                .map(finish_instance)
+                .transpose()
+        })
+    }
+
+    fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.read(|c| {
+            let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE 1 = 1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(s) = filter.status {
+                args.push(s.as_str().into());
+                sql.push_str(&format!(" AND status = ?{}", args.len()));
+            }
+            if let Some(t) = &filter.workflow_type {
+                args.push(t.clone());
+                sql.push_str(&format!(" AND workflow_type = ?{}", args.len()));
+            }
+            if let Some(m) = &filter.module_hash {
+                args.push(m.0.clone());
+                sql.push_str(&format!(" AND module_hash = ?{}", args.len()));
+            }
+            sql.push_str(" ORDER BY created_at_ms DESC, id");
+            if let Some(l) = filter.limit {
+                sql.push_str(&format!(" LIMIT {l}"));
+            }
+            let mut st = c.prepare(&sql).map_err(map_err)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), instance_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(finish_instance)).collect()
+        })
+    }
+
+    fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&id.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .map_err(map_err)?;
+            rows.map(|r| {
+                let (eid, t, data) = r.map_err(map_err)?;
+                let kind = serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {eid} of {id}"), e))?;
+                Ok(HistoryEvent { id: eid as u64, time_ms: t as u64, kind })
+            })
+            .collect()
+        })
+    }
+
+    fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&id.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .map_err(map_err)?;
+            rows.map(|r| {
+                let (iid, t, data) = r.map_err(map_err)?;
+                let kind = serde_json::from_str(&data).map_err(|e| corrupt("inbox entry", e))?;
+                Ok(InboxEntry { id: iid, time_ms: t as u64, kind })
+            })
+            .collect()
+        })
+    }
+
+    fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id FROM instances WHERE runnable = 1 ORDER BY updated_at_ms LIMIT ?1")
+                .map_err(map_err)?;
+            let rows = st.query_map([limit as i64], |r| r.get::<_, String>(0)).map_err(map_err)?;
+            rows.map(|r| r.map(InstanceId).map_err(map_err)).collect()
+        })
+    }
+
+    fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(commit.events.len());
+        for (eid, kind) in &commit.events {
+            encoded.push((*eid, to_json(kind)?));
+        }
+        let mut activities = Vec::with_capacity(commit.new_activities.len());
+        for a in &commit.new_activities {
+            activities.push((a.seq, a.activity_type.clone(), a.input.json().to_owned(), to_json(&a.options)?));
+        }
+        let (result, failure, status) = match &commit.outcome {
+            InstanceOutcome::Running => (None, None, "running"),
+            InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
+            InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
+        };
+        self.write(move |c| {
+            let id = &commit.instance_id.0;
+            let now = commit.now_ms as i64;
+            let (count, cur_status, module): (i64, String, String) = c
+                .query_row("SELECT event_count, status, module_hash FROM instances WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+            if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
+                return Err(StoreError::Conflict(format!(
+                    "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
+                    commit.expected_next_event
+                )));
+            }
+            {
+                let mut ins = c
+                    .prepare_cached("INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)")
+                    .map_err(map_err)?;
+                for (eid, data) in &encoded {
+                    ins.execute(params![id, *eid as i64, now, data]).map_err(map_err)?;
+                }
+                let mut del = c.prepare_cached("DELETE FROM inbox WHERE id = ?1 AND instance_id = ?2").map_err(map_err)?;
+                for iid in &commit.consumed_inbox {
+                    del.execute(params![iid, id]).map_err(map_err)?;
+                }
+            }
+            if status == "running" {
+                let mut ins = c
+                    .prepare_cached(
+                        "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                    )
+                    .map_err(map_err)?;
+                for (seq, ty, input, options) in &activities {
+                    ins.execute(params![id, seq, module, ty, input, options, now]).map_err(map_err)?;
+                }
+                let mut t = c
+                    .prepare_cached("INSERT INTO timers(instance_id, seq, fire_at_ms) VALUES (?1, ?2, ?3)")
+                    .map_err(map_err)?;
+                for timer in &commit.new_timers {
+                    t.execute(params![id, timer.seq, timer.fire_at_ms as i64]).map_err(map_err)?;
+                }
+                let mut d = c.prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2").map_err(map_err)?;
+                for seq in &commit.cancelled_timers {
+                    d.execute(params![id, seq]).map_err(map_err)?;
+                }
+                let pending: i64 = c
+                    .query_row("SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)", [id], |r| r.get(0))
+                    .map_err(map_err)?;
+                c.execute(
+                    "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4 WHERE id = ?1",
+                    params![id, count + encoded.len() as i64, now, pending],
+                )
+                .map_err(map_err)?;
+            } else {
+                for table in ["activity_tasks", "timers", "inbox"] {
+                    c.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [id]).map_err(map_err)?;
+                }
+                c.execute(
+                    "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = ?4, result = ?5, failure = ?6
+                     WHERE id = ?1",
+                    params![id, count + encoded.len() as i64, now, status, result, failure],
+                )
+                .map_err(map_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError> {
+        let id = id.0.clone();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE instances SET runnable = 0 WHERE id = ?1 AND NOT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
+                [&id],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (id, reason) = (id.0.clone(), reason.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE instances SET status = 'blocked', blocked_reason = ?2, runnable = 0, updated_at_ms = ?3
+                     WHERE id = ?1 AND status IN ('running', 'blocked')",
+                    params![id, reason, now_ms as i64],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("running instance {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_activities(&self, now_ms: u64, limit: u32, lease_ms: u64) -> Result<Vec<ActivityTask>, StoreError> {
+        self.write(move |c| {
+            let now = now_ms as i64;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
+                     WHERE visible_at_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)
+                     ORDER BY visible_at_ms LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![now, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, u32>(6)?,
+                    ))
+                })
+                .map_err(map_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err)?;
+            let mut lease = c
+                .prepare_cached("UPDATE activity_tasks SET lease_until_ms = ?3 WHERE instance_id = ?1 AND seq = ?2")
+                .map_err(map_err)?;
+            let mut tasks = Vec::with_capacity(rows.len());
+            for (iid, mh, seq, ty, input, options, attempt) in rows {
+                let options: ActivityOptions = serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?;
+                // The lease outlives the attempt's own timeout, so a healthy long attempt is
+                // never claimed twice; a crashed process's lease is released at start-up.
+                let until = now_ms + lease_ms + options.start_to_close_timeout_ms.unwrap_or(0);
+                lease.execute(params![iid, seq, until as i64]).map_err(map_err)?;
+                tasks.push(ActivityTask {
+                    instance_id: InstanceId(iid),
+                    module_hash: ModuleHash(mh),
+                    seq,
+                    activity_type: ty,
+                    input: Payload::from_json_bytes(input.as_bytes()).map_err(|e| corrupt("activity input", e))?,
+                    options,
+                    attempt,
+                });
+            }
+            Ok(tasks)
+        })
+    }
+
+    fn resolve_activity(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        resolution: ActivityResolution,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let instance = instance.0.clone();
+        self.write(move |c| {
+            let current: Option<u32> = c
+                .query_row(
+                    "SELECT attempt FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
+                    params![instance, seq],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            if current != Some(attempt) {
+                return Ok(false);
+            }
+            match resolution {
+                ActivityResolution::Retry { next_attempt, visible_at_ms } => {
+                    c.execute(
+                        "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL
+                         WHERE instance_id = ?1 AND seq = ?2",
+                        params![instance, seq, next_attempt, visible_at_ms as i64],
+                    )
+                    .map_err(map_err)?;
+                }
+                ActivityResolution::Resolve(kind) => {
+                    c.execute("DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2", params![instance, seq])
+                        .map_err(map_err)?;
+                    push_inbox(c, &instance, now_ms, &kind)?;
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn release_leases(&self) -> Result<u64, StoreError> {
+        self.write(|c| {
+            Ok(c.execute("UPDATE activity_tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL", [])
+                .map_err(map_err)? as u64)
+        })
+    }
+
+    fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(t) FROM (
+                    SELECT min(fire_at_ms) AS t FROM timers
+                    UNION ALL
+                    SELECT min(max(visible_at_ms, coalesce(lease_until_ms, 0))) FROM activity_tasks)",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|t| t.max(0) as u64))
+            .map_err(map_err)
+        })
+    }
+
+    fn fire_due_timers(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let due: Vec<(String, u32)> = {
+                let mut st = c
+                    .prepare_cached("SELECT instance_id, seq FROM timers WHERE fire_at_ms <= ?1 ORDER BY fire_at_ms, instance_id, seq")
+                    .map_err(map_err)?;
+                let rows = st.query_map([now_ms as i64], |r| Ok((r.get(0)?, r.get(1)?))).map_err(map_err)?;
+                rows.collect::<Result<_, _>>().map_err(map_err)?
+            };
+            for (instance, seq) in &due {
+                c.execute("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2", params![instance, seq]).map_err(map_err)?;
+                push_inbox(c, instance, now_ms, &EventKind::TimerFired { seq: *seq })?;
+            }
+            Ok(due.len() as u64)
+        })
+    }
+}
+

@@ -1,0 +1,531 @@
+//! The task loops that run every runnable piece of work in the database.
+//!
+//! Three kinds of thread, all driven by the [`Store`], none holding state that is not
+//! also durable:
+//!
+//! * **workflow threads** take runnable instances from a queue filled by a dispatcher,
+//!   activate them (from the [`RunCache`] when the cached run is at the end of history,
+//!   else rebuilt by replay) and commit the activation in one transaction;
+//! * **activity threads** run claimed activity attempts in fresh instances of the pinned
+//!   module, then record the result or schedule the retry with backoff;
+//! * a **timer thread** moves due timers into their instances' inboxes.
+//!
+//! Because all of them commit through the store's single writer, many instances' commits
+//! share one fsync (group commit) as concurrency grows.
+//!
+//! A crash loses only what was not committed: an activation is redone from history, an
+//! activity attempt is run again (activities are at-least-once; their *results* are recorded
+//! at most once, see [`crate::store`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure};
+
+use crate::clock::Clock;
+use crate::executor::{ExecError, WorkflowRun};
+use crate::history::{EventKind, InstanceId, InstanceStatus, Payload};
+use crate::registry::Registry;
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::store::{ActivationCommit, ActivityResolution, ActivityTask, Store, StoreError};
+
+/// One line a guest wrote, tagged with where it came from.
+#[derive(Debug, Clone)]
+pub struct LogRecord<'a> {
+    /// The instance.
+    pub instance: &'a InstanceId,
+    /// `"workflow"` or `"activity <type>"`.
+    pub source: &'a str,
+    /// 1 for stdout, 2 for stderr.
+    pub stream: u8,
+    /// The line, without its newline.
+    pub line: &'a str,
+}
+
+/// Where guest output goes.
+pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
+
+/// The default sink: one line on the host's stderr per guest line.
+pub fn stderr_sink() -> LogSink {
+    Arc::new(|r: &LogRecord<'_>| eprintln!("[{} {}] {}", r.instance, r.source, r.line))
+}
+
+/// Worker settings. Defaults: 2 workflow threads, 8 activity threads, 1024 cached runs,
+/// 100 ms poll interval, 30 s activity lease slack, guest output to stderr.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Threads running workflow activations.
+    pub workflow_threads: usize,
+    /// Threads running activity attempts (at most this many at once).
+    pub activity_threads: usize,
+    /// Live instances kept between activations.
+    pub cache_capacity: usize,
+    /// How often to look for work written by other processes.
+    pub poll_interval: Duration,
+    /// Lease on a claimed activity beyond its own timeout.
+    pub activity_lease_slack: Duration,
+    /// Guest output.
+    pub log: LogSink,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            workflow_threads: 2,
+            activity_threads: 8,
+            cache_capacity: 1024,
+            poll_interval: Duration::from_millis(100),
+            activity_lease_slack: Duration::from_secs(30),
+            log: stderr_sink(),
+        }
+    }
+}
+
+/// A wake-up signal with a generation counter, so a notify between checks is not lost.
+#[derive(Default)]
+pub(crate) struct Notify {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Notify {
+    pub(crate) fn notify(&self) {
+        *self.generation.lock().expect("notify lock") += 1;
+        self.cv.notify_all();
+    }
+
+    fn generation(&self) -> u64 {
+        *self.generation.lock().expect("notify lock")
+    }
+
+    /// Waits until notified after `seen`, or `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().expect("notify lock");
+        let _ = self.cv.wait_timeout_while(g, timeout, |g| *g == seen);
+    }
+}
+
+/// Live runs kept between activations, evicting the least recently used.
+pub(crate) struct RunCache {
+    capacity: usize,
+    tick: u64,
+    runs: HashMap<InstanceId, (u64, WorkflowRun)>,
+}
+
+impl RunCache {
+    fn new(capacity: usize) -> RunCache {
+        RunCache { capacity, tick: 0, runs: HashMap::new() }
+    }
+
+    fn take(&mut self, id: &InstanceId) -> Option<WorkflowRun> {
+        self.runs.remove(id).map(|(_, r)| r)
+    }
+
+    fn put(&mut self, id: InstanceId, run: WorkflowRun) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.runs.len() >= self.capacity {
+            if let Some(oldest) = self.runs.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
+                self.runs.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.runs.insert(id, (self.tick, run));
+    }
+}
+
+/// Shared by every worker thread.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub sandbox: Arc<Sandbox>,
+    pub clock: Arc<dyn Clock>,
+    pub config: WorkerConfig,
+    pub stop: AtomicBool,
+    pub workflow_wake: Notify,
+    pub activity_wake: Notify,
+    pub timer_wake: Notify,
+    queue: Mutex<(VecDeque<InstanceId>, HashSet<InstanceId>)>,
+    queue_cv: Condvar,
+    cache: Mutex<RunCache>,
+    activities_running: AtomicUsize,
+}
+
+/// A running worker. Dropping it stops the threads (after their current task).
+pub struct Worker {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the worker threads.
+    ///
+    /// # Errors
+    /// When the store cannot release stale leases.
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        sandbox: Arc<Sandbox>,
+        clock: Arc<dyn Clock>,
+        config: WorkerConfig,
+    ) -> Result<Worker, StoreError> {
+        // The caller holds the database's worker lock, so every lease is a dead process's.
+        store.release_leases()?;
+        let shared = Arc::new(Shared {
+            store,
+            registry,
+            sandbox,
+            clock,
+            stop: AtomicBool::new(false),
+            workflow_wake: Notify::default(),
+            activity_wake: Notify::default(),
+            timer_wake: Notify::default(),
+            queue: Mutex::new((VecDeque::new(), HashSet::new())),
+            queue_cv: Condvar::new(),
+            cache: Mutex::new(RunCache::new(config.cache_capacity)),
+            activities_running: AtomicUsize::new(0),
+            config,
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name).spawn(f).expect("spawn worker thread")
+        };
+        let s = shared.clone();
+        threads.push(spawn("pinion-dispatch".into(), Box::new(move || dispatch_loop(&s))));
+        for i in 0..shared.config.workflow_threads.max(1) {
+            let s = shared.clone();
+            threads.push(spawn(format!("pinion-workflow-{i}"), Box::new(move || workflow_loop(&s))));
+        }
+        let (tx, rx) = sync_channel::<ActivityTask>(0);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..shared.config.activity_threads.max(1) {
+            let (s, rx) = (shared.clone(), rx.clone());
+            threads.push(spawn(format!("pinion-activity-{i}"), Box::new(move || activity_loop(&s, &rx))));
+        }
+        let s = shared.clone();
+        threads.push(spawn(
+            "pinion-activity-claim".into(),
+            Box::new(move || {
+                claim_loop(&s, tx);
+            }),
+        ));
+        let s = shared.clone();
+        threads.push(spawn("pinion-timers".into(), Box::new(move || timer_loop(&s))));
+        Ok(Worker { shared, threads })
+    }
+
+    /// Wakes the workflow dispatcher (new instance started in this process).
+    pub fn wake(&self) {
+        self.shared.workflow_wake.notify();
+    }
+
+    /// Stops every thread after its current task and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.workflow_wake.notify();
+        self.shared.activity_wake.notify();
+        self.shared.timer_wake.notify();
+        self.shared.queue_cv.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+fn stopping(s: &Shared) -> bool {
+    s.stop.load(Ordering::SeqCst)
+}
+
+fn report(context: &str, e: &dyn std::fmt::Display) {
+    eprintln!("pinion worker: {context}: {e}");
+}
+
+fn dispatch_loop(s: &Shared) {
+    while !stopping(s) {
+        let seen = s.workflow_wake.generation();
+        match s.store.runnable_instances(512) {
+            Ok(ids) => {
+                let mut q = s.queue.lock().expect("queue lock");
+                for id in ids {
+                    if q.1.insert(id.clone()) {
+                        q.0.push_back(id);
+                    }
+                }
+                drop(q);
+                s.queue_cv.notify_all();
+            }
+            Err(e) => report("listing runnable instances", &e),
+        }
+        s.workflow_wake.wait(seen, s.config.poll_interval);
+    }
+}
+
+fn workflow_loop(s: &Shared) {
+    loop {
+        let id = {
+            let mut q = s.queue.lock().expect("queue lock");
+            loop {
+                if stopping(s) {
+                    return;
+                }
+                if let Some(id) = q.0.pop_front() {
+                    break id;
+                }
+                q = s.queue_cv.wait_timeout(q, s.config.poll_interval).expect("queue lock").0;
+            }
+        };
+        if let Err(e) = process_instance(s, &id) {
+            if !e.is_retryable() {
+                report(&format!("instance {id}"), &e);
+            }
+        }
+        // Leave the in-flight set only after the commit, so no two threads run one instance.
+        s.queue.lock().expect("queue lock").1.remove(&id);
+        s.workflow_wake.notify();
+    }
+}
+
+/// Runs one activation of `id`, if it has input waiting.
+fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
+    let Some(rec) = s.store.get_instance(id)? else { return Ok(()) };
+    if rec.status != InstanceStatus::Running {
+        s.cache.lock().expect("cache lock").take(id);
+        return Ok(());
+    }
+    let inbox = s.store.load_inbox(id)?;
+    let cached = s.cache.lock().expect("cache lock").take(id);
+    let (mut run, recorded_pending) = match cached {
+        Some(run) if run.next_event_id() == rec.event_count + 1 => (run, Vec::new()),
+        _ => {
+            let history = s.store.load_history(id)?;
+            let module = match s.registry.load(&rec.module_hash) {
+                Ok(m) => m,
+                Err(e) => return s.store.block_instance(id, &format!("cannot load pinned module: {e}"), s.clock.now_ms()),
+            };
+            match WorkflowRun::rebuild(&s.sandbox, &module, id, &history) {
+                Ok((run, pending)) => (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>()),
+                Err(e) => return block(s, id, &e),
+            }
+        }
+    };
+    let recorded = recorded_pending.len();
+    let mut inputs = recorded_pending;
+    inputs.extend(inbox.iter().map(|e| e.kind.clone()));
+    if inputs.is_empty() {
+        s.store.mark_idle(id)?;
+        s.cache.lock().expect("cache lock").put(id.clone(), run);
+        return Ok(());
+    }
+    let now = s.clock.now_ms();
+    let live = match run.run_live(&inputs, recorded, now) {
+        Ok(l) => l,
+        Err(e) => return block(s, id, &e),
+    };
+    emit(s, id, "workflow", &live.output);
+    let (scheduled, timers) = (!live.new_activities.is_empty(), !live.new_timers.is_empty());
+    s.store.commit_activation(ActivationCommit {
+        instance_id: id.clone(),
+        expected_next_event: rec.event_count + 1,
+        events: live.events,
+        consumed_inbox: inbox.iter().map(|e| e.id).collect(),
+        new_activities: live.new_activities,
+        new_timers: live.new_timers,
+        cancelled_timers: live.cancelled_timers,
+        outcome: live.outcome,
+        now_ms: now,
+    })?;
+    if !run.is_closed() {
+        s.cache.lock().expect("cache lock").put(id.clone(), run);
+    }
+    if scheduled {
+        s.activity_wake.notify();
+    }
+    if timers {
+        s.timer_wake.notify();
+    }
+    Ok(())
+}
+
+fn block(s: &Shared, id: &InstanceId, e: &ExecError) -> Result<(), StoreError> {
+    report(&format!("instance {id} blocked"), e);
+    s.store.block_instance(id, &e.to_string(), s.clock.now_ms())
+}
+
+fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, Vec<u8>)) {
+    for (stream, bytes) in [(1u8, stdout), (2u8, stderr)] {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            (s.config.log)(&LogRecord { instance: id, source, stream, line });
+        }
+    }
+}
+
+fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
+    let slack = s.config.activity_lease_slack.as_millis() as u64;
+    while !stopping(s) {
+        let seen = s.activity_wake.generation();
+        let free = s.config.activity_threads.saturating_sub(s.activities_running.load(Ordering::SeqCst));
+        let mut claimed = 0;
+        if free > 0 {
+            match s.store.claim_activities(s.clock.now_ms(), free as u32, slack) {
+                Ok(tasks) => {
+                    claimed = tasks.len();
+                    for t in tasks {
+                        s.activities_running.fetch_add(1, Ordering::SeqCst);
+                        if tx.send(t).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => report("claiming activities", &e),
+            }
+        }
+        if claimed == 0 {
+            s.activity_wake.wait(seen, s.config.poll_interval.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+fn activity_loop(s: &Shared, rx: &Mutex<Receiver<ActivityTask>>) {
+    loop {
+        let task = {
+            let rx = rx.lock().expect("activity channel lock");
+            match rx.recv_timeout(s.config.poll_interval) {
+                Ok(t) => t,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stopping(s) => continue,
+                Err(_) => return,
+            }
+        };
+        let resolved = run_activity(s, &task);
+        s.activities_running.fetch_sub(1, Ordering::SeqCst);
+        s.activity_wake.notify();
+        if resolved {
+            s.workflow_wake.notify();
+        }
+    }
+}
+
+/// The delay before attempt `attempt + 1`.
+pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
+    let coefficient = policy.backoff_coefficient.max(1.0);
+    let max = policy.maximum_interval_ms.unwrap_or(policy.initial_interval_ms.saturating_mul(100));
+    let delay = policy.initial_interval_ms as f64 * coefficient.powi(attempt.saturating_sub(1) as i32);
+    (delay.min(max as f64)) as u64
+}
+
+/// Runs one attempt and records its fate. Returns true when the workflow got a result.
+fn run_activity(s: &Shared, task: &ActivityTask) -> bool {
+    let source = format!("activity {}", task.activity_type);
+    let timeout = task
+        .options
+        .start_to_close_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(s.sandbox.limits().default_activity_timeout);
+    let failure = |kind: &str, message: String, non_retryable: bool| Failure {
+        kind: kind.into(),
+        message,
+        non_retryable,
+        attempts: task.attempt,
+    };
+    let (outcome, timed_out) = match s.registry.load(&task.module_hash) {
+        Err(e) => (Err(failure("ModuleUnavailable", e.to_string(), true)), false),
+        Ok(module) => {
+            let invocation = ActivityInvocation {
+                activity_type: task.activity_type.clone(),
+                input: task.input.as_bytes().to_vec(),
+                attempt: task.attempt,
+                instance_id: task.instance_id.0.clone(),
+                seq: task.seq,
+            };
+            let (result, stdout, stderr) = s.sandbox.run_activity(&module, &invocation, timeout);
+            emit(s, &task.instance_id, &source, &(stdout, stderr));
+            match result {
+                Ok(ActivityOutcome::Completed(bytes)) => match Payload::from_json_bytes(&bytes) {
+                    Ok(p) => (Ok(p), false),
+                    Err(e) => (Err(failure("InvalidOutput", format!("activity result is not JSON: {e}"), true)), false),
+                },
+                Ok(ActivityOutcome::Failed(f)) => (Err(Failure { attempts: task.attempt, ..f }), false),
+                Err(SandboxError::Timeout(t)) => {
+                    (Err(failure("StartToCloseTimeout", format!("attempt {} ran past {t:?}", task.attempt), false)), true)
+                }
+                Err(e) => (Err(failure("ActivityTrapped", e.to_string(), false)), false),
+            }
+        }
+    };
+    let now = s.clock.now_ms();
+    let resolution = match outcome {
+        Ok(result) => ActivityResolution::Resolve(EventKind::ActivityCompleted { seq: task.seq, result, attempts: task.attempt }),
+        Err(f) => {
+            let policy = &task.options.retry;
+            let exhausted = policy.maximum_attempts != 0 && task.attempt >= policy.maximum_attempts;
+            if f.non_retryable || exhausted || policy.non_retryable_error_kinds.contains(&f.kind) {
+                ActivityResolution::Resolve(if timed_out {
+                    EventKind::ActivityTimedOut { seq: task.seq, failure: f }
+                } else {
+                    EventKind::ActivityFailed { seq: task.seq, failure: f }
+                })
+            } else {
+                ActivityResolution::Retry { next_attempt: task.attempt + 1, visible_at_ms: now + backoff_ms(policy, task.attempt) }
+            }
+        }
+    };
+    let is_final = matches!(resolution, ActivityResolution::Resolve(_));
+    match s.store.resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now) {
+        Ok(recorded) => recorded && is_final,
+        Err(e) => {
+            report(&format!("recording activity {} of {}", task.seq, task.instance_id), &e);
+            false
+        }
+    }
+}
+
+fn timer_loop(s: &Shared) {
+    while !stopping(s) {
+        let seen = s.timer_wake.generation();
+        let now = s.clock.now_ms();
+        match s.store.fire_due_timers(now) {
+            Ok(n) if n > 0 => s.workflow_wake.notify(),
+            Ok(_) => {}
+            Err(e) => report("firing timers", &e),
+        }
+        let wait = match s.store.next_due_ms() {
+            Ok(Some(t)) if t > now => Duration::from_millis(t - now).min(s.config.poll_interval),
+            Ok(Some(_)) => Duration::from_millis(5),
+            _ => s.config.poll_interval,
+        };
+        s.timer_wake.wait(seen, wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinion_abi::RetryPolicy;
+
+    #[test]
+    fn backoff_grows_by_the_coefficient_and_stops_at_the_maximum() {
+        let p = RetryPolicy {
+            maximum_attempts: 0,
+            initial_interval_ms: 100,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: Some(500),
+            non_retryable_error_kinds: vec![],
+        };
+        let delays: Vec<u64> = (1..=5).map(|a| backoff_ms(&p, a)).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+}
