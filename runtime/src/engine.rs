@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION};
+use crate::history::{
+    EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION,
+};
 use crate::registry::{Deployed, Registry, RegistryError};
 use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -146,10 +148,22 @@ impl Pinion {
     /// # Errors
     /// [`Error::Store`] when the file cannot be opened, is not a pinion database, or is locked.
     pub fn open(config: PinionConfig) -> Result<Pinion, Error> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path, config.sqlite.clone())?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.db_path, config.sqlite.clone())?);
         let sandbox = Arc::new(Sandbox::new(config.limits.clone())?);
-        let registry = Arc::new(Registry::new(store.clone(), sandbox.clone(), config.clock.clone(), config.cache_dir.clone()));
-        Ok(Pinion { store, registry, sandbox, clock: config.clock, db_path: config.db_path })
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            sandbox.clone(),
+            config.clock.clone(),
+            config.cache_dir.clone(),
+        ));
+        Ok(Pinion {
+            store,
+            registry,
+            sandbox,
+            clock: config.clock,
+            db_path: config.db_path,
+        })
     }
 
     /// The database file.
@@ -185,7 +199,10 @@ impl Pinion {
     /// # Errors
     /// [`Error::Io`] when the file cannot be read, else as [`Pinion::deploy`].
     pub fn deploy_file(&self, path: &Path) -> Result<Deployed, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         self.deploy(&bytes)
     }
 
@@ -195,14 +212,20 @@ impl Pinion {
     /// Unknown module or workflow type, input that is not JSON, an id in use.
     pub fn start(&self, req: &StartRequest) -> Result<InstanceId, Error> {
         let module = self.registry.resolve(&req.module)?;
-        if !module.manifest.workflows.iter().any(|w| w == &req.workflow_type) {
+        if !module
+            .manifest
+            .workflows
+            .iter()
+            .any(|w| w == &req.workflow_type)
+        {
             return Err(Error::UnknownWorkflowType {
                 module: module.hash.short().to_owned(),
                 workflow_type: req.workflow_type.clone(),
                 available: module.manifest.workflows.clone(),
             });
         }
-        let input = Payload::from_json_bytes(req.input_json.as_bytes()).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let input = Payload::from_json_bytes(req.input_json.as_bytes())
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let id = match &req.id {
             Some(id) if valid_id(id) => id.clone(),
             Some(id) => return Err(Error::InvalidInstanceId(id.clone())),
@@ -230,15 +253,18 @@ impl Pinion {
     /// # Errors
     /// [`Error::UnknownInstance`].
     pub fn status(&self, id: &str) -> Result<InstanceRecord, Error> {
-        self.store.get_instance(&InstanceId(id.into()))?.ok_or_else(|| Error::UnknownInstance(id.into()))
+        self.store
+            .get_instance(&InstanceId(id.into()))?
+            .ok_or_else(|| Error::UnknownInstance(id.into()))
     }
 
     /// Waits until the instance is completed, failed or blocked, up to `timeout`.
     ///
     /// # Errors
     /// [`Error::UnknownInstance`], [`Error::WaitTimedOut`].
+    #[allow(clippy::disallowed_methods)] // bounds the caller's wait; not workflow time
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<InstanceRecord, Error> {
-        let start = std::time::Instant::now(); // #[allow] not needed: measuring a wait, not engine time
+        let start = std::time::Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
             let rec = self.status(id)?;
@@ -246,7 +272,11 @@ impl Pinion {
                 return Ok(rec);
             }
             if start.elapsed() >= timeout {
-                return Err(Error::WaitTimedOut { id: id.into(), status: rec.status, waited: timeout });
+                return Err(Error::WaitTimedOut {
+                    id: id.into(),
+                    status: rec.status,
+                    waited: timeout,
+                });
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(50));
@@ -292,12 +322,24 @@ impl Pinion {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| Error::Io { path: lock_path.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::Io {
+                path: lock_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         if file.try_lock().is_err() {
             return Err(Error::WorkerLocked(lock_path.display().to_string()));
         }
-        let worker = Worker::start(self.store.clone(), self.registry.clone(), self.sandbox.clone(), self.clock.clone(), config)?;
-        Ok(WorkerGuard { worker: Some(worker), _lock: file })
+        let worker = Worker::start(
+            self.store.clone(),
+            self.registry.clone(),
+            self.sandbox.clone(),
+            self.clock.clone(),
+            config,
+        )?;
+        Ok(WorkerGuard {
+            worker: Some(worker),
+            _lock: file,
+        })
     }
 }
 

@@ -27,7 +27,7 @@
 
 use std::fmt;
 
-use pinion_abi::{ActivityResult, Activation, Command, Completion, Failure, Job};
+use pinion_abi::{Activation, ActivityResult, Command, Completion, Failure, Job};
 
 use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
 use crate::sandbox::{LoadedModule, Sandbox, SandboxError, WorkflowInstance};
@@ -121,16 +121,27 @@ pub fn split_history(
     instance: &InstanceId,
     history: &[HistoryEvent],
 ) -> Result<(Vec<RecordedActivation>, Vec<HistoryEvent>), ExecError> {
-    let bad = |reason: String| ExecError::BadHistory { instance: instance.clone(), reason };
+    let bad = |reason: String| ExecError::BadHistory {
+        instance: instance.clone(),
+        reason,
+    };
     match history.first() {
-        Some(HistoryEvent { id: 1, kind: EventKind::WorkflowStarted { .. }, .. }) => {}
+        Some(HistoryEvent {
+            id: 1,
+            kind: EventKind::WorkflowStarted { .. },
+            ..
+        }) => {}
         _ => return Err(bad("event #1 is not WorkflowStarted".into())),
     }
     let mut activations: Vec<RecordedActivation> = Vec::new();
     let mut inputs: Vec<HistoryEvent> = Vec::new();
     for (i, event) in history.iter().enumerate() {
         if event.id != i as u64 + 1 {
-            return Err(bad(format!("event ids are not dense: position {} holds #{}", i + 1, event.id)));
+            return Err(bad(format!(
+                "event ids are not dense: position {} holds #{}",
+                i + 1,
+                event.id
+            )));
         }
         match &event.kind {
             EventKind::WorkflowTaskCompleted { now_ms } => activations.push(RecordedActivation {
@@ -142,7 +153,12 @@ pub fn split_history(
             k if k.is_input() => inputs.push(event.clone()),
             _ => match activations.last_mut() {
                 Some(a) if inputs.is_empty() => a.commands.push(event.clone()),
-                _ => return Err(bad(format!("command event #{} is not after a WorkflowTaskCompleted", event.id))),
+                _ => {
+                    return Err(bad(format!(
+                        "command event #{} is not after a WorkflowTaskCompleted",
+                        event.id
+                    )))
+                }
             },
         }
     }
@@ -152,21 +168,29 @@ pub fn split_history(
 /// The activation job an input event becomes.
 pub fn job_for(instance: &InstanceId, kind: &EventKind) -> Option<Job> {
     Some(match kind {
-        EventKind::WorkflowStarted { workflow_type, input, random_seed, .. } => Job::Start {
+        EventKind::WorkflowStarted {
+            workflow_type,
+            input,
+            random_seed,
+            ..
+        } => Job::Start {
             workflow_type: workflow_type.clone(),
             instance_id: instance.0.clone(),
             input: input.as_bytes().to_vec(),
             random_seed: *random_seed,
         },
-        EventKind::ActivityCompleted { seq, result, .. } => {
-            Job::ResolveActivity { seq: *seq, result: ActivityResult::Completed(result.as_bytes().to_vec()) }
-        }
-        EventKind::ActivityFailed { seq, failure } => {
-            Job::ResolveActivity { seq: *seq, result: ActivityResult::Failed(failure.clone()) }
-        }
-        EventKind::ActivityTimedOut { seq, failure } => {
-            Job::ResolveActivity { seq: *seq, result: ActivityResult::TimedOut(failure.clone()) }
-        }
+        EventKind::ActivityCompleted { seq, result, .. } => Job::ResolveActivity {
+            seq: *seq,
+            result: ActivityResult::Completed(result.as_bytes().to_vec()),
+        },
+        EventKind::ActivityFailed { seq, failure } => Job::ResolveActivity {
+            seq: *seq,
+            result: ActivityResult::Failed(failure.clone()),
+        },
+        EventKind::ActivityTimedOut { seq, failure } => Job::ResolveActivity {
+            seq: *seq,
+            result: ActivityResult::TimedOut(failure.clone()),
+        },
         EventKind::TimerFired { seq } => Job::FireTimer { seq: *seq },
         _ => return None,
     })
@@ -175,10 +199,14 @@ pub fn job_for(instance: &InstanceId, kind: &EventKind) -> Option<Job> {
 /// A command rendered the way a divergence report shows it.
 pub fn render_command(c: &Command) -> String {
     match c {
-        Command::ScheduleActivity { seq, activity_type, .. } => {
+        Command::ScheduleActivity {
+            seq, activity_type, ..
+        } => {
             format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}}}")
         }
-        Command::StartTimer { seq, duration_ms } => format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}"),
+        Command::StartTimer { seq, duration_ms } => {
+            format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}")
+        }
         Command::CancelTimer { seq } => format!("TimerCancelled{{seq: {seq}}}"),
         Command::RecordMarker { id, .. } => format!("MarkerRecorded{{id: {id:?}}}"),
         Command::CompleteWorkflow { .. } => "WorkflowCompleted".into(),
@@ -189,23 +217,36 @@ pub fn render_command(c: &Command) -> String {
 /// A recorded command event rendered the same way as [`render_command`].
 pub fn render_event(k: &EventKind) -> String {
     match k {
-        EventKind::ActivityScheduled { seq, activity_type, .. } => {
+        EventKind::ActivityScheduled {
+            seq, activity_type, ..
+        } => {
             format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}}}")
         }
-        EventKind::TimerStarted { seq, duration_ms, .. } => format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}"),
+        EventKind::TimerStarted {
+            seq, duration_ms, ..
+        } => format!("TimerStarted{{seq: {seq}, duration_ms: {duration_ms}}}"),
         EventKind::TimerCancelled { seq } => format!("TimerCancelled{{seq: {seq}}}"),
         EventKind::MarkerRecorded { id, .. } => format!("MarkerRecorded{{id: {id:?}}}"),
         EventKind::WorkflowCompleted { .. } => "WorkflowCompleted".into(),
-        EventKind::WorkflowFailed { failure } => format!("WorkflowFailed{{kind: {:?}}}", failure.kind),
+        EventKind::WorkflowFailed { failure } => {
+            format!("WorkflowFailed{{kind: {:?}}}", failure.kind)
+        }
         other => other.name().into(),
     }
 }
 
 fn command_matches(c: &Command, k: &EventKind) -> bool {
     match (c, k) {
-        (Command::ScheduleActivity { seq, activity_type, .. }, EventKind::ActivityScheduled { seq: s, activity_type: t, .. }) => {
-            seq == s && activity_type == t
-        }
+        (
+            Command::ScheduleActivity {
+                seq, activity_type, ..
+            },
+            EventKind::ActivityScheduled {
+                seq: s,
+                activity_type: t,
+                ..
+            },
+        ) => seq == s && activity_type == t,
         (Command::StartTimer { seq, .. }, EventKind::TimerStarted { seq: s, .. }) => seq == s,
         (Command::CancelTimer { seq }, EventKind::TimerCancelled { seq: s }) => seq == s,
         (Command::RecordMarker { id, .. }, EventKind::MarkerRecorded { id: i, .. }) => id == i,
@@ -216,12 +257,21 @@ fn command_matches(c: &Command, k: &EventKind) -> bool {
 }
 
 /// Builds the [`Nondeterminism`] for one mismatch: the only constructor callers use.
-pub fn diverged(instance: &InstanceId, event_index: u64, recorded: Option<&EventKind>, produced: Option<&Command>) -> ExecError {
+pub fn diverged(
+    instance: &InstanceId,
+    event_index: u64,
+    recorded: Option<&EventKind>,
+    produced: Option<&Command>,
+) -> ExecError {
     ExecError::Nondeterminism(Nondeterminism {
         instance: instance.clone(),
         event_index,
-        recorded: recorded.map(render_event).unwrap_or_else(|| "no further command".into()),
-        produced: produced.map(render_command).unwrap_or_else(|| "no further command".into()),
+        recorded: recorded
+            .map(render_event)
+            .unwrap_or_else(|| "no further command".into()),
+        produced: produced
+            .map(render_command)
+            .unwrap_or_else(|| "no further command".into()),
     })
 }
 
@@ -229,7 +279,11 @@ pub fn diverged(instance: &InstanceId, event_index: u64, recorded: Option<&Event
 ///
 /// # Errors
 /// The first mismatch, as a [`Nondeterminism`].
-pub fn match_commands(instance: &InstanceId, rec: &RecordedActivation, produced: &[Command]) -> Result<(), ExecError> {
+pub fn match_commands(
+    instance: &InstanceId,
+    rec: &RecordedActivation,
+    produced: &[Command],
+) -> Result<(), ExecError> {
     for (i, cmd) in produced.iter().enumerate() {
         match rec.commands.get(i) {
             Some(ev) if command_matches(cmd, &ev.kind) => {}
@@ -291,7 +345,10 @@ impl WorkflowRun {
         };
         let guest = sandbox
             .new_workflow(module, seed)
-            .map_err(|error| ExecError::Guest { event_index: 1, error })?;
+            .map_err(|error| ExecError::Guest {
+                event_index: 1,
+                error,
+            })?;
         let mut run = WorkflowRun {
             instance_id: instance_id.clone(),
             guest,
@@ -310,22 +367,42 @@ impl WorkflowRun {
     /// # Errors
     /// Divergence or guest failure.
     pub fn replay_one(&mut self, rec: &RecordedActivation) -> Result<Vec<Command>, ExecError> {
-        let jobs = rec.inputs.iter().filter_map(|e| job_for(&self.instance_id, &e.kind)).collect();
-        let activation = Activation { now_ms: rec.now_ms, is_replaying: true, jobs };
+        let jobs = rec
+            .inputs
+            .iter()
+            .filter_map(|e| job_for(&self.instance_id, &e.kind))
+            .collect();
+        let activation = Activation {
+            now_ms: rec.now_ms,
+            is_replaying: true,
+            jobs,
+        };
         let commands = self.activate(&activation, rec.boundary_id)?;
         let _ = self.guest.take_output(); // logs are suppressed during replay
         match_commands(&self.instance_id, rec, &commands)?;
         self.last_now_ms = rec.now_ms;
-        if rec.commands.iter().any(|e| matches!(e.kind, EventKind::WorkflowCompleted { .. } | EventKind::WorkflowFailed { .. })) {
+        if rec.commands.iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::WorkflowCompleted { .. } | EventKind::WorkflowFailed { .. }
+            )
+        }) {
             self.closed = true;
         }
         Ok(commands)
     }
 
-    fn activate(&mut self, activation: &Activation, event_index: u64) -> Result<Vec<Command>, ExecError> {
+    fn activate(
+        &mut self,
+        activation: &Activation,
+        event_index: u64,
+    ) -> Result<Vec<Command>, ExecError> {
         match self.guest.activate(activation) {
             Ok(Completion::Commands(c)) => Ok(c),
-            Ok(Completion::Error(message)) => Err(ExecError::Sdk { event_index, message }),
+            Ok(Completion::Error(message)) => Err(ExecError::Sdk {
+                event_index,
+                message,
+            }),
             Err(error) => Err(ExecError::Guest { event_index, error }),
         }
     }
@@ -347,10 +424,22 @@ impl WorkflowRun {
     ///
     /// # Errors
     /// Guest failures and SDK errors; the caller blocks the instance.
-    pub fn run_live(&mut self, inputs: &[EventKind], inputs_recorded: usize, now_ms: u64) -> Result<LiveActivation, ExecError> {
+    pub fn run_live(
+        &mut self,
+        inputs: &[EventKind],
+        inputs_recorded: usize,
+        now_ms: u64,
+    ) -> Result<LiveActivation, ExecError> {
         let now_ms = now_ms.max(self.last_now_ms);
-        let jobs: Vec<Job> = inputs.iter().filter_map(|k| job_for(&self.instance_id, k)).collect();
-        let activation = Activation { now_ms, is_replaying: false, jobs };
+        let jobs: Vec<Job> = inputs
+            .iter()
+            .filter_map(|k| job_for(&self.instance_id, k))
+            .collect();
+        let activation = Activation {
+            now_ms,
+            is_replaying: false,
+            jobs,
+        };
         let commands = self.activate(&activation, self.next_event_id)?;
         let output = self.guest.take_output();
 
@@ -382,7 +471,12 @@ impl WorkflowRun {
                 break; // nothing after the workflow's end is recorded
             }
             let kind = match cmd {
-                Command::ScheduleActivity { seq, activity_type, input, options } => {
+                Command::ScheduleActivity {
+                    seq,
+                    activity_type,
+                    input,
+                    options,
+                } => {
                     let input = payload(&input, "activity input")?;
                     live.new_activities.push(NewActivityTask {
                         seq,
@@ -390,18 +484,30 @@ impl WorkflowRun {
                         input: input.clone(),
                         options: options.clone(),
                     });
-                    EventKind::ActivityScheduled { seq, activity_type, input, options }
+                    EventKind::ActivityScheduled {
+                        seq,
+                        activity_type,
+                        input,
+                        options,
+                    }
                 }
                 Command::StartTimer { seq, duration_ms } => {
                     let fire_at_ms = now_ms.saturating_add(duration_ms);
                     live.new_timers.push(NewTimer { seq, fire_at_ms });
-                    EventKind::TimerStarted { seq, duration_ms, fire_at_ms }
+                    EventKind::TimerStarted {
+                        seq,
+                        duration_ms,
+                        fire_at_ms,
+                    }
                 }
                 Command::CancelTimer { seq } => {
                     live.cancelled_timers.push(seq);
                     EventKind::TimerCancelled { seq }
                 }
-                Command::RecordMarker { id, data } => EventKind::MarkerRecorded { id, data: payload(&data, "marker")? },
+                Command::RecordMarker { id, data } => EventKind::MarkerRecorded {
+                    id,
+                    data: payload(&data, "marker")?,
+                },
                 Command::CompleteWorkflow { result } => {
                     let result = payload(&result, "result")?;
                     live.outcome = InstanceOutcome::Completed(result.clone());
@@ -426,5 +532,10 @@ impl WorkflowRun {
 
 /// A failure as the engine reports a workflow task problem (not a workflow failure).
 pub fn task_failure(kind: &str, message: String) -> Failure {
-    Failure { kind: kind.into(), message, non_retryable: true, attempts: 0 }
+    Failure {
+        kind: kind.into(),
+        message,
+        non_retryable: true,
+        attempts: 0,
+    }
 }

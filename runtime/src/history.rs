@@ -30,7 +30,6 @@ use std::fmt;
 
 use pinion_abi::{ActivityOptions, Failure};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// Version of the rules the executor uses to match commands against history. Recorded in
 /// every start event so the matcher can evolve without breaking old histories.
@@ -65,13 +64,14 @@ impl fmt::Display for ModuleHash {
     }
 }
 
-/// User data (workflow or activity input and result): a JSON document kept verbatim.
+/// User data (workflow or activity input and result): one JSON document, kept as compact
+/// text.
 ///
 /// Payloads cross the guest boundary as bytes and are stored and exported inline as JSON,
-/// so histories stay readable without the module that wrote them.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Payload(Box<RawValue>);
+/// so histories stay readable without the module that wrote them. (Not `RawValue`: serde
+/// cannot buffer a raw value inside the internally tagged [`EventKind`].)
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(String);
 
 impl Payload {
     /// Wraps JSON bytes, checking that they are one valid JSON document.
@@ -79,8 +79,8 @@ impl Payload {
     /// # Errors
     /// When the bytes are not UTF-8 JSON.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Payload, serde_json::Error> {
-        let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
-        Ok(Payload(RawValue::from_string(text.trim().to_owned())?))
+        let value: serde_json::Value = serde_json::from_slice(bytes)?;
+        Ok(Payload(value.to_string()))
     }
 
     /// Encodes a serialisable value.
@@ -88,39 +88,45 @@ impl Payload {
     /// # Errors
     /// When `value` cannot be represented as JSON.
     pub fn from_value<T: Serialize>(value: &T) -> Result<Payload, serde_json::Error> {
-        Ok(Payload(serde_json::value::to_raw_value(value)?))
+        Ok(Payload(serde_json::to_value(value)?.to_string()))
     }
 
     /// JSON `null`.
     pub fn null() -> Payload {
-        Payload(RawValue::from_string("null".to_owned()).expect("null is JSON"))
+        Payload("null".to_owned())
     }
 
     /// The JSON text.
     pub fn json(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The JSON text as bytes, as the guest expects them.
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.get().as_bytes()
+        self.0.as_bytes()
     }
 
     /// Parses into a generic JSON value.
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.json()).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
     }
 }
 
-impl PartialEq for Payload {
-    fn eq(&self, other: &Payload) -> bool {
-        self.json() == other.json()
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
+        Ok(Payload(serde_json::Value::deserialize(d)?.to_string()))
     }
 }
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.json())
+        f.write_str(&self.0)
     }
 }
 
@@ -280,27 +286,54 @@ impl EventKind {
     /// A one-line human description, used by `pinion history` and divergence reports.
     pub fn describe(&self) -> String {
         match self {
-            EventKind::WorkflowStarted { workflow_type, module_hash, input, .. } => {
-                format!("{workflow_type} on {} input={}", module_hash.short(), input.json())
+            EventKind::WorkflowStarted {
+                workflow_type,
+                module_hash,
+                input,
+                ..
+            } => {
+                format!(
+                    "{workflow_type} on {} input={}",
+                    module_hash.short(),
+                    input.json()
+                )
             }
             EventKind::WorkflowTaskCompleted { now_ms } => format!("now={now_ms}"),
-            EventKind::ActivityScheduled { seq, activity_type, input, .. } => {
+            EventKind::ActivityScheduled {
+                seq,
+                activity_type,
+                input,
+                ..
+            } => {
                 format!("seq={seq} type={activity_type:?} input={}", input.json())
             }
-            EventKind::ActivityCompleted { seq, result, attempts } => {
+            EventKind::ActivityCompleted {
+                seq,
+                result,
+                attempts,
+            } => {
                 format!("seq={seq} result={} attempts={attempts}", result.json())
             }
             EventKind::ActivityFailed { seq, failure }
             | EventKind::ActivityTimedOut { seq, failure } => {
-                format!("seq={seq} {}: {} attempts={}", failure.kind, failure.message, failure.attempts)
+                format!(
+                    "seq={seq} {}: {} attempts={}",
+                    failure.kind, failure.message, failure.attempts
+                )
             }
-            EventKind::TimerStarted { seq, duration_ms, .. } => {
+            EventKind::TimerStarted {
+                seq, duration_ms, ..
+            } => {
                 format!("seq={seq} duration={duration_ms}ms")
             }
-            EventKind::TimerFired { seq } | EventKind::TimerCancelled { seq } => format!("seq={seq}"),
+            EventKind::TimerFired { seq } | EventKind::TimerCancelled { seq } => {
+                format!("seq={seq}")
+            }
             EventKind::MarkerRecorded { id, data } => format!("id={id:?} data={}", data.json()),
             EventKind::WorkflowCompleted { result } => format!("result={}", result.json()),
-            EventKind::WorkflowFailed { failure } => format!("{}: {}", failure.kind, failure.message),
+            EventKind::WorkflowFailed { failure } => {
+                format!("{}: {}", failure.kind, failure.message)
+            }
         }
     }
 }

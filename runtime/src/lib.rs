@@ -7,6 +7,7 @@
 //! timers, retries) ← [`engine`] (the library API the CLI and tests use) ← `cli`.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod engine;

@@ -76,15 +76,28 @@ pub fn hash_bytes(bytes: &[u8]) -> ModuleHash {
 
 fn check_manifest(m: &Manifest) -> Result<(), RegistryError> {
     if m.workflows.is_empty() {
-        return Err(RegistryError::BadManifest("it declares no workflow types".into()));
+        return Err(RegistryError::BadManifest(
+            "it declares no workflow types".into(),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
-    for name in m.workflows.iter().map(|w| ("workflow", w)).chain(m.activities.iter().map(|a| ("activity", a))) {
+    for name in m
+        .workflows
+        .iter()
+        .map(|w| ("workflow", w))
+        .chain(m.activities.iter().map(|a| ("activity", a)))
+    {
         if name.1.trim().is_empty() {
-            return Err(RegistryError::BadManifest(format!("it declares a {} with an empty name", name.0)));
+            return Err(RegistryError::BadManifest(format!(
+                "it declares a {} with an empty name",
+                name.0
+            )));
         }
         if !seen.insert(name) {
-            return Err(RegistryError::BadManifest(format!("it declares {} `{}` twice", name.0, name.1)));
+            return Err(RegistryError::BadManifest(format!(
+                "it declares {} `{}` twice",
+                name.0, name.1
+            )));
         }
     }
     Ok(())
@@ -92,15 +105,29 @@ fn check_manifest(m: &Manifest) -> Result<(), RegistryError> {
 
 impl Registry {
     /// A registry over `store`, caching compiled code in `cache_dir` when given.
-    pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, clock: Arc<dyn Clock>, cache_dir: Option<PathBuf>) -> Registry {
-        Registry { store, sandbox, clock, cache_dir, loaded: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        clock: Arc<dyn Clock>,
+        cache_dir: Option<PathBuf>,
+    ) -> Registry {
+        Registry {
+            store,
+            sandbox,
+            clock,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Compiles, links and reads the manifest of `bytes`, without storing anything.
     ///
     /// # Errors
     /// [`RegistryError::Invalid`] or [`RegistryError::BadManifest`], naming the problem.
-    pub fn validate(&self, bytes: &[u8]) -> Result<(ModuleHash, Manifest, LoadedModule), RegistryError> {
+    pub fn validate(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(ModuleHash, Manifest, LoadedModule), RegistryError> {
         let hash = hash_bytes(bytes);
         let module = self.sandbox.compile(bytes)?;
         let loaded = self.sandbox.load(module)?;
@@ -115,10 +142,20 @@ impl Registry {
     /// Validation errors (nothing stored) and storage errors.
     pub fn deploy(&self, bytes: &[u8]) -> Result<Deployed, RegistryError> {
         let (hash, manifest, loaded) = self.validate(bytes)?;
-        let newly_stored = self.store.put_module(&hash, bytes, &manifest, self.clock.now_ms())?;
+        let newly_stored = self
+            .store
+            .put_module(&hash, bytes, &manifest, self.clock.now_ms())?;
         self.write_cache(&hash, &loaded);
-        self.loaded.lock().expect("registry lock").insert(hash.clone(), Arc::new(loaded));
-        Ok(Deployed { hash, manifest, size: bytes.len() as u64, newly_stored })
+        self.loaded
+            .lock()
+            .expect("registry lock")
+            .insert(hash.clone(), Arc::new(loaded));
+        Ok(Deployed {
+            hash,
+            manifest,
+            size: bytes.len() as u64,
+            newly_stored,
+        })
     }
 
     /// Finds a module by full hash or unique prefix.
@@ -136,8 +173,12 @@ impl Registry {
             }
             return Err(RegistryError::UnknownModule(wanted));
         }
-        let mut matches: Vec<ModuleRecord> =
-            self.store.list_modules()?.into_iter().filter(|m| m.hash.0.starts_with(&wanted)).collect();
+        let mut matches: Vec<ModuleRecord> = self
+            .store
+            .list_modules()?
+            .into_iter()
+            .filter(|m| m.hash.0.starts_with(&wanted))
+            .collect();
         match matches.len() {
             0 => Err(RegistryError::UnknownModule(wanted)),
             1 => Ok(matches.remove(0)),
@@ -160,7 +201,10 @@ impl Registry {
         let loaded = match self.read_cache(hash) {
             Some(l) => l,
             None => {
-                let bytes = self.store.module_bytes(hash)?.ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))?;
+                let bytes = self
+                    .store
+                    .module_bytes(hash)?
+                    .ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))?;
                 let module = self.sandbox.compile(&bytes)?;
                 let loaded = self.sandbox.load(module)?;
                 self.write_cache(hash, &loaded);
@@ -168,7 +212,10 @@ impl Registry {
             }
         };
         let loaded = Arc::new(loaded);
-        self.loaded.lock().expect("registry lock").insert(hash.clone(), loaded.clone());
+        self.loaded
+            .lock()
+            .expect("registry lock")
+            .insert(hash.clone(), loaded.clone());
         Ok(loaded)
     }
 
@@ -176,13 +223,18 @@ impl Registry {
     ///
     /// # Errors
     /// Validation errors.
-    pub fn load_unstored(&self, bytes: &[u8]) -> Result<(ModuleHash, Manifest, Arc<LoadedModule>), RegistryError> {
+    pub fn load_unstored(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(ModuleHash, Manifest, Arc<LoadedModule>), RegistryError> {
         let (hash, manifest, loaded) = self.validate(bytes)?;
         Ok((hash, manifest, Arc::new(loaded)))
     }
 
     fn cache_path(&self, hash: &ModuleHash) -> Option<PathBuf> {
-        self.cache_dir.as_ref().map(|d| d.join(format!("{}.{}.cwasm", hash.0, self.sandbox.fingerprint())))
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.{}.cwasm", hash.0, self.sandbox.fingerprint())))
     }
 
     fn read_cache(&self, hash: &ModuleHash) -> Option<LoadedModule> {
@@ -193,17 +245,22 @@ impl Registry {
         // SAFETY: the file was written by `Module::serialize` of an engine with the same
         // fingerprint, in a directory pinion owns; wasmtime re-checks compatibility and we
         // fall back to compiling on any error.
-        let module = unsafe { wasmtime::Module::deserialize_file(self.sandbox.engine(), &path) }.ok()?;
+        let module =
+            unsafe { wasmtime::Module::deserialize_file(self.sandbox.engine(), &path) }.ok()?;
         self.sandbox.load(module).ok()
     }
 
     fn write_cache(&self, hash: &ModuleHash, loaded: &LoadedModule) {
         // The cache is an optimisation: failing to write it must not fail a deploy.
-        let Some(path) = self.cache_path(hash) else { return };
+        let Some(path) = self.cache_path(hash) else {
+            return;
+        };
         if path.exists() {
             return;
         }
-        let Ok(bytes) = loaded.module().serialize() else { return };
+        let Ok(bytes) = loaded.module().serialize() else {
+            return;
+        };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }

@@ -118,7 +118,11 @@ pub(crate) struct RunCache {
 
 impl RunCache {
     fn new(capacity: usize) -> RunCache {
-        RunCache { capacity, tick: 0, runs: HashMap::new() }
+        RunCache {
+            capacity,
+            tick: 0,
+            runs: HashMap::new(),
+        }
     }
 
     fn take(&mut self, id: &InstanceId) -> Option<WorkflowRun> {
@@ -130,7 +134,12 @@ impl RunCache {
             return;
         }
         if self.runs.len() >= self.capacity {
-            if let Some(oldest) = self.runs.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .runs
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            {
                 self.runs.remove(&oldest);
             }
         }
@@ -193,19 +202,31 @@ impl Worker {
         });
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name).spawn(f).expect("spawn worker thread")
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .expect("spawn worker thread")
         };
         let s = shared.clone();
-        threads.push(spawn("pinion-dispatch".into(), Box::new(move || dispatch_loop(&s))));
+        threads.push(spawn(
+            "pinion-dispatch".into(),
+            Box::new(move || dispatch_loop(&s)),
+        ));
         for i in 0..shared.config.workflow_threads.max(1) {
             let s = shared.clone();
-            threads.push(spawn(format!("pinion-workflow-{i}"), Box::new(move || workflow_loop(&s))));
+            threads.push(spawn(
+                format!("pinion-workflow-{i}"),
+                Box::new(move || workflow_loop(&s)),
+            ));
         }
         let (tx, rx) = sync_channel::<ActivityTask>(0);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..shared.config.activity_threads.max(1) {
             let (s, rx) = (shared.clone(), rx.clone());
-            threads.push(spawn(format!("pinion-activity-{i}"), Box::new(move || activity_loop(&s, &rx))));
+            threads.push(spawn(
+                format!("pinion-activity-{i}"),
+                Box::new(move || activity_loop(&s, &rx)),
+            ));
         }
         let s = shared.clone();
         threads.push(spawn(
@@ -215,7 +236,10 @@ impl Worker {
             }),
         ));
         let s = shared.clone();
-        threads.push(spawn("pinion-timers".into(), Box::new(move || timer_loop(&s))));
+        threads.push(spawn(
+            "pinion-timers".into(),
+            Box::new(move || timer_loop(&s)),
+        ));
         Ok(Worker { shared, threads })
     }
 
@@ -286,13 +310,27 @@ fn workflow_loop(s: &Shared) {
                 if let Some(id) = q.0.pop_front() {
                     break id;
                 }
-                q = s.queue_cv.wait_timeout(q, s.config.poll_interval).expect("queue lock").0;
+                q = s
+                    .queue_cv
+                    .wait_timeout(q, s.config.poll_interval)
+                    .expect("queue lock")
+                    .0;
             }
         };
-        if let Err(e) = process_instance(s, &id) {
-            if !e.is_retryable() {
-                report(&format!("instance {id}"), &e);
+        match process_instance(s, &id) {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => {}
+            // Undecodable history cannot get better by retrying: park the instance where an
+            // operator sees it instead of spinning on it.
+            Err(e @ StoreError::Corrupt(_)) => {
+                report(&format!("instance {id} blocked"), &e);
+                let _ = s.store.block_instance(
+                    &id,
+                    &format!("cannot read the instance's data: {e}"),
+                    s.clock.now_ms(),
+                );
             }
+            Err(e) => report(&format!("instance {id}"), &e),
         }
         // Leave the in-flight set only after the commit, so no two threads run one instance.
         s.queue.lock().expect("queue lock").1.remove(&id);
@@ -302,7 +340,9 @@ fn workflow_loop(s: &Shared) {
 
 /// Runs one activation of `id`, if it has input waiting.
 fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
-    let Some(rec) = s.store.get_instance(id)? else { return Ok(()) };
+    let Some(rec) = s.store.get_instance(id)? else {
+        return Ok(());
+    };
     if rec.status != InstanceStatus::Running {
         s.cache.lock().expect("cache lock").take(id);
         return Ok(());
@@ -315,10 +355,18 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
             let history = s.store.load_history(id)?;
             let module = match s.registry.load(&rec.module_hash) {
                 Ok(m) => m,
-                Err(e) => return s.store.block_instance(id, &format!("cannot load pinned module: {e}"), s.clock.now_ms()),
+                Err(e) => {
+                    return s.store.block_instance(
+                        id,
+                        &format!("cannot load pinned module: {e}"),
+                        s.clock.now_ms(),
+                    )
+                }
             };
             match WorkflowRun::rebuild(&s.sandbox, &module, id, &history) {
-                Ok((run, pending)) => (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>()),
+                Ok((run, pending)) => {
+                    (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>())
+                }
                 Err(e) => return block(s, id, &e),
             }
         }
@@ -369,7 +417,12 @@ fn block(s: &Shared, id: &InstanceId, e: &ExecError) -> Result<(), StoreError> {
 fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, Vec<u8>)) {
     for (stream, bytes) in [(1u8, stdout), (2u8, stderr)] {
         for line in String::from_utf8_lossy(bytes).lines() {
-            (s.config.log)(&LogRecord { instance: id, source, stream, line });
+            (s.config.log)(&LogRecord {
+                instance: id,
+                source,
+                stream,
+                line,
+            });
         }
     }
 }
@@ -378,10 +431,16 @@ fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
     let slack = s.config.activity_lease_slack.as_millis() as u64;
     while !stopping(s) {
         let seen = s.activity_wake.generation();
-        let free = s.config.activity_threads.saturating_sub(s.activities_running.load(Ordering::SeqCst));
+        let free = s
+            .config
+            .activity_threads
+            .saturating_sub(s.activities_running.load(Ordering::SeqCst));
         let mut claimed = 0;
         if free > 0 {
-            match s.store.claim_activities(s.clock.now_ms(), free as u32, slack) {
+            match s
+                .store
+                .claim_activities(s.clock.now_ms(), free as u32, slack)
+            {
                 Ok(tasks) => {
                     claimed = tasks.len();
                     for t in tasks {
@@ -395,7 +454,8 @@ fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
             }
         }
         if claimed == 0 {
-            s.activity_wake.wait(seen, s.config.poll_interval.min(Duration::from_millis(50)));
+            s.activity_wake
+                .wait(seen, s.config.poll_interval.min(Duration::from_millis(50)));
         }
     }
 }
@@ -422,8 +482,11 @@ fn activity_loop(s: &Shared, rx: &Mutex<Receiver<ActivityTask>>) {
 /// The delay before attempt `attempt + 1`.
 pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
     let coefficient = policy.backoff_coefficient.max(1.0);
-    let max = policy.maximum_interval_ms.unwrap_or(policy.initial_interval_ms.saturating_mul(100));
-    let delay = policy.initial_interval_ms as f64 * coefficient.powi(attempt.saturating_sub(1) as i32);
+    let max = policy
+        .maximum_interval_ms
+        .unwrap_or(policy.initial_interval_ms.saturating_mul(100));
+    let delay =
+        policy.initial_interval_ms as f64 * coefficient.powi(attempt.saturating_sub(1) as i32);
     (delay.min(max as f64)) as u64
 }
 
@@ -442,7 +505,10 @@ fn run_activity(s: &Shared, task: &ActivityTask) -> bool {
         attempts: task.attempt,
     };
     let (outcome, timed_out) = match s.registry.load(&task.module_hash) {
-        Err(e) => (Err(failure("ModuleUnavailable", e.to_string(), true)), false),
+        Err(e) => (
+            Err(failure("ModuleUnavailable", e.to_string(), true)),
+            false,
+        ),
         Ok(module) => {
             let invocation = ActivityInvocation {
                 activity_type: task.activity_type.clone(),
@@ -456,38 +522,75 @@ fn run_activity(s: &Shared, task: &ActivityTask) -> bool {
             match result {
                 Ok(ActivityOutcome::Completed(bytes)) => match Payload::from_json_bytes(&bytes) {
                     Ok(p) => (Ok(p), false),
-                    Err(e) => (Err(failure("InvalidOutput", format!("activity result is not JSON: {e}"), true)), false),
+                    Err(e) => (
+                        Err(failure(
+                            "InvalidOutput",
+                            format!("activity result is not JSON: {e}"),
+                            true,
+                        )),
+                        false,
+                    ),
                 },
-                Ok(ActivityOutcome::Failed(f)) => (Err(Failure { attempts: task.attempt, ..f }), false),
-                Err(SandboxError::Timeout(t)) => {
-                    (Err(failure("StartToCloseTimeout", format!("attempt {} ran past {t:?}", task.attempt), false)), true)
-                }
+                Ok(ActivityOutcome::Failed(f)) => (
+                    Err(Failure {
+                        attempts: task.attempt,
+                        ..f
+                    }),
+                    false,
+                ),
+                Err(SandboxError::Timeout(t)) => (
+                    Err(failure(
+                        "StartToCloseTimeout",
+                        format!("attempt {} ran past {t:?}", task.attempt),
+                        false,
+                    )),
+                    true,
+                ),
                 Err(e) => (Err(failure("ActivityTrapped", e.to_string(), false)), false),
             }
         }
     };
     let now = s.clock.now_ms();
     let resolution = match outcome {
-        Ok(result) => ActivityResolution::Resolve(EventKind::ActivityCompleted { seq: task.seq, result, attempts: task.attempt }),
+        Ok(result) => ActivityResolution::Resolve(EventKind::ActivityCompleted {
+            seq: task.seq,
+            result,
+            attempts: task.attempt,
+        }),
         Err(f) => {
             let policy = &task.options.retry;
             let exhausted = policy.maximum_attempts != 0 && task.attempt >= policy.maximum_attempts;
             if f.non_retryable || exhausted || policy.non_retryable_error_kinds.contains(&f.kind) {
                 ActivityResolution::Resolve(if timed_out {
-                    EventKind::ActivityTimedOut { seq: task.seq, failure: f }
+                    EventKind::ActivityTimedOut {
+                        seq: task.seq,
+                        failure: f,
+                    }
                 } else {
-                    EventKind::ActivityFailed { seq: task.seq, failure: f }
+                    EventKind::ActivityFailed {
+                        seq: task.seq,
+                        failure: f,
+                    }
                 })
             } else {
-                ActivityResolution::Retry { next_attempt: task.attempt + 1, visible_at_ms: now + backoff_ms(policy, task.attempt) }
+                ActivityResolution::Retry {
+                    next_attempt: task.attempt + 1,
+                    visible_at_ms: now + backoff_ms(policy, task.attempt),
+                }
             }
         }
     };
     let is_final = matches!(resolution, ActivityResolution::Resolve(_));
-    match s.store.resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now) {
+    match s
+        .store
+        .resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)
+    {
         Ok(recorded) => recorded && is_final,
         Err(e) => {
-            report(&format!("recording activity {} of {}", task.seq, task.instance_id), &e);
+            report(
+                &format!("recording activity {} of {}", task.seq, task.instance_id),
+                &e,
+            );
             false
         }
     }

@@ -193,8 +193,8 @@ pub enum Command {
     },
 }
 
-/// Options for one activity call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Options for one activity call. The default: host default timeout, default retry policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivityOptions {
     /// Limit on one attempt's run time, in milliseconds; `None` means the host default.
     pub start_to_close_timeout_ms: Option<u64>,
@@ -226,12 +226,6 @@ impl Default for RetryPolicy {
             maximum_interval_ms: None,
             non_retryable_error_kinds: Vec::new(),
         }
-    }
-}
-
-impl Default for ActivityOptions {
-    fn default() -> Self {
-        ActivityOptions { start_to_close_timeout_ms: None, retry: RetryPolicy::default() }
     }
 }
 
@@ -302,7 +296,10 @@ mod tests {
             is_replaying: true,
             jobs: vec![
                 Job::FireTimer { seq: 3 },
-                Job::ResolveActivity { seq: 1, result: ActivityResult::Completed(b"1".to_vec()) },
+                Job::ResolveActivity {
+                    seq: 1,
+                    result: ActivityResult::Completed(b"1".to_vec()),
+                },
             ],
         };
         let bytes = encode(&a).unwrap();

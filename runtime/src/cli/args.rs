@@ -91,6 +91,31 @@ pub enum Command {
     Modules,
     /// Run the workers for this database until stopped (SIGINT or SIGTERM).
     Server(ServerArgs),
+    /// Measure durable throughput and step latency with a `Steps` workflow (ignores --db).
+    Bench(BenchArgs),
+}
+
+/// `pinion bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Module exporting a `Steps` workflow (examples/testkit).
+    #[arg(long)]
+    pub module: PathBuf,
+    /// Activities per workflow.
+    #[arg(long, default_value_t = 10)]
+    pub steps: u32,
+    /// Concurrency levels to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub concurrency: Vec<usize>,
+    /// Workflows per concurrency level (default: 20 x concurrency, at least 50).
+    #[arg(long)]
+    pub workflows: Option<usize>,
+    /// SQLite synchronous mode: full, normal or off.
+    #[arg(long, default_value = "full")]
+    pub synchronous: String,
+    /// Directory for the throwaway databases.
+    #[arg(long, default_value = "target/bench")]
+    pub dir: PathBuf,
 }
 
 /// Options shared by `start` and `run`.

@@ -21,9 +21,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 
+use crate::bench::BenchConfig;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
 use crate::history::{HistoryExport, InstanceStatus, EXPORT_FORMAT, EXPORT_VERSION};
 use crate::registry::RegistryError;
+use crate::store::sqlite::Synchronous;
 use crate::store::{InstanceFilter, InstanceRecord, StoreError};
 use crate::worker::WorkerConfig;
 use args::{Cli, Command};
@@ -40,7 +42,9 @@ pub struct Failure {
 fn exit_code(e: &Error) -> i32 {
     match e {
         Error::UnknownInstance(_) | Error::UnknownWorkflowType { .. } => 3,
-        Error::Registry(RegistryError::UnknownModule(_) | RegistryError::AmbiguousModule { .. }) => 3,
+        Error::Registry(
+            RegistryError::UnknownModule(_) | RegistryError::AmbiguousModule { .. },
+        ) => 3,
         Error::Registry(RegistryError::Invalid(_) | RegistryError::BadManifest(_)) => 4,
         Error::InvalidInput(_) | Error::InvalidInstanceId(_) | Error::Io { .. } => 4,
         Error::Store(StoreError::AlreadyExists(_)) => 4,
@@ -54,7 +58,10 @@ fn exit_code(e: &Error) -> i32 {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure { code: exit_code(&e), error: e.into() }
+        Failure {
+            code: exit_code(&e),
+            error: e.into(),
+        }
     }
 }
 
@@ -72,7 +79,10 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(f) => {
             if json {
-                println!("{}", json!({ "error": format!("{:#}", f.error), "exit_code": f.code }));
+                println!(
+                    "{}",
+                    json!({ "error": format!("{:#}", f.error), "exit_code": f.code })
+                );
             } else {
                 eprintln!("error: {:#}", f.error);
             }
@@ -127,7 +137,9 @@ fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
         print_json(&instance_json(r));
     } else {
         match r.status {
-            InstanceStatus::Completed => println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null")),
+            InstanceStatus::Completed => {
+                println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null"))
+            }
             InstanceStatus::Failed => {
                 let f = r.failure.as_ref();
                 eprintln!(
@@ -138,7 +150,11 @@ fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
                 );
             }
             InstanceStatus::Blocked => {
-                eprintln!("instance {} is blocked: {}", r.id, r.blocked_reason.as_deref().unwrap_or("?"))
+                eprintln!(
+                    "instance {} is blocked: {}",
+                    r.id,
+                    r.blocked_reason.as_deref().unwrap_or("?")
+                )
             }
             InstanceStatus::Running => eprintln!("instance {} is still running", r.id),
         }
@@ -166,7 +182,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 println!("{}", d.hash);
                 eprintln!(
                     "{} {} ({} bytes; workflows: {}; activities: {})",
-                    if d.newly_stored { "deployed" } else { "already deployed" },
+                    if d.newly_stored {
+                        "deployed"
+                    } else {
+                        "already deployed"
+                    },
                     d.hash.short(),
                     d.size,
                     d.manifest.workflows.join(", "),
@@ -175,7 +195,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Command::Start { workflow_type, module, start } => {
+        Command::Start {
+            workflow_type,
+            module,
+            start,
+        } => {
             let p = open(&cli)?;
             let id = p.start(&StartRequest {
                 workflow_type: workflow_type.clone(),
@@ -190,11 +214,24 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Command::Run { file, workflow_type, start, timeout } => {
+        Command::Run {
+            file,
+            workflow_type,
+            start,
+            timeout,
+        } => {
             let p = open(&cli)?;
             let d = p.deploy_file(file)?;
             if !json {
-                eprintln!("deployed {} ({})", d.hash, if d.newly_stored { "new" } else { "already present" });
+                eprintln!(
+                    "deployed {} ({})",
+                    d.hash,
+                    if d.newly_stored {
+                        "new"
+                    } else {
+                        "already present"
+                    }
+                );
             }
             let id = p.start(&StartRequest {
                 workflow_type: workflow_type.clone(),
@@ -227,29 +264,57 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Result { id, wait, timeout } => {
             let p = open(&cli)?;
-            let r = if *wait { p.wait(id, Duration::from_secs(*timeout))? } else { p.status(id)? };
+            let r = if *wait {
+                p.wait(id, Duration::from_secs(*timeout))?
+            } else {
+                p.status(id)?
+            };
             Ok(print_outcome(&r, json))
         }
-        Command::List { status, workflow_type, module, limit } => {
+        Command::List {
+            status,
+            workflow_type,
+            module,
+            limit,
+        } => {
             let p = open(&cli)?;
             let status = match status {
                 None => None,
                 Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| Failure {
                     code: 4,
-                    error: anyhow::anyhow!("unknown status `{s}`; use running, blocked, completed or failed"),
+                    error: anyhow::anyhow!(
+                        "unknown status `{s}`; use running, blocked, completed or failed"
+                    ),
                 })?),
             };
             let module_hash = match module {
                 Some(m) => Some(p.registry().resolve(m).map_err(Error::from)?.hash),
                 None => None,
             };
-            let rows = p.list(&InstanceFilter { status, workflow_type: workflow_type.clone(), module_hash, limit: Some(*limit) })?;
+            let rows = p.list(&InstanceFilter {
+                status,
+                workflow_type: workflow_type.clone(),
+                module_hash,
+                limit: Some(*limit),
+            })?;
             if json {
-                print_json(&serde_json::Value::Array(rows.iter().map(instance_json).collect()));
+                print_json(&serde_json::Value::Array(
+                    rows.iter().map(instance_json).collect(),
+                ));
             } else {
-                println!("{:<28} {:<20} {:<12} {:<10} {:>6}", "ID", "WORKFLOW TYPE", "MODULE", "STATUS", "EVENTS");
+                println!(
+                    "{:<28} {:<20} {:<12} {:<10} {:>6}",
+                    "ID", "WORKFLOW TYPE", "MODULE", "STATUS", "EVENTS"
+                );
                 for r in &rows {
-                    println!("{:<28} {:<20} {:<12} {:<10} {:>6}", r.id, r.workflow_type, r.module_hash.short(), r.status, r.event_count);
+                    println!(
+                        "{:<28} {:<20} {:<12} {:<10} {:>6}",
+                        r.id,
+                        r.workflow_type,
+                        r.module_hash.short(),
+                        r.status,
+                        r.event_count
+                    );
                 }
             }
             Ok(0)
@@ -268,12 +333,21 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     status: rec.status,
                     events,
                 };
-                println!("{}", serde_json::to_string_pretty(&export).context("encoding history")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&export).context("encoding history")?
+                );
             } else {
                 println!("{:>4}  {:<13}  {:<22}  DETAILS", "#", "TIME (ms)", "EVENT");
                 let t0 = events.first().map(|e| e.time_ms).unwrap_or(0);
                 for e in &events {
-                    println!("{:>4}  {:<13}  {:<22}  {}", e.id, format!("+{}", e.time_ms - t0), e.kind.name(), e.kind.describe());
+                    println!(
+                        "{:>4}  {:<13}  {:<22}  {}",
+                        e.id,
+                        format!("+{}", e.time_ms - t0),
+                        e.kind.name(),
+                        e.kind.describe()
+                    );
                 }
             }
             Ok(0)
@@ -304,7 +378,10 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         .collect(),
                 ));
             } else {
-                println!("{:<14} {:>9} {:<8} {:>8}  WORKFLOWS", "MODULE", "SIZE", "LABEL", "RUNNING");
+                println!(
+                    "{:<14} {:>9} {:<8} {:>8}  WORKFLOWS",
+                    "MODULE", "SIZE", "LABEL", "RUNNING"
+                );
                 for (m, running) in rows {
                     println!(
                         "{:<14} {:>9} {:<8} {:>8}  {}",
@@ -318,9 +395,46 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Bench(args) => {
+            let synchronous = match args.synchronous.as_str() {
+                "full" => Synchronous::Full,
+                "normal" => Synchronous::Normal,
+                "off" => Synchronous::Off,
+                other => {
+                    return Err(Failure {
+                        code: 4,
+                        error: anyhow::anyhow!(
+                            "unknown synchronous mode `{other}`; use full, normal or off"
+                        ),
+                    })
+                }
+            };
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("creating {}", args.dir.display()))?;
+            let mut reports = Vec::new();
+            for &concurrency in &args.concurrency {
+                let report = crate::bench::run(&BenchConfig {
+                    module: args.module.clone(),
+                    dir: args.dir.clone(),
+                    steps: args.steps,
+                    concurrency: concurrency.max(1),
+                    workflows: args.workflows.unwrap_or((concurrency * 20).max(50)),
+                    synchronous,
+                })?;
+                if !json {
+                    println!("{report}");
+                }
+                reports.push(report);
+            }
+            if json {
+                print_json(&serde_json::to_value(&reports).context("encoding report")?);
+            }
+            Ok(0)
+        }
         Command::Server(args) => {
             let p = open(&cli)?;
-            let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+            let stop =
+                std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
             let s2 = stop.clone();
             ctrlc::set_handler(move || {
                 *s2.0.lock().expect("stop lock") = true;
@@ -332,7 +446,12 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 activity_threads: args.activity_threads,
                 ..WorkerConfig::default()
             })?;
-            println!("pinion server running on {} (workflow threads: {}, activity threads: {})", p.db_path().display(), args.workflow_threads, args.activity_threads);
+            println!(
+                "pinion server running on {} (workflow threads: {}, activity threads: {})",
+                p.db_path().display(),
+                args.workflow_threads,
+                args.activity_threads
+            );
             let mut stopped = stop.0.lock().expect("stop lock");
             while !*stopped {
                 stopped = stop.1.wait(stopped).expect("stop lock");

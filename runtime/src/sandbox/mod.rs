@@ -123,7 +123,10 @@ const MAX_CAPTURE: usize = 64 << 10;
 impl GuestState {
     fn new(kind: GuestKind, memory_bytes: usize) -> GuestState {
         GuestState {
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(1).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(1)
+                .build(),
             kind,
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -131,7 +134,11 @@ impl GuestState {
     }
 
     fn capture(&mut self, fd: i32, data: &[u8]) {
-        let buf = if fd == 1 { &mut self.stdout } else { &mut self.stderr };
+        let buf = if fd == 1 {
+            &mut self.stdout
+        } else {
+            &mut self.stderr
+        };
         let room = MAX_CAPTURE.saturating_sub(buf.len());
         buf.extend_from_slice(&data[..data.len().min(room)]);
     }
@@ -165,7 +172,12 @@ impl Drop for Sandbox {
     }
 }
 
-fn trap_error(e: wasmtime::Error, state: &GuestState, fuel_budget: u64, memory_bytes: usize) -> SandboxError {
+fn trap_error(
+    e: wasmtime::Error,
+    state: &GuestState,
+    fuel_budget: u64,
+    memory_bytes: usize,
+) -> SandboxError {
     let stderr = String::from_utf8_lossy(&state.stderr).into_owned();
     if let Some(trap) = e.downcast_ref::<Trap>() {
         match trap {
@@ -179,7 +191,10 @@ fn trap_error(e: wasmtime::Error, state: &GuestState, fuel_budget: u64, memory_b
     if stderr.contains("memory allocation of") {
         return SandboxError::MemoryLimit(memory_bytes);
     }
-    SandboxError::Trap { message: format!("{e:#}"), stderr }
+    SandboxError::Trap {
+        message: format!("{e:#}"),
+        stderr,
+    }
 }
 
 impl Sandbox {
@@ -209,7 +224,12 @@ impl Sandbox {
                 }
             })
             .map_err(|e| SandboxError::Setup(e.to_string()))?;
-        Ok(Sandbox { engine, linker, limits, ticker_stop })
+        Ok(Sandbox {
+            engine,
+            linker,
+            limits,
+            ticker_stop,
+        })
     }
 
     /// The wasmtime engine.
@@ -237,7 +257,9 @@ impl Sandbox {
     /// [`SandboxError::InvalidWasm`] when the bytes are not valid wasm.
     pub fn compile(&self, bytes: &[u8]) -> Result<Module, SandboxError> {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(SandboxError::InvalidWasm("the file does not start with the wasm magic bytes `\\0asm`".into()));
+            return Err(SandboxError::InvalidWasm(
+                "the file does not start with the wasm magic bytes `\\0asm`".into(),
+            ));
         }
         Module::new(&self.engine, bytes).map_err(|e| SandboxError::InvalidWasm(format!("{e:#}")))
     }
@@ -257,7 +279,15 @@ impl Sandbox {
                 )));
             }
         }
-        for name in [exports::MEMORY, exports::ABI_VERSION, exports::MANIFEST, exports::ALLOC, exports::FREE, exports::ACTIVATE, exports::RUN_ACTIVITY] {
+        for name in [
+            exports::MEMORY,
+            exports::ABI_VERSION,
+            exports::MANIFEST,
+            exports::ALLOC,
+            exports::FREE,
+            exports::ACTIVATE,
+            exports::RUN_ACTIVITY,
+        ] {
             if module.get_export(name).is_none() {
                 return Err(SandboxError::Abi(format!(
                     "it has no `{name}` export; build it with pinion-sdk's `export!` macro"
@@ -265,19 +295,38 @@ impl Sandbox {
             }
         }
         let mut linker = self.linker.clone();
-        wasi::define_missing(&mut linker, &module).map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&module).map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
+        wasi::define_missing(&mut linker, &module)
+            .map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
         Ok(LoadedModule { module, pre })
     }
 
-    fn instantiate(&self, loaded: &LoadedModule, kind: GuestKind) -> Result<GuestInstance, SandboxError> {
+    fn instantiate(
+        &self,
+        loaded: &LoadedModule,
+        kind: GuestKind,
+    ) -> Result<GuestInstance, SandboxError> {
         let workflow = matches!(kind, GuestKind::Workflow { .. });
-        let mut store = Store::new(&self.engine, GuestState::new(kind, self.limits.memory_bytes));
+        let mut store = Store::new(
+            &self.engine,
+            GuestState::new(kind, self.limits.memory_bytes),
+        );
         store.limiter(|s| &mut s.limits);
-        store.set_fuel(if workflow { self.limits.fuel_per_activation } else { u64::MAX }).map_err(setup)?;
+        store
+            .set_fuel(if workflow {
+                self.limits.fuel_per_activation
+            } else {
+                u64::MAX
+            })
+            .map_err(setup)?;
         store.epoch_deadline_trap();
         store.set_epoch_deadline(1 << 40);
-        let instance = loaded.pre.instantiate(&mut store).map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
+        let instance = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
         GuestInstance::new(store, instance, self.limits.memory_bytes)
     }
 
@@ -286,7 +335,13 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxError::Abi`] when the version is wrong or the manifest does not decode.
     pub fn read_manifest(&self, loaded: &LoadedModule) -> Result<Manifest, SandboxError> {
-        let mut g = self.instantiate(loaded, GuestKind::Workflow { now_ms: 0, rng: SplitMix64::new(0) })?;
+        let mut g = self.instantiate(
+            loaded,
+            GuestKind::Workflow {
+                now_ms: 0,
+                rng: SplitMix64::new(0),
+            },
+        )?;
         let f: TypedFunc<(), i32> = g.func(exports::ABI_VERSION)?;
         let version = f.call(&mut g.store, ()).map_err(|e| g.trap(e))? as u32;
         if version != pinion_abi::ABI_VERSION {
@@ -314,10 +369,24 @@ impl Sandbox {
     ///
     /// # Errors
     /// When instantiation traps (a start function that panics, memory limits).
-    pub fn new_workflow(&self, loaded: &LoadedModule, seed: u64) -> Result<WorkflowInstance, SandboxError> {
-        let mut inner = self.instantiate(loaded, GuestKind::Workflow { now_ms: 0, rng: SplitMix64::new(seed ^ 0x5EED) })?;
+    pub fn new_workflow(
+        &self,
+        loaded: &LoadedModule,
+        seed: u64,
+    ) -> Result<WorkflowInstance, SandboxError> {
+        let mut inner = self.instantiate(
+            loaded,
+            GuestKind::Workflow {
+                now_ms: 0,
+                rng: SplitMix64::new(seed ^ 0x5EED),
+            },
+        )?;
         let activate = inner.func(exports::ACTIVATE)?;
-        Ok(WorkflowInstance { inner, activate, fuel: self.limits.fuel_per_activation })
+        Ok(WorkflowInstance {
+            inner,
+            activate,
+            fuel: self.limits.fuel_per_activation,
+        })
     }
 
     /// Runs one activity attempt in a fresh instance with real clocks and randomness.
@@ -339,7 +408,8 @@ impl Sandbox {
         g.store.set_epoch_deadline(ticks);
         let result = (|| {
             let f: TypedFunc<(i32, i32), i64> = g.func(exports::RUN_ACTIVITY)?;
-            let request = pinion_abi::encode(invocation).map_err(|e| SandboxError::Abi(e.to_string()))?;
+            let request =
+                pinion_abi::encode(invocation).map_err(|e| SandboxError::Abi(e.to_string()))?;
             let out = g.call_with_buffer(&f, &request).map_err(|e| match e {
                 SandboxError::Timeout(_) => SandboxError::Timeout(timeout),
                 other => other,
@@ -367,23 +437,43 @@ struct GuestInstance {
 }
 
 impl GuestInstance {
-    fn new(mut store: Store<GuestState>, instance: Instance, memory_bytes: usize) -> Result<GuestInstance, SandboxError> {
+    fn new(
+        mut store: Store<GuestState>,
+        instance: Instance,
+        memory_bytes: usize,
+    ) -> Result<GuestInstance, SandboxError> {
         let memory = instance
             .get_memory(&mut store, exports::MEMORY)
             .ok_or_else(|| SandboxError::Abi("it exports no memory".into()))?;
         let alloc = instance
             .get_typed_func(&mut store, exports::ALLOC)
-            .map_err(|e| SandboxError::Abi(format!("`{}` has the wrong type: {e}", exports::ALLOC)))?;
+            .map_err(|e| {
+                SandboxError::Abi(format!("`{}` has the wrong type: {e}", exports::ALLOC))
+            })?;
         let free = instance
             .get_typed_func(&mut store, exports::FREE)
-            .map_err(|e| SandboxError::Abi(format!("`{}` has the wrong type: {e}", exports::FREE)))?;
-        Ok(GuestInstance { store, instance, memory, alloc, free, memory_bytes })
+            .map_err(|e| {
+                SandboxError::Abi(format!("`{}` has the wrong type: {e}", exports::FREE))
+            })?;
+        Ok(GuestInstance {
+            store,
+            instance,
+            memory,
+            alloc,
+            free,
+            memory_bytes,
+        })
     }
 
-    fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(&mut self, name: &str) -> Result<TypedFunc<P, R>, SandboxError> {
+    fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        name: &str,
+    ) -> Result<TypedFunc<P, R>, SandboxError> {
         self.instance
             .get_typed_func(&mut self.store, name)
-            .map_err(|e| SandboxError::Abi(format!("`{name}` is missing or has the wrong type: {e}")))
+            .map_err(|e| {
+                SandboxError::Abi(format!("`{name}` is missing or has the wrong type: {e}"))
+            })
     }
 
     fn trap(&self, e: wasmtime::Error) -> SandboxError {
@@ -397,18 +487,35 @@ impl GuestInstance {
         let mut out = vec![0u8; len as usize];
         self.memory
             .read(&self.store, ptr as usize, &mut out)
-            .map_err(|_| SandboxError::Abi(format!("response buffer {ptr:#x}+{len} is outside guest memory")))?;
-        self.free.call(&mut self.store, (ptr as i32, len as i32)).map_err(|e| self.trap(e))?;
+            .map_err(|_| {
+                SandboxError::Abi(format!(
+                    "response buffer {ptr:#x}+{len} is outside guest memory"
+                ))
+            })?;
+        self.free
+            .call(&mut self.store, (ptr as i32, len as i32))
+            .map_err(|e| self.trap(e))?;
         Ok(out)
     }
 
     /// Writes `request` into guest memory, calls `f(ptr, len)`, and returns its response.
-    fn call_with_buffer(&mut self, f: &TypedFunc<(i32, i32), i64>, request: &[u8]) -> Result<Vec<u8>, SandboxError> {
-        let ptr = self.alloc.call(&mut self.store, request.len() as i32).map_err(|e| self.trap(e))?;
+    fn call_with_buffer(
+        &mut self,
+        f: &TypedFunc<(i32, i32), i64>,
+        request: &[u8],
+    ) -> Result<Vec<u8>, SandboxError> {
+        let ptr = self
+            .alloc
+            .call(&mut self.store, request.len() as i32)
+            .map_err(|e| self.trap(e))?;
         self.memory
             .write(&mut self.store, ptr as u32 as usize, request)
-            .map_err(|_| SandboxError::Abi("pinion_alloc returned a buffer outside guest memory".into()))?;
-        let packed = f.call(&mut self.store, (ptr, request.len() as i32)).map_err(|e| self.trap(e))?;
+            .map_err(|_| {
+                SandboxError::Abi("pinion_alloc returned a buffer outside guest memory".into())
+            })?;
+        let packed = f
+            .call(&mut self.store, (ptr, request.len() as i32))
+            .map_err(|e| self.trap(e))?;
         self.take_buffer(packed as u64)
     }
 }
@@ -430,13 +537,18 @@ impl WorkflowInstance {
             *now_ms = activation.now_ms;
         }
         self.inner.store.set_fuel(self.fuel).map_err(setup)?;
-        let request = pinion_abi::encode(activation).map_err(|e| SandboxError::Abi(e.to_string()))?;
+        let request =
+            pinion_abi::encode(activation).map_err(|e| SandboxError::Abi(e.to_string()))?;
         let f = self.activate.clone();
-        let out = self.inner.call_with_buffer(&f, &request).map_err(|e| match e {
-            SandboxError::OutOfFuel(_) => SandboxError::OutOfFuel(self.fuel),
-            other => other,
-        })?;
-        pinion_abi::decode(&out).map_err(|e| SandboxError::Abi(format!("completion does not decode: {e}")))
+        let out = self
+            .inner
+            .call_with_buffer(&f, &request)
+            .map_err(|e| match e {
+                SandboxError::OutOfFuel(_) => SandboxError::OutOfFuel(self.fuel),
+                other => other,
+            })?;
+        pinion_abi::decode(&out)
+            .map_err(|e| SandboxError::Abi(format!("completion does not decode: {e}")))
     }
 
     /// Takes what the guest wrote to stdout and stderr since the last call.

@@ -34,9 +34,21 @@ pub const WASI: &str = "wasi_snapshot_preview1";
 
 /// Functions [`add_to_linker`] defines.
 const PROVIDED: &[&str] = &[
-    "args_sizes_get", "args_get", "environ_sizes_get", "environ_get", "clock_res_get",
-    "clock_time_get", "random_get", "fd_write", "fd_fdstat_get", "fd_prestat_get",
-    "fd_prestat_dir_name", "fd_close", "sched_yield", "proc_exit", "poll_oneoff",
+    "args_sizes_get",
+    "args_get",
+    "environ_sizes_get",
+    "environ_get",
+    "clock_res_get",
+    "clock_time_get",
+    "random_get",
+    "fd_write",
+    "fd_fdstat_get",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_close",
+    "sched_yield",
+    "proc_exit",
+    "poll_oneoff",
 ];
 
 /// SplitMix64: tiny, fast and good enough for a deterministic byte stream.
@@ -76,13 +88,15 @@ fn memory(caller: &mut Caller<'_, GuestState>) -> Option<wasmtime::Memory> {
 
 fn write_bytes(caller: &mut Caller<'_, GuestState>, ptr: i32, bytes: &[u8]) -> Result<(), i32> {
     let mem = memory(caller).ok_or(errno::FAULT)?;
-    mem.write(caller, ptr as u32 as usize, bytes).map_err(|_| errno::FAULT)
+    mem.write(caller, ptr as u32 as usize, bytes)
+        .map_err(|_| errno::FAULT)
 }
 
 fn read_bytes(caller: &mut Caller<'_, GuestState>, ptr: i32, len: usize) -> Result<Vec<u8>, i32> {
     let mem = memory(caller).ok_or(errno::FAULT)?;
     let mut buf = vec![0u8; len];
-    mem.read(caller, ptr as u32 as usize, &mut buf).map_err(|_| errno::FAULT)?;
+    mem.read(caller, ptr as u32 as usize, &mut buf)
+        .map_err(|_| errno::FAULT)?;
     Ok(buf)
 }
 
@@ -105,7 +119,10 @@ fn real_time_ns(clock_id: i32) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     match clock_id {
         // realtime
-        0 => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        0 => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
         // monotonic, process and thread cputime: a monotonic counter is a fair answer
         _ => START.get_or_init(Instant::now).elapsed().as_nanos() as u64,
     }
@@ -113,78 +130,138 @@ fn real_time_ns(clock_id: i32) -> u64 {
 
 /// Defines every WASI function pinion provides in `linker`.
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    linker.func_wrap(WASI, "args_sizes_get", |mut c: Caller<'_, GuestState>, argc: i32, size: i32| {
-        status(write_bytes(&mut c, argc, &0u32.to_le_bytes()).and_then(|_| write_bytes(&mut c, size, &0u32.to_le_bytes())))
-    })?;
-    linker.func_wrap(WASI, "args_get", |_: Caller<'_, GuestState>, _argv: i32, _buf: i32| errno::SUCCESS)?;
-    linker.func_wrap(WASI, "environ_sizes_get", |mut c: Caller<'_, GuestState>, n: i32, size: i32| {
-        status(write_bytes(&mut c, n, &0u32.to_le_bytes()).and_then(|_| write_bytes(&mut c, size, &0u32.to_le_bytes())))
-    })?;
-    linker.func_wrap(WASI, "environ_get", |_: Caller<'_, GuestState>, _env: i32, _buf: i32| errno::SUCCESS)?;
+    linker.func_wrap(
+        WASI,
+        "args_sizes_get",
+        |mut c: Caller<'_, GuestState>, argc: i32, size: i32| {
+            status(
+                write_bytes(&mut c, argc, &0u32.to_le_bytes())
+                    .and_then(|_| write_bytes(&mut c, size, &0u32.to_le_bytes())),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "args_get",
+        |_: Caller<'_, GuestState>, _argv: i32, _buf: i32| errno::SUCCESS,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Caller<'_, GuestState>, n: i32, size: i32| {
+            status(
+                write_bytes(&mut c, n, &0u32.to_le_bytes())
+                    .and_then(|_| write_bytes(&mut c, size, &0u32.to_le_bytes())),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_get",
+        |_: Caller<'_, GuestState>, _env: i32, _buf: i32| errno::SUCCESS,
+    )?;
 
-    linker.func_wrap(WASI, "clock_res_get", |mut c: Caller<'_, GuestState>, _id: i32, out: i32| {
-        status(write_bytes(&mut c, out, &1_000_000u64.to_le_bytes()))
-    })?;
-    linker.func_wrap(WASI, "clock_time_get", |mut c: Caller<'_, GuestState>, id: i32, _precision: i64, out: i32| {
-        if !(0..=3).contains(&id) {
-            return errno::INVAL;
-        }
-        let ns = match &c.data().kind {
-            GuestKind::Workflow { now_ms, .. } => now_ms.saturating_mul(1_000_000),
-            GuestKind::Activity => real_time_ns(id),
-        };
-        status(write_bytes(&mut c, out, &ns.to_le_bytes()))
-    })?;
-    linker.func_wrap(WASI, "random_get", |mut c: Caller<'_, GuestState>, ptr: i32, len: i32| {
-        let mut buf = vec![0u8; len.max(0) as usize];
-        match &mut c.data_mut().kind {
-            GuestKind::Workflow { rng, .. } => rng.fill(&mut buf),
-            GuestKind::Activity => {
-                if getrandom::fill(&mut buf).is_err() {
-                    return errno::NOSYS;
+    linker.func_wrap(
+        WASI,
+        "clock_res_get",
+        |mut c: Caller<'_, GuestState>, _id: i32, out: i32| {
+            status(write_bytes(&mut c, out, &1_000_000u64.to_le_bytes()))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "clock_time_get",
+        |mut c: Caller<'_, GuestState>, id: i32, _precision: i64, out: i32| {
+            if !(0..=3).contains(&id) {
+                return errno::INVAL;
+            }
+            let ns = match &c.data().kind {
+                GuestKind::Workflow { now_ms, .. } => now_ms.saturating_mul(1_000_000),
+                GuestKind::Activity => real_time_ns(id),
+            };
+            status(write_bytes(&mut c, out, &ns.to_le_bytes()))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "random_get",
+        |mut c: Caller<'_, GuestState>, ptr: i32, len: i32| {
+            let mut buf = vec![0u8; len.max(0) as usize];
+            match &mut c.data_mut().kind {
+                GuestKind::Workflow { rng, .. } => rng.fill(&mut buf),
+                GuestKind::Activity => {
+                    if getrandom::fill(&mut buf).is_err() {
+                        return errno::NOSYS;
+                    }
                 }
             }
-        }
-        status(write_bytes(&mut c, ptr, &buf))
-    })?;
+            status(write_bytes(&mut c, ptr, &buf))
+        },
+    )?;
 
-    linker.func_wrap(WASI, "fd_write", |mut c: Caller<'_, GuestState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| {
-        if fd != 1 && fd != 2 {
-            return errno::BADF;
-        }
-        let iov = match read_bytes(&mut c, iovs, iovs_len.max(0) as usize * 8) {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
-        let mut total = 0u32;
-        for i in 0..iovs_len.max(0) as usize {
-            let (ptr, len) = (u32_at(&iov, i * 8), u32_at(&iov, i * 8 + 4));
-            let data = match read_bytes(&mut c, ptr as i32, len as usize) {
-                Ok(d) => d,
+    linker.func_wrap(
+        WASI,
+        "fd_write",
+        |mut c: Caller<'_, GuestState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| {
+            if fd != 1 && fd != 2 {
+                return errno::BADF;
+            }
+            let iov = match read_bytes(&mut c, iovs, iovs_len.max(0) as usize * 8) {
+                Ok(b) => b,
                 Err(e) => return e,
             };
-            c.data_mut().capture(fd, &data);
-            total += len;
-        }
-        status(write_bytes(&mut c, nwritten, &total.to_le_bytes()))
+            let mut total = 0u32;
+            for i in 0..iovs_len.max(0) as usize {
+                let (ptr, len) = (u32_at(&iov, i * 8), u32_at(&iov, i * 8 + 4));
+                let data = match read_bytes(&mut c, ptr as i32, len as usize) {
+                    Ok(d) => d,
+                    Err(e) => return e,
+                };
+                c.data_mut().capture(fd, &data);
+                total += len;
+            }
+            status(write_bytes(&mut c, nwritten, &total.to_le_bytes()))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, GuestState>, fd: i32, out: i32| {
+            if !(0..=2).contains(&fd) {
+                return errno::BADF;
+            }
+            // filetype CHARACTER_DEVICE (2), no flags, write rights only.
+            let mut stat = [0u8; 24];
+            stat[0] = 2;
+            stat[8..16].copy_from_slice(&(1u64 << 6).to_le_bytes());
+            status(write_bytes(&mut c, out, &stat))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |_: Caller<'_, GuestState>, _fd: i32, _out: i32| errno::BADF,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_dir_name",
+        |_: Caller<'_, GuestState>, _fd: i32, _p: i32, _l: i32| errno::BADF,
+    )?;
+    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, GuestState>, _fd: i32| {
+        errno::BADF
     })?;
-    linker.func_wrap(WASI, "fd_fdstat_get", |mut c: Caller<'_, GuestState>, fd: i32, out: i32| {
-        if !(0..=2).contains(&fd) {
-            return errno::BADF;
-        }
-        // filetype CHARACTER_DEVICE (2), no flags, write rights only.
-        let mut stat = [0u8; 24];
-        stat[0] = 2;
-        stat[8..16].copy_from_slice(&(1u64 << 6).to_le_bytes());
-        status(write_bytes(&mut c, out, &stat))
+    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, GuestState>| {
+        errno::SUCCESS
     })?;
-    linker.func_wrap(WASI, "fd_prestat_get", |_: Caller<'_, GuestState>, _fd: i32, _out: i32| errno::BADF)?;
-    linker.func_wrap(WASI, "fd_prestat_dir_name", |_: Caller<'_, GuestState>, _fd: i32, _p: i32, _l: i32| errno::BADF)?;
-    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, GuestState>, _fd: i32| errno::BADF)?;
-    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, GuestState>| errno::SUCCESS)?;
-    linker.func_wrap(WASI, "proc_exit", |_: Caller<'_, GuestState>, code: i32| -> wasmtime::Result<()> {
-        Err(wasmtime::Error::msg(format!("module called proc_exit({code})")))
-    })?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_: Caller<'_, GuestState>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(format!(
+                "module called proc_exit({code})"
+            )))
+        },
+    )?;
     linker.func_wrap(
         WASI,
         "poll_oneoff",
@@ -200,7 +277,13 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
 }
 
 /// `poll_oneoff` for activities: supports clock subscriptions (what `thread::sleep` uses).
-fn poll_clocks(c: &mut Caller<'_, GuestState>, subs: i32, events: i32, n: i32, nevents: i32) -> i32 {
+fn poll_clocks(
+    c: &mut Caller<'_, GuestState>,
+    subs: i32,
+    events: i32,
+    n: i32,
+    nevents: i32,
+) -> i32 {
     const SUB: usize = 48;
     const EVENT: usize = 32;
     if n <= 0 {
@@ -216,8 +299,16 @@ fn poll_clocks(c: &mut Caller<'_, GuestState>, subs: i32, events: i32, n: i32, n
         if s[8] != 0 {
             return errno::NOTCAPABLE; // fd readiness: activities have no fds to wait on
         }
-        let (clock, timeout, flags) = (u32_at(s, 16), u64_at(s, 24), u16::from_le_bytes([s[40], s[41]]));
-        let rel = if flags & 1 == 1 { timeout.saturating_sub(real_time_ns(clock as i32)) } else { timeout };
+        let (clock, timeout, flags) = (
+            u32_at(s, 16),
+            u64_at(s, 24),
+            u16::from_le_bytes([s[40], s[41]]),
+        );
+        let rel = if flags & 1 == 1 {
+            timeout.saturating_sub(real_time_ns(clock as i32))
+        } else {
+            timeout
+        };
         if shortest.is_none_or(|(t, _)| rel < t) {
             shortest = Some((rel, u64_at(s, 0)));
         }
@@ -233,24 +324,38 @@ fn poll_clocks(c: &mut Caller<'_, GuestState>, subs: i32, events: i32, n: i32, n
 /// Defines, for each WASI import of `module` that pinion does not provide, a function of
 /// the right type that returns `ENOSYS`, so the module links and fails politely if it ever
 /// calls it.
-pub fn define_missing(linker: &mut Linker<GuestState>, module: &wasmtime::Module) -> wasmtime::Result<()> {
+pub fn define_missing(
+    linker: &mut Linker<GuestState>,
+    module: &wasmtime::Module,
+) -> wasmtime::Result<()> {
     for import in module.imports() {
         if import.module() != WASI {
             continue;
         }
-        let wasmtime::ExternType::Func(ty) = import.ty() else { continue };
+        let wasmtime::ExternType::Func(ty) = import.ty() else {
+            continue;
+        };
         if PROVIDED.contains(&import.name()) {
             continue;
         }
         let engine = module.engine();
         let results = ty.results().count();
         let ty2 = FuncType::new(engine, ty.params(), ty.results());
-        linker.func_new(WASI, import.name(), ty2, move |_c, _params, out: &mut [Val]| {
-            for (i, slot) in out.iter_mut().enumerate().take(results) {
-                *slot = if i == 0 { Val::I32(errno::NOSYS) } else { Val::I32(0) };
-            }
-            Ok(())
-        })?;
+        linker.func_new(
+            WASI,
+            import.name(),
+            ty2,
+            move |_c, _params, out: &mut [Val]| {
+                for (i, slot) in out.iter_mut().enumerate().take(results) {
+                    *slot = if i == 0 {
+                        Val::I32(errno::NOSYS)
+                    } else {
+                        Val::I32(0)
+                    };
+                }
+                Ok(())
+            },
+        )?;
     }
     Ok(())
 }

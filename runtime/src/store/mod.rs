@@ -231,8 +231,13 @@ pub enum ActivityResolution {
 /// Durable state of the engine. All methods are synchronous and thread-safe.
 pub trait Store: Send + Sync + 'static {
     /// Stores a module unless one with the same hash exists. Returns true when inserted.
-    fn put_module(&self, hash: &ModuleHash, bytes: &[u8], manifest: &Manifest, now_ms: u64)
-        -> Result<bool, StoreError>;
+    fn put_module(
+        &self,
+        hash: &ModuleHash,
+        bytes: &[u8],
+        manifest: &Manifest,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
     /// The module's record, without its bytes.
     fn get_module(&self, hash: &ModuleHash) -> Result<Option<ModuleRecord>, StoreError>;
     /// The module's wasm bytes.
@@ -261,8 +266,12 @@ pub trait Store: Send + Sync + 'static {
     fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError>;
 
     /// Leases up to `limit` activity attempts whose time has come. A lease lasts `lease_ms`.
-    fn claim_activities(&self, now_ms: u64, limit: u32, lease_ms: u64)
-        -> Result<Vec<ActivityTask>, StoreError>;
+    fn claim_activities(
+        &self,
+        now_ms: u64,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<Vec<ActivityTask>, StoreError>;
     /// Records how a claimed attempt ended. Returns false (and changes nothing) when that
     /// attempt is no longer the current one.
     fn resolve_activity(

@@ -124,7 +124,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -132,7 +134,9 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked(e.to_string()),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Locked(e.to_string())
+            }
             ErrorCode::NotADatabase => StoreError::Corrupt(format!("not a pinion database: {e}")),
             ErrorCode::DatabaseCorrupt => StoreError::Corrupt(e.to_string()),
             ErrorCode::ConstraintViolation => StoreError::AlreadyExists(e.to_string()),
@@ -157,7 +161,10 @@ impl SqliteStore {
     /// [`StoreError::Locked`] when another process holds it past the busy timeout.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
         if options.read_only && !path.exists() {
             return Err(open_err("no such file".into()));
         }
@@ -220,7 +227,11 @@ impl SqliteStore {
 
     fn check_schema(conn: &Connection) -> Result<(), StoreError> {
         let v: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| match map_err(e) {
                 StoreError::Database(m) if m.contains("no such table") => {
@@ -240,7 +251,11 @@ impl SqliteStore {
     fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // An existing file with tables but no pinion meta row is someone else's database.
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(map_err)?;
         if tables > 0 {
             return Self::check_schema(conn);
@@ -251,16 +266,14 @@ impl SqliteStore {
         .map_err(map_err)
     }
 
-    fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let conn = self.readers.lock().expect("readers lock").pop();
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let c = Self::connect(&self.path, &SqliteOptions { read_only: false, ..self.options.clone() })
-                    .or_else(|_| Self::connect(&self.path, &self.options))
-                    .map_err(map_err)?;
-                c
-            }
+            None => Self::connect(&self.path, &self.options).map_err(map_err)?,
         };
         let r = f(&conn);
         let mut pool = self.readers.lock().expect("readers lock");
@@ -274,15 +287,24 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let sender = self.writer.lock().expect("writer lock").clone().ok_or_else(|| {
-            if self.options.read_only {
-                StoreError::Database("the database was opened read-only".into())
-            } else {
-                StoreError::Closed
-            }
-        })?;
+        let sender = self
+            .writer
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or_else(|| {
+                if self.options.read_only {
+                    StoreError::Database("the database was opened read-only".into())
+                } else {
+                    StoreError::Closed
+                }
+            })?;
         let (tx, rx) = sync_channel::<Result<R, StoreError>>(1);
-        let job: WriteJob = Box::new(Op { f: Some(f), result: None, reply: tx });
+        let job: WriteJob = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply: tx,
+        });
         sender.send(job).map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
@@ -290,7 +312,12 @@ impl SqliteStore {
     /// Stops the writer thread after it drains its queue. Called on drop too.
     pub fn close(&self) {
         self.writer.lock().expect("writer lock").take();
-        if let Some(h) = self.writer_thread.lock().expect("writer thread lock").take() {
+        if let Some(h) = self
+            .writer_thread
+            .lock()
+            .expect("writer thread lock")
+            .take()
+        {
             let _ = h.join();
         }
     }
@@ -322,7 +349,11 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize) {
             let savepoint = conn.execute_batch("SAVEPOINT op");
             let ok = job.run(&conn);
             if savepoint.is_ok() {
-                let end = if ok { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+                let end = if ok {
+                    "RELEASE op"
+                } else {
+                    "ROLLBACK TO op; RELEASE op"
+                };
                 let _ = conn.execute_batch(end);
             }
         }
@@ -340,7 +371,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
 }
 
-fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<(InstanceRecord, Option<String>, Option<String>)> {
+fn instance_from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<(InstanceRecord, Option<String>, Option<String>)> {
     let status: String = row.get(3)?;
     Ok((
         InstanceRecord {
@@ -364,7 +397,9 @@ fn finish_instance(
     (mut rec, result, failure): (InstanceRecord, Option<String>, Option<String>),
 ) -> Result<InstanceRecord, StoreError> {
     if let Some(r) = result {
-        rec.result = Some(Payload::from_json_bytes(r.as_bytes()).map_err(|e| corrupt("instance result", e))?);
+        rec.result = Some(
+            Payload::from_json_bytes(r.as_bytes()).map_err(|e| corrupt("instance result", e))?,
+        );
     }
     if let Some(f) = failure {
         rec.failure = Some(serde_json::from_str(&f).map_err(|e| corrupt("instance failure", e))?);
@@ -378,7 +413,9 @@ fn module_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn finish_module((hash, size, manifest, at): (String, i64, String, i64)) -> Result<ModuleRecord, StoreError> {
+fn finish_module(
+    (hash, size, manifest, at): (String, i64, String, i64),
+) -> Result<ModuleRecord, StoreError> {
     Ok(ModuleRecord {
         hash: ModuleHash(hash),
         size: size as u64,
@@ -396,7 +433,12 @@ fn mark_runnable(conn: &Connection, instance: &str, now_ms: u64) -> Result<(), S
     Ok(())
 }
 
-fn push_inbox(conn: &Connection, instance: &str, now_ms: u64, kind: &EventKind) -> Result<(), StoreError> {
+fn push_inbox(
+    conn: &Connection,
+    instance: &str,
+    now_ms: u64,
+    kind: &EventKind,
+) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO inbox(instance_id, time_ms, data) VALUES (?1, ?2, ?3)",
         params![instance, now_ms as i64, to_json(kind)?],
@@ -406,7 +448,13 @@ fn push_inbox(conn: &Connection, instance: &str, now_ms: u64, kind: &EventKind) 
 }
 
 impl Store for SqliteStore {
-    fn put_module(&self, hash: &ModuleHash, bytes: &[u8], manifest: &Manifest, now_ms: u64) -> Result<bool, StoreError> {
+    fn put_module(
+        &self,
+        hash: &ModuleHash,
+        bytes: &[u8],
+        manifest: &Manifest,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let (hash, bytes, manifest) = (hash.0.clone(), bytes.to_vec(), to_json(manifest)?);
         self.write(move |c| {
             let n = c
@@ -435,9 +483,13 @@ impl Store for SqliteStore {
 
     fn module_bytes(&self, hash: &ModuleHash) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [&hash.0], |r| r.get(0))
-                .optional()
-                .map_err(map_err)
+            c.query_row(
+                "SELECT bytes FROM modules WHERE hash = ?1",
+                [&hash.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)
         })
     }
 
@@ -452,8 +504,15 @@ impl Store for SqliteStore {
     }
 
     fn create_instance(&self, new: NewInstance) -> Result<(), StoreError> {
-        let EventKind::WorkflowStarted { workflow_type, module_hash, .. } = &new.started else {
-            return Err(StoreError::Database("create_instance needs a WorkflowStarted event".into()));
+        let EventKind::WorkflowStarted {
+            workflow_type,
+            module_hash,
+            ..
+        } = &new.started
+        else {
+            return Err(StoreError::Database(
+                "create_instance needs a WorkflowStarted event".into(),
+            ));
         };
         let (wt, mh) = (workflow_type.clone(), module_hash.0.clone());
         let data = to_json(&new.started)?;
@@ -476,11 +535,15 @@ impl Store for SqliteStore {
 
     fn get_instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
         self.read(|c| {
-            c.query_row(&format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"), [&id.0], instance_from_row)
-                .optional()
-                .map_err(map_err)?
-                .map(finish_instance)
-                .transpose()
+            c.query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
+                [&id.0],
+                instance_from_row,
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(finish_instance)
+            .transpose()
         })
     }
 
@@ -505,23 +568,39 @@ impl Store for SqliteStore {
                 sql.push_str(&format!(" LIMIT {l}"));
             }
             let mut st = c.prepare(&sql).map_err(map_err)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), instance_from_row).map_err(map_err)?;
-            rows.map(|r| r.map_err(map_err).and_then(finish_instance)).collect()
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args.iter()), instance_from_row)
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(finish_instance))
+                .collect()
         })
     }
 
     fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id")
+                .prepare_cached(
+                    "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id",
+                )
                 .map_err(map_err)?;
             let rows = st
-                .query_map([&id.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .query_map([&id.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .map_err(map_err)?;
             rows.map(|r| {
                 let (eid, t, data) = r.map_err(map_err)?;
-                let kind = serde_json::from_str(&data).map_err(|e| corrupt(&format!("event {eid} of {id}"), e))?;
-                Ok(HistoryEvent { id: eid as u64, time_ms: t as u64, kind })
+                let kind = serde_json::from_str(&data)
+                    .map_err(|e| corrupt(&format!("event {eid} of {id}"), e))?;
+                Ok(HistoryEvent {
+                    id: eid as u64,
+                    time_ms: t as u64,
+                    kind,
+                })
             })
             .collect()
         })
@@ -530,15 +609,27 @@ impl Store for SqliteStore {
     fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id")
+                .prepare_cached(
+                    "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id",
+                )
                 .map_err(map_err)?;
             let rows = st
-                .query_map([&id.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .query_map([&id.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .map_err(map_err)?;
             rows.map(|r| {
                 let (iid, t, data) = r.map_err(map_err)?;
                 let kind = serde_json::from_str(&data).map_err(|e| corrupt("inbox entry", e))?;
-                Ok(InboxEntry { id: iid, time_ms: t as u64, kind })
+                Ok(InboxEntry {
+                    id: iid,
+                    time_ms: t as u64,
+                    kind,
+                })
             })
             .collect()
         })
@@ -547,9 +638,13 @@ impl Store for SqliteStore {
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT id FROM instances WHERE runnable = 1 ORDER BY updated_at_ms LIMIT ?1")
+                .prepare_cached(
+                    "SELECT id FROM instances WHERE runnable = 1 ORDER BY updated_at_ms LIMIT ?1",
+                )
                 .map_err(map_err)?;
-            let rows = st.query_map([limit as i64], |r| r.get::<_, String>(0)).map_err(map_err)?;
+            let rows = st
+                .query_map([limit as i64], |r| r.get::<_, String>(0))
+                .map_err(map_err)?;
             rows.map(|r| r.map(InstanceId).map_err(map_err)).collect()
         })
     }
@@ -561,7 +656,12 @@ impl Store for SqliteStore {
         }
         let mut activities = Vec::with_capacity(commit.new_activities.len());
         for a in &commit.new_activities {
-            activities.push((a.seq, a.activity_type.clone(), a.input.json().to_owned(), to_json(&a.options)?));
+            activities.push((
+                a.seq,
+                a.activity_type.clone(),
+                a.input.json().to_owned(),
+                to_json(&a.options)?,
+            ));
         }
         let (result, failure, status) = match &commit.outcome {
             InstanceOutcome::Running => (None, None, "running"),
@@ -668,7 +768,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn claim_activities(&self, now_ms: u64, limit: u32, lease_ms: u64) -> Result<Vec<ActivityTask>, StoreError> {
+    fn claim_activities(
+        &self,
+        now_ms: u64,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<Vec<ActivityTask>, StoreError> {
         self.write(move |c| {
             let now = now_ms as i64;
             let mut st = c
@@ -759,8 +864,11 @@ impl Store for SqliteStore {
 
     fn release_leases(&self) -> Result<u64, StoreError> {
         self.write(|c| {
-            Ok(c.execute("UPDATE activity_tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL", [])
-                .map_err(map_err)? as u64)
+            Ok(c.execute(
+                "UPDATE activity_tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
+                [],
+            )
+            .map_err(map_err)? as u64)
         })
     }
 
@@ -796,4 +904,3 @@ impl Store for SqliteStore {
         })
     }
 }
-

@@ -1,0 +1,298 @@
+//! Order processing: a realistic workflow with compensation, a deadline, retries with
+//! backoff and parallel fan-out.
+//!
+//! Workflow `"ProcessOrder"`:
+//!
+//! 1. `reserve_inventory` for the order's items.
+//! 2. `charge_payment`, raced against a durable timer of `payment_deadline_ms` with
+//!    [`select`]. The gateway is flaky on purpose: it fails with the retryable kind
+//!    `"GatewayUnavailable"` on the first `gateway_failures` attempts, so the retry policy
+//!    (100 ms initial interval, backoff 2.0) is exercised.
+//!    - deadline first → `release_inventory` (compensation), fail `"PaymentDeadlineExceeded"`;
+//!    - card `4000-0000-0000-0002` → non-retryable `"PaymentDeclined"` → `release_inventory`,
+//!      fail `"PaymentDeclined"`;
+//!    - any other final payment failure → `release_inventory`, fail `"PaymentFailed"`.
+//! 3. Three notifications in parallel with [`join3`]: `send_confirmation_email`, `send_sms`,
+//!    `notify_warehouse`. A failed notification is logged, not fatal: the money is taken.
+//! 4. Returns a receipt: `{order_id, total_cents, charge_id, reservation_id, notified}`.
+//!
+//! The charge carries an idempotency key drawn from the workflow's seeded PRNG
+//! ([`WorkflowContext::uuid`]): it is the same on every retry and on replay, which is what a
+//! real payment gateway needs to avoid charging twice.
+//!
+//! Example input:
+//!
+//! ```json
+//! {"order_id": "o-1", "customer": "ada@example.com",
+//!  "items": [{"sku": "BOOK", "qty": 2, "price_cents": 1250}],
+//!  "card": "4242-4242-4242-4242", "payment_deadline_ms": 60000, "gateway_failures": 2}
+//! ```
+//!
+//! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
+//! (produces `orders.wasm`).
+
+use std::time::Duration;
+
+use pinion_sdk::{
+    join3, select, ActivityContext, ActivityError, ActivityFailed, ActivityOptions, Either,
+    RetryPolicy, WorkflowContext, WorkflowError,
+};
+use serde::{Deserialize, Serialize};
+
+/// The card number the fake gateway always declines.
+const DECLINED_CARD: &str = "4000-0000-0000-0002";
+
+/// One order line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Item {
+    sku: String,
+    qty: u32,
+    price_cents: u64,
+}
+
+/// Workflow input.
+#[derive(Debug, Deserialize)]
+struct Order {
+    order_id: String,
+    customer: String,
+    items: Vec<Item>,
+    card: String,
+    /// How long the payment may take, retries included.
+    #[serde(default = "default_deadline_ms")]
+    payment_deadline_ms: u64,
+    /// Test knob: the gateway fails this many attempts before it works.
+    #[serde(default)]
+    gateway_failures: u32,
+}
+
+fn default_deadline_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Reservation {
+    order_id: String,
+    items: Vec<Item>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ChargeRequest {
+    order_id: String,
+    card: String,
+    amount_cents: u64,
+    idempotency_key: String,
+    gateway_failures: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    order_id: String,
+    customer: String,
+    total_cents: u64,
+}
+
+/// What the workflow returns.
+#[derive(Debug, Serialize)]
+struct Receipt {
+    order_id: String,
+    total_cents: u64,
+    charge_id: String,
+    reservation_id: String,
+    /// Channels that were notified successfully, in a fixed order.
+    notified: Vec<String>,
+}
+
+/// Retries quickly: these are in-process fakes, and the tests should not wait long.
+fn quick_retries() -> ActivityOptions {
+    ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::new()
+                .initial_interval(Duration::from_millis(100))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(2))
+                .maximum_attempts(10),
+        )
+}
+
+async fn process_order(ctx: WorkflowContext, order: Order) -> Result<Receipt, WorkflowError> {
+    if order.items.is_empty() || order.items.iter().any(|i| i.qty == 0) {
+        return Err(WorkflowError::new(
+            "InvalidOrder",
+            "an order needs items with a positive quantity",
+        ));
+    }
+    let total_cents: u64 = order
+        .items
+        .iter()
+        .map(|i| u64::from(i.qty) * i.price_cents)
+        .sum();
+    ctx.info(format!(
+        "order {}: {} cents for {}",
+        order.order_id, total_cents, order.customer
+    ));
+
+    let reservation = Reservation {
+        order_id: order.order_id.clone(),
+        items: order.items.clone(),
+    };
+    let reservation_id: String = ctx
+        .activity_with("reserve_inventory", &reservation, quick_retries())
+        .await?;
+
+    let charge = ctx.activity_with::<String>(
+        "charge_payment",
+        &ChargeRequest {
+            order_id: order.order_id.clone(),
+            card: order.card.clone(),
+            amount_cents: total_cents,
+            idempotency_key: ctx.uuid(),
+            gateway_failures: order.gateway_failures,
+        },
+        quick_retries(),
+    );
+    let deadline = ctx.sleep(Duration::from_millis(order.payment_deadline_ms));
+    let charge_id = match select(charge, deadline).await {
+        Either::Left(Ok(charge_id)) => charge_id,
+        Either::Left(Err(failed)) => {
+            release(&ctx, &reservation_id).await?;
+            return Err(payment_error(failed));
+        }
+        Either::Right(()) => {
+            release(&ctx, &reservation_id).await?;
+            return Err(WorkflowError::new(
+                "PaymentDeadlineExceeded",
+                format!(
+                    "payment not confirmed within {} ms",
+                    order.payment_deadline_ms
+                ),
+            ));
+        }
+    };
+
+    let notice = Notice {
+        order_id: order.order_id.clone(),
+        customer: order.customer.clone(),
+        total_cents,
+    };
+    let (email, sms, warehouse) = join3(
+        ctx.activity_with::<String>("send_confirmation_email", &notice, quick_retries()),
+        ctx.activity_with::<String>("send_sms", &notice, quick_retries()),
+        ctx.activity_with::<String>("notify_warehouse", &reservation, quick_retries()),
+    )
+    .await;
+    let mut notified = Vec::new();
+    for result in [email, sms, warehouse] {
+        match result {
+            Ok(channel) => notified.push(channel),
+            Err(failed) => ctx.warn(format!("notification failed: {failed}")),
+        }
+    }
+
+    Ok(Receipt {
+        order_id: order.order_id,
+        total_cents,
+        charge_id,
+        reservation_id,
+        notified,
+    })
+}
+
+/// Compensation: give the reserved stock back.
+async fn release(ctx: &WorkflowContext, reservation_id: &str) -> Result<(), WorkflowError> {
+    ctx.warn(format!("releasing reservation {reservation_id}"));
+    ctx.activity_with::<()>("release_inventory", reservation_id, quick_retries())
+        .await?;
+    Ok(())
+}
+
+fn payment_error(failed: ActivityFailed) -> WorkflowError {
+    let kind = if failed.kind == "PaymentDeclined" {
+        "PaymentDeclined"
+    } else {
+        "PaymentFailed"
+    };
+    WorkflowError::new(kind, failed.to_string())
+}
+
+// ---- Activities: in-process fakes of the real services ----
+
+fn reserve_inventory(reservation: Reservation) -> Result<String, ActivityError> {
+    let units: u32 = reservation.items.iter().map(|i| i.qty).sum();
+    eprintln!(
+        "reserved {units} unit(s) for order {}",
+        reservation.order_id
+    );
+    Ok(format!("res-{}", reservation.order_id))
+}
+
+fn release_inventory(reservation_id: String) -> Result<(), ActivityError> {
+    eprintln!("released {reservation_id}");
+    Ok(())
+}
+
+fn charge_payment(ctx: ActivityContext, req: ChargeRequest) -> Result<String, ActivityError> {
+    if req.card == DECLINED_CARD {
+        return Err(ActivityError::non_retryable(
+            "PaymentDeclined",
+            format!("card {} was declined", req.card),
+        ));
+    }
+    if ctx.attempt() <= req.gateway_failures {
+        return Err(ActivityError::retryable(
+            "GatewayUnavailable",
+            format!(
+                "gateway unavailable (attempt {} of order {})",
+                ctx.attempt(),
+                req.order_id
+            ),
+        ));
+    }
+    eprintln!(
+        "charged {} cents for order {} on attempt {}",
+        req.amount_cents,
+        req.order_id,
+        ctx.attempt()
+    );
+    // Derived from the idempotency key: a retried charge gets the same id.
+    let key = &req.idempotency_key;
+    Ok(format!("ch_{}", key.get(..8).unwrap_or(key)))
+}
+
+fn send_confirmation_email(notice: Notice) -> Result<String, ActivityError> {
+    eprintln!(
+        "email to {}: order {} confirmed ({} cents)",
+        notice.customer, notice.order_id, notice.total_cents
+    );
+    Ok("email".into())
+}
+
+fn send_sms(notice: Notice) -> Result<String, ActivityError> {
+    eprintln!(
+        "sms to {}: order {} confirmed",
+        notice.customer, notice.order_id
+    );
+    Ok("sms".into())
+}
+
+fn notify_warehouse(reservation: Reservation) -> Result<String, ActivityError> {
+    eprintln!(
+        "warehouse: ship order {} ({} line(s))",
+        reservation.order_id,
+        reservation.items.len()
+    );
+    Ok("warehouse".into())
+}
+
+pinion_sdk::export! {
+    version: "v1",
+    workflows: { "ProcessOrder" => process_order },
+    activities: {
+        "reserve_inventory" => reserve_inventory,
+        "release_inventory" => release_inventory,
+        "charge_payment" => charge_payment,
+        "send_confirmation_email" => send_confirmation_email,
+        "send_sms" => send_sms,
+        "notify_warehouse" => notify_warehouse,
+    },
+}

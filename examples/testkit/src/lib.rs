@@ -1,0 +1,232 @@
+//! Testkit: small workflows the engine's tests and benchmarks drive, one behaviour each.
+//!
+//! | workflow | input | result |
+//! | --- | --- | --- |
+//! | `Echo` | any JSON | the input |
+//! | `Parallel` | ignored | `12`: sum of `double(1)`, `double(2)`, `double(3)` run with `join3` |
+//! | `Race` | `{activity_ms, timer_ms}` | `"activity"` or `"timer"`: activity `slow` (busy-waits `activity_ms` of real time) vs `sleep(timer_ms)` |
+//! | `Retry` | `{fail_times, max_attempts, non_retryable}` | `{"attempts": n}`, or `{"failed_kind": k, "attempts": n}` when `flaky` finally fails |
+//! | `Timeout` | `{ms}` (default 5000) | `{"timed_out": bool, "attempts": n}`: activity `hang` busy-waits `ms` with a 200 ms start-to-close timeout, 2 attempts |
+//! | `Sleep` | `{ms}` | `{"before": ms, "after": ms}`: logical time around a durable sleep |
+//! | `Steps` | `{n}` | `n`: calls `step` (`x → x + 1`) `n` times in sequence |
+//! | `Panic` | ignored | never: panics with `"boom"` (a trap) |
+//! | `Spin` | ignored | never: loops until the host's fuel limit stops it |
+//! | `Hog` | ignored | never: allocates 1 MiB chunks until the host's memory limit stops it |
+//! | `Typed` | `{count: u32, name: string}` | `"name:count"`; anything else fails with `InvalidInput` |
+//!
+//! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
+//! (produces `testkit.wasm`).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pinion_sdk::{
+    join3, select, ActivityContext, ActivityError, ActivityOptions, Either, RetryPolicy,
+    WorkflowContext, WorkflowError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+async fn echo(_ctx: WorkflowContext, input: Value) -> Result<Value, WorkflowError> {
+    Ok(input)
+}
+
+async fn parallel(ctx: WorkflowContext, _input: Value) -> Result<i64, WorkflowError> {
+    let (a, b, c) = join3(
+        ctx.activity::<i64>("double", &1),
+        ctx.activity::<i64>("double", &2),
+        ctx.activity::<i64>("double", &3),
+    )
+    .await;
+    Ok(a? + b? + c?)
+}
+
+#[derive(Deserialize)]
+struct RaceInput {
+    activity_ms: u64,
+    timer_ms: u64,
+}
+
+async fn race(ctx: WorkflowContext, input: RaceInput) -> Result<String, WorkflowError> {
+    // One attempt, with room to finish: the race is between the two, not against retries.
+    let options = ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_millis(input.activity_ms) + Duration::from_secs(30))
+        .retry_policy(RetryPolicy::no_retries());
+    let slow = ctx.activity_with::<String>("slow", &input.activity_ms, options);
+    match select(slow, ctx.sleep(Duration::from_millis(input.timer_ms))).await {
+        Either::Left(result) => Ok(result?),
+        Either::Right(()) => Ok("timer".into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RetryInput {
+    fail_times: u32,
+    max_attempts: u32,
+    #[serde(default)]
+    non_retryable: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FlakyInput {
+    fail_times: u32,
+    non_retryable: bool,
+}
+
+async fn retry(ctx: WorkflowContext, input: RetryInput) -> Result<Value, WorkflowError> {
+    let options = ActivityOptions::new().retry_policy(
+        RetryPolicy::new()
+            .initial_interval(Duration::from_millis(50))
+            .backoff_coefficient(2.0)
+            .maximum_attempts(input.max_attempts),
+    );
+    let flaky = FlakyInput {
+        fail_times: input.fail_times,
+        non_retryable: input.non_retryable,
+    };
+    match ctx.activity_with::<u32>("flaky", &flaky, options).await {
+        Ok(attempts) => Ok(json!({ "attempts": attempts })),
+        Err(failed) => Ok(json!({ "failed_kind": failed.kind, "attempts": failed.attempts })),
+    }
+}
+
+#[derive(Deserialize)]
+struct MsInput {
+    ms: u64,
+}
+
+async fn timeout(ctx: WorkflowContext, input: Option<MsInput>) -> Result<Value, WorkflowError> {
+    let ms = input.map_or(5_000, |i| i.ms);
+    let options = ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_millis(200))
+        .retry_policy(
+            RetryPolicy::new()
+                .maximum_attempts(2)
+                .initial_interval(Duration::from_millis(50)),
+        );
+    match ctx.activity_with::<u32>("hang", &ms, options).await {
+        Ok(attempt) => Ok(json!({ "timed_out": false, "attempts": attempt })),
+        Err(failed) => Ok(json!({ "timed_out": failed.timed_out, "attempts": failed.attempts })),
+    }
+}
+
+async fn sleep(ctx: WorkflowContext, input: MsInput) -> Result<Value, WorkflowError> {
+    let before = ctx.now_ms();
+    ctx.sleep(Duration::from_millis(input.ms)).await;
+    Ok(json!({ "before": before, "after": ctx.now_ms() }))
+}
+
+#[derive(Deserialize)]
+struct StepsInput {
+    n: u32,
+}
+
+async fn steps(ctx: WorkflowContext, input: StepsInput) -> Result<u64, WorkflowError> {
+    let mut value = 0u64;
+    for _ in 0..input.n {
+        value = ctx.activity("step", &value).await?;
+    }
+    Ok(value)
+}
+
+async fn panic_workflow(_ctx: WorkflowContext, _input: Value) -> Result<(), WorkflowError> {
+    panic!("boom");
+}
+
+async fn spin(_ctx: WorkflowContext, _input: Value) -> Result<(), WorkflowError> {
+    let mut x = 0u64;
+    loop {
+        // black_box: the optimiser must not prove the loop pointless and remove the work.
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+async fn hog(_ctx: WorkflowContext, _input: Value) -> Result<(), WorkflowError> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // black_box keeps each allocation observable, so none can be elided.
+        hoard.push(black_box(vec![1u8; 1 << 20]));
+        black_box(&hoard);
+    }
+}
+
+#[derive(Deserialize)]
+struct TypedInput {
+    count: u32,
+    name: String,
+}
+
+async fn typed(_ctx: WorkflowContext, input: TypedInput) -> Result<String, WorkflowError> {
+    Ok(format!("{}:{}", input.name, input.count))
+}
+
+// ---- Activities ----
+
+fn double(x: i64) -> Result<i64, ActivityError> {
+    Ok(x * 2)
+}
+
+/// Spins for `ms` of real time. A busy wait rather than a sleep, so the host's CPU limits
+/// and interruption (not a blocking host call) decide how it ends.
+fn busy_wait(ms: u64) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "activities measure real time on purpose"
+    )]
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+}
+
+fn slow(ms: u64) -> Result<String, ActivityError> {
+    busy_wait(ms);
+    Ok("activity".into())
+}
+
+/// Fails while the attempt number is at most `fail_times`; returns the attempt that worked.
+fn flaky(ctx: ActivityContext, input: FlakyInput) -> Result<u32, ActivityError> {
+    if ctx.attempt() <= input.fail_times {
+        let message = format!("failing attempt {} of {}", ctx.attempt(), input.fail_times);
+        return Err(if input.non_retryable {
+            ActivityError::non_retryable("Flaky", message)
+        } else {
+            ActivityError::retryable("Flaky", message)
+        });
+    }
+    Ok(ctx.attempt())
+}
+
+/// Busy-waits `ms`, then returns the attempt number.
+fn hang(ctx: ActivityContext, ms: u64) -> Result<u32, ActivityError> {
+    busy_wait(ms);
+    Ok(ctx.attempt())
+}
+
+fn step(x: u64) -> Result<u64, ActivityError> {
+    Ok(x + 1)
+}
+
+pinion_sdk::export! {
+    version: "v1",
+    workflows: {
+        "Echo" => echo,
+        "Parallel" => parallel,
+        "Race" => race,
+        "Retry" => retry,
+        "Timeout" => timeout,
+        "Sleep" => sleep,
+        "Steps" => steps,
+        "Panic" => panic_workflow,
+        "Spin" => spin,
+        "Hog" => hog,
+        "Typed" => typed,
+    },
+    activities: {
+        "double" => double,
+        "slow" => slow,
+        "flaky" => flaky,
+        "hang" => hang,
+        "step" => step,
+    },
+}

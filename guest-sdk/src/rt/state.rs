@@ -1,0 +1,215 @@
+//! Per-instance workflow state: the command buffer, the activity and timer slots, logical
+//! time and the PRNG.
+//!
+//! It is shared (`Rc<RefCell<_>>`) by the [`WorkflowContext`](crate::WorkflowContext), every
+//! leaf future ([`ActivityFuture`](crate::ActivityFuture), [`Timer`](crate::Timer)) and the
+//! activation driver. A wasm instance is single threaded, so `Rc` is enough; borrows are
+//! never held across a poll of user code, so the `RefCell` never sees a conflict.
+//!
+//! Leaf futures do not register wakers: the host resolves slots only between polls (by jobs),
+//! and the driver polls the root future once after applying them, so a leaf future just
+//! looks at its slot when polled.
+//!
+//! # Slot transitions
+//!
+//! Activities (indexed by `seq - 1`; sequence numbers are dense from 1):
+//!
+//! | state | job `ResolveActivity` | future polled | future dropped |
+//! | --- | --- | --- | --- |
+//! | Pending | → Resolved | stays Pending | → Abandoned |
+//! | Resolved | error: resolved twice | → Consumed (value returned) | → Consumed |
+//! | Consumed | error: resolved twice | — | — |
+//! | Abandoned | → Consumed (result ignored) | — | — |
+//!
+//! Timers:
+//!
+//! | state | job `FireTimer` | future polled | future dropped |
+//! | --- | --- | --- | --- |
+//! | Pending | → Fired | stays Pending | → Cancelled, emits `CancelTimer` |
+//! | Fired | error: fired twice | ready | nothing |
+//! | Cancelled | ignored (the host raced the cancel) | — | — |
+//!
+//! A job naming a sequence number the workflow never issued is an error: the host and the
+//! code disagree about history, and continuing would only hide it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use pinion_abi::{ActivityOptions, ActivityResult, Command};
+
+use crate::rng::Rng;
+
+/// The handle everything in one instance shares.
+pub(crate) type SharedRef = Rc<RefCell<Shared>>;
+
+/// Where one activity stands. See the module docs for the transitions.
+#[derive(Debug)]
+enum ActivitySlot {
+    Pending,
+    Resolved(ActivityResult),
+    Consumed,
+    Abandoned,
+}
+
+/// Where one timer stands. See the module docs for the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerSlot {
+    Pending,
+    Fired,
+    Cancelled,
+}
+
+/// Mutable state of one workflow instance.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Logical time of the current activation, ms since the Unix epoch.
+    pub(crate) now_ms: u64,
+    /// Whether the current activation is a replay.
+    pub(crate) replaying: bool,
+    /// The seeded PRNG; draws happen in program order, so they replay identically.
+    pub(crate) rng: Rng,
+    /// True once the workflow has completed or failed: nothing is issued after that.
+    pub(crate) closed: bool,
+    commands: Vec<Command>,
+    activities: Vec<ActivitySlot>,
+    timers: Vec<TimerSlot>,
+}
+
+impl Shared {
+    /// Fresh state for an instance started with this seed.
+    pub(crate) fn new(random_seed: u64, now_ms: u64, replaying: bool) -> Self {
+        Shared {
+            now_ms,
+            replaying,
+            rng: Rng::new(random_seed),
+            closed: false,
+            commands: Vec::new(),
+            activities: Vec::new(),
+            timers: Vec::new(),
+        }
+    }
+
+    /// Records a command, unless the workflow has already finished.
+    pub(crate) fn push(&mut self, command: Command) {
+        if !self.closed {
+            self.commands.push(command);
+        }
+    }
+
+    /// Hands over the commands issued since the last call.
+    pub(crate) fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Issues `ScheduleActivity` with the next activity sequence number and returns it.
+    pub(crate) fn schedule_activity(
+        &mut self,
+        activity_type: String,
+        input: Vec<u8>,
+        options: ActivityOptions,
+    ) -> u32 {
+        self.activities.push(ActivitySlot::Pending);
+        let seq = seq_of(self.activities.len());
+        self.push(Command::ScheduleActivity {
+            seq,
+            activity_type,
+            input,
+            options,
+        });
+        seq
+    }
+
+    /// Issues `StartTimer` with the next timer sequence number and returns it.
+    pub(crate) fn start_timer(&mut self, duration_ms: u64) -> u32 {
+        self.timers.push(TimerSlot::Pending);
+        let seq = seq_of(self.timers.len());
+        self.push(Command::StartTimer { seq, duration_ms });
+        seq
+    }
+
+    /// Applies `Job::ResolveActivity`.
+    pub(crate) fn resolve_activity(
+        &mut self,
+        seq: u32,
+        result: ActivityResult,
+    ) -> Result<(), String> {
+        let slot = slot_mut(&mut self.activities, seq).ok_or_else(|| {
+            format!("activity {seq} was resolved but the workflow never scheduled it")
+        })?;
+        match slot {
+            ActivitySlot::Pending => *slot = ActivitySlot::Resolved(result),
+            ActivitySlot::Abandoned => *slot = ActivitySlot::Consumed,
+            ActivitySlot::Resolved(_) | ActivitySlot::Consumed => {
+                return Err(format!("activity {seq} was resolved twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `Job::FireTimer`.
+    pub(crate) fn fire_timer(&mut self, seq: u32) -> Result<(), String> {
+        let slot = slot_mut(&mut self.timers, seq)
+            .ok_or_else(|| format!("timer {seq} fired but the workflow never started it"))?;
+        match slot {
+            TimerSlot::Pending => *slot = TimerSlot::Fired,
+            TimerSlot::Cancelled => {}
+            TimerSlot::Fired => return Err(format!("timer {seq} fired twice")),
+        }
+        Ok(())
+    }
+
+    /// Takes a resolved activity's result, if it has arrived.
+    pub(crate) fn take_activity_result(&mut self, seq: u32) -> Option<ActivityResult> {
+        let slot = slot_mut(&mut self.activities, seq)?;
+        match std::mem::replace(slot, ActivitySlot::Consumed) {
+            ActivitySlot::Resolved(result) => Some(result),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// The activity's future was dropped: a result still to come is to be ignored, and one
+    /// already here can be freed.
+    pub(crate) fn abandon_activity(&mut self, seq: u32) {
+        if let Some(slot) = slot_mut(&mut self.activities, seq) {
+            *slot = match slot {
+                ActivitySlot::Pending => ActivitySlot::Abandoned,
+                _ => ActivitySlot::Consumed,
+            };
+        }
+    }
+
+    /// Whether the timer has fired.
+    pub(crate) fn timer_fired(&self, seq: u32) -> bool {
+        let index = usize::try_from(seq).unwrap_or(usize::MAX).wrapping_sub(1);
+        self.timers.get(index) == Some(&TimerSlot::Fired)
+    }
+
+    /// The timer's future was dropped: cancel it if it is still pending, so the host does not
+    /// keep a durable timer nobody waits for (the loser of a `select`, typically).
+    pub(crate) fn cancel_timer(&mut self, seq: u32) {
+        if self.closed {
+            return;
+        }
+        if let Some(slot) = slot_mut(&mut self.timers, seq) {
+            if *slot == TimerSlot::Pending {
+                *slot = TimerSlot::Cancelled;
+                self.push(Command::CancelTimer { seq });
+            }
+        }
+    }
+}
+
+/// The sequence number of the slot just pushed. More than `u32::MAX` activities in one
+/// instance is not a real workload; saturating keeps this total.
+fn seq_of(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The slot for a 1-based sequence number.
+fn slot_mut<T>(slots: &mut [T], seq: u32) -> Option<&mut T> {
+    let index = usize::try_from(seq).ok()?.checked_sub(1)?;
+    slots.get_mut(index)
+}

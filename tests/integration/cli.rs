@@ -1,0 +1,340 @@
+//! The `pinion` binary, as a user drives it: exit codes, messages, JSON output, and a server
+//! killed with SIGKILL mid-workflow and restarted.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn pinion(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run pinion")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn fails_with(o: &Output, code: i32, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(needle),
+        "stderr {:?} does not mention {needle:?}",
+        stderr(o)
+    );
+    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
+}
+
+fn deploy(db: &Path, guest: &str) -> String {
+    let hash = ok(pinion(db, &["deploy", wasm(guest).to_str().unwrap()]));
+    assert_eq!(hash.len(), 64, "{hash}");
+    hash
+}
+
+#[test]
+fn deploy_prints_the_hash_and_is_idempotent() {
+    let dir = TempDir::new("cli-deploy");
+    let a = deploy(&dir.db(), "foobar-v1");
+    let b = deploy(&dir.db(), "foobar-v1");
+    assert_eq!(a, b);
+    let modules: Value =
+        serde_json::from_str(&ok(pinion(&dir.db(), &["modules", "--json"]))).unwrap();
+    assert_eq!(modules.as_array().unwrap().len(), 1);
+    assert_eq!(modules[0]["hash"], Value::String(a));
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
+    let dir = TempDir::new("cli-bad");
+    let db = dir.db();
+    let not_wasm = dir.path().join("app.wasm");
+    std::fs::write(&not_wasm, "this is text").unwrap();
+    fails_with(
+        &pinion(&db, &["deploy", not_wasm.to_str().unwrap()]),
+        4,
+        "not a valid WebAssembly module",
+    );
+    let no_abi = dir.path().join("empty.wasm");
+    std::fs::write(&no_abi, b"\0asm\x01\0\0\0").unwrap();
+    fails_with(
+        &pinion(&db, &["deploy", no_abi.to_str().unwrap()]),
+        4,
+        "does not implement the pinion ABI",
+    );
+    fails_with(
+        &pinion(&db, &["deploy", "/no/such/file.wasm"]),
+        4,
+        "/no/such/file.wasm",
+    );
+    let hash = deploy(&db, "testkit");
+    fails_with(
+        &pinion(&db, &["start", "Nope", "--module", &hash]),
+        3,
+        "no workflow type `Nope`",
+    );
+    fails_with(
+        &pinion(
+            &db,
+            &["start", "Echo", "--module", &hash, "--input", "{oops"],
+        ),
+        4,
+        "not valid JSON",
+    );
+    fails_with(
+        &pinion(&db, &["start", "Echo", "--module", "deadbeef"]),
+        3,
+        "no deployed module matches",
+    );
+    fails_with(
+        &pinion(&db, &["status", "ghost"]),
+        3,
+        "no instance with id `ghost`",
+    );
+    fails_with(
+        &pinion(&db, &["list", "--status", "sleeping"]),
+        4,
+        "unknown status",
+    );
+    // Nothing half-written: only the one valid module is stored, and no instance.
+    let modules: Value = serde_json::from_str(&ok(pinion(&db, &["modules", "--json"]))).unwrap();
+    assert_eq!(modules.as_array().unwrap().len(), 1);
+    let list: Value = serde_json::from_str(&ok(pinion(&db, &["list", "--json"]))).unwrap();
+    assert!(list.as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_file_that_is_not_a_database_or_cannot_be_opened_is_reported() {
+    let dir = TempDir::new("cli-db");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "just some notes, certainly not SQLite ".repeat(200)).unwrap();
+    fails_with(&pinion(&text, &["list"]), 5, "not a pinion database");
+    fails_with(&pinion(dir.path(), &["list"]), 5, "cannot open database");
+    // A database some other program made is refused, not modified.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE accounts(id INTEGER)")
+        .unwrap();
+    fails_with(&pinion(&other, &["list"]), 5, "not a pinion database");
+}
+
+#[test]
+fn a_database_locked_by_another_process_is_reported_after_the_busy_timeout() {
+    let dir = TempDir::new("cli-locked");
+    let db = dir.db();
+    ok(pinion(&db, &["list"]));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let o = pinion(&db, &["deploy", wasm("hello-v1").to_str().unwrap()]);
+    fails_with(&o, 5, "locked");
+    conn.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn run_deploys_starts_and_prints_the_result_and_inspection_verbs_agree() {
+    let dir = TempDir::new("cli-run");
+    let db = dir.db();
+    let out = ok(pinion(
+        &db,
+        &[
+            "run",
+            wasm("hello-v2").to_str().unwrap(),
+            "Hello",
+            "--id",
+            "h2",
+        ],
+    ));
+    assert_eq!(out, r#""Success""#);
+    let status: Value =
+        serde_json::from_str(&ok(pinion(&db, &["status", "h2", "--json"]))).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(ok(pinion(&db, &["result", "h2"])), r#""Success""#);
+    let list: Value = serde_json::from_str(&ok(pinion(
+        &db,
+        &[
+            "list",
+            "--status",
+            "completed",
+            "--workflow-type",
+            "Hello",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let export: Value =
+        serde_json::from_str(&ok(pinion(&db, &["history", "h2", "--json"]))).unwrap();
+    assert_eq!(export["format"], "pinion-history");
+    assert_eq!(export["version"], 1);
+    assert_eq!(export["events"][0]["type"], "WorkflowStarted");
+    let table = ok(pinion(&db, &["history", "h2"]));
+    assert!(
+        table.contains("ActivityScheduled") && table.contains("WorkflowCompleted"),
+        "{table}"
+    );
+    // A failed workflow: `result` exits 6 with the reason.
+    let o = pinion(
+        &db,
+        &[
+            "run",
+            wasm("testkit").to_str().unwrap(),
+            "Typed",
+            "--input",
+            r#"{"count": -1}"#,
+        ],
+    );
+    fails_with(&o, 6, "InvalidInput");
+}
+
+struct Server(Child);
+
+impl Server {
+    fn start(db: &Path) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_pinion"))
+            .arg("--db")
+            .arg(db)
+            .args(["server", "--activity-threads", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server");
+        Server(child)
+    }
+
+    fn kill9(&mut self) {
+        self.0.kill().expect("SIGKILL the server"); // Child::kill sends SIGKILL on Unix
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn completed_count(db: &Path) -> usize {
+    let list: Value = serde_json::from_str(&ok(pinion(
+        db,
+        &["list", "--status", "completed", "--json", "--limit", "1000"],
+    )))
+    .unwrap();
+    list.as_array().unwrap().len()
+}
+
+#[test]
+fn a_server_killed_with_sigkill_mid_workflow_finishes_everything_after_restart() {
+    let dir = TempDir::new("cli-kill");
+    let db = dir.db();
+    let hash = deploy(&db, "testkit");
+    const N: usize = 12;
+    const STEPS: u64 = 10;
+    for i in 0..N {
+        ok(pinion(
+            &db,
+            &[
+                "start",
+                "Steps",
+                "--module",
+                &hash,
+                "--input",
+                &format!(r#"{{"n": {STEPS}}}"#),
+                "--id",
+                &format!("s{i}"),
+            ],
+        ));
+    }
+    let mut server = Server::start(&db);
+    // Kill it once some, but not all, work is done.
+    wait_until(
+        "some activity results to be recorded",
+        Duration::from_secs(60),
+        || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            let n: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE data LIKE '%\"ActivityCompleted\"%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            n >= 10
+        },
+    );
+    server.kill9();
+    assert!(
+        completed_count(&db) < N,
+        "the kill came too late to test anything"
+    );
+    let _server = Server::start(&db);
+    wait_until(
+        "every instance to complete after the restart",
+        Duration::from_secs(120),
+        || completed_count(&db) == N,
+    );
+    for i in 0..N {
+        let id = format!("s{i}");
+        assert_eq!(ok(pinion(&db, &["result", &id])), STEPS.to_string());
+        let export: Value =
+            serde_json::from_str(&ok(pinion(&db, &["history", &id, "--json"]))).unwrap();
+        let events = export["events"].as_array().unwrap();
+        // Dense ids: nothing lost, nothing duplicated.
+        for (k, e) in events.iter().enumerate() {
+            assert_eq!(e["id"].as_u64(), Some(k as u64 + 1), "{id}");
+        }
+        // Every activity scheduled once and its result recorded exactly once.
+        let mut scheduled: HashMap<u64, usize> = HashMap::new();
+        let mut resolved: HashMap<u64, usize> = HashMap::new();
+        for e in events {
+            match e["type"].as_str().unwrap() {
+                "ActivityScheduled" => {
+                    *scheduled.entry(e["seq"].as_u64().unwrap()).or_default() += 1
+                }
+                "ActivityCompleted" | "ActivityFailed" | "ActivityTimedOut" => {
+                    *resolved.entry(e["seq"].as_u64().unwrap()).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(scheduled.len(), STEPS as usize, "{id}");
+        assert!(scheduled.values().all(|&c| c == 1), "{id}: {scheduled:?}");
+        assert_eq!(resolved, scheduled, "{id}");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["type"] == "WorkflowCompleted")
+                .count(),
+            1
+        );
+    }
+}

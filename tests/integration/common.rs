@@ -1,0 +1,132 @@
+//! Helpers every integration test shares: building the example guests to wasm once, fresh
+//! temporary databases, opening engines with a test clock, and bounded waits.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pinion_runtime::clock::{Clock, SystemClock};
+use pinion_runtime::store::sqlite::SqliteOptions;
+use pinion_runtime::{Pinion, PinionConfig, StartRequest, WorkerConfig};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds every example crate for wasm32-wasip1 (once per test process) and returns the
+/// directory holding the `.wasm` files. Uses its own target dir so it never waits on the
+/// lock of the cargo that is running the tests.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = root().join("target").join("wasm-guests");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(root().join("examples").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo to build the example guests");
+        assert!(
+            status.success(),
+            "building the example guests failed (is the wasm32-wasip1 target installed?)"
+        );
+        target.join("wasm32-wasip1").join("release")
+    })
+}
+
+/// Path of an example guest's wasm, by crate name (`hello-v1` → `hello_v1.wasm`).
+pub fn wasm(crate_name: &str) -> PathBuf {
+    let p = guests_dir().join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+/// Bytes of an example guest.
+pub fn wasm_bytes(crate_name: &str) -> Vec<u8> {
+    std::fs::read(wasm(crate_name)).expect("read wasm")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("pinion-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.0.join("pinion.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens an engine on `db` with the given clock.
+pub fn open_with_clock(db: &Path, clock: Arc<dyn Clock>) -> Pinion {
+    let mut config = PinionConfig::new(db);
+    config.clock = clock;
+    config.sqlite = SqliteOptions::default();
+    Pinion::open(config).expect("open engine")
+}
+
+/// Opens an engine on `db` with the real clock.
+pub fn open(db: &Path) -> Pinion {
+    open_with_clock(db, Arc::new(SystemClock))
+}
+
+/// A worker config that polls fast and keeps guest output quiet.
+pub fn quiet_worker() -> WorkerConfig {
+    WorkerConfig {
+        poll_interval: Duration::from_millis(10),
+        log: Arc::new(|_| {}),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Start request helper.
+pub fn start_req(workflow_type: &str, module: &str, input: &str, id: &str) -> StartRequest {
+    StartRequest {
+        workflow_type: workflow_type.into(),
+        module: module.into(),
+        input_json: input.into(),
+        id: Some(id.into()),
+    }
+}
+
+/// Waits (bounded) until `cond` holds, checking every few milliseconds.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,433 @@
+//! The engine through its library API: registry, pinning, execution, retries, timers,
+//! limits, with real wasm modules and real SQLite files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinion_runtime::clock::{Clock, ManualClock};
+use pinion_runtime::registry::RegistryError;
+use pinion_runtime::store::InstanceFilter;
+use pinion_runtime::{Error, EventKind, InstanceStatus, Pinion, PinionConfig};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn deploy(p: &Pinion, guest: &str) -> String {
+    p.deploy(&wasm_bytes(guest)).expect("deploy").hash.0
+}
+
+fn result_of(p: &Pinion, id: &str) -> Value {
+    let rec = p.wait(id, WAIT).expect("wait");
+    assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
+    rec.result
+        .expect("completed instance has a result")
+        .to_value()
+}
+
+fn kinds(p: &Pinion, id: &str) -> Vec<EventKind> {
+    p.history(id).unwrap().into_iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn deploying_the_same_bytes_twice_gives_one_module_keyed_by_sha256() {
+    let dir = TempDir::new("deploy");
+    let p = open(&dir.db());
+    let bytes = wasm_bytes("hello-v1");
+    let first = p.deploy(&bytes).unwrap();
+    let second = p.deploy(&bytes).unwrap();
+    assert_eq!(first.hash, second.hash);
+    assert!(first.newly_stored && !second.newly_stored);
+    let expected = std::process::Command::new("sha256sum")
+        .arg(wasm("hello-v1"))
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(first.hash.0, expected.split_whitespace().next().unwrap());
+    assert_eq!(p.modules().unwrap().len(), 1);
+    assert_eq!(first.manifest.workflows, vec!["Hello".to_string()]);
+    assert_eq!(first.manifest.activities, vec!["hello".to_string()]);
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_rejected_and_nothing_is_stored() {
+    let dir = TempDir::new("notwasm");
+    let p = open(&dir.db());
+    let err = p.deploy(b"#!/bin/sh\necho not a module\n").unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid WebAssembly module"),
+        "{err}"
+    );
+    assert!(matches!(err, Error::Registry(RegistryError::Invalid(_))));
+    assert!(p.modules().unwrap().is_empty());
+}
+
+#[test]
+fn a_wasm_module_without_the_pinion_abi_is_rejected_and_nothing_is_stored() {
+    let dir = TempDir::new("noabi");
+    let p = open(&dir.db());
+    // The smallest valid module: magic and version, no sections.
+    let err = p.deploy(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not implement the pinion ABI"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`memory`"), "{err}");
+    assert!(p.modules().unwrap().is_empty());
+}
+
+#[test]
+fn compiled_code_is_cached_on_disk_by_hash_and_engine_fingerprint() {
+    let dir = TempDir::new("cache");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "hello-v1");
+    let cache = dir.path().join("pinion.db.cache");
+    let files: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("{hash}.")) && files[0].ends_with(".cwasm"),
+        "{files:?}"
+    );
+    // A reopened engine loads the cached artifact instead of compiling.
+    drop(p);
+    let p = open(&dir.db());
+    let loaded = p
+        .registry()
+        .load(&pinion_runtime::ModuleHash(hash))
+        .unwrap();
+    assert!(loaded.module().serialize().is_ok());
+}
+
+#[test]
+fn starting_an_unknown_workflow_type_names_the_types_the_module_has() {
+    let dir = TempDir::new("unknowntype");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "hello-v1");
+    let err = p
+        .start(&start_req("Goodbye", &hash, "{}", "x"))
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownWorkflowType { .. }));
+    assert!(
+        err.to_string().contains("Goodbye") && err.to_string().contains("Hello"),
+        "{err}"
+    );
+    assert!(p.list(&InstanceFilter::default()).unwrap().is_empty());
+}
+
+#[test]
+fn input_that_is_not_json_is_rejected_before_an_instance_exists() {
+    let dir = TempDir::new("badjson");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let err = p
+        .start(&start_req("Echo", &hash, "{not json", "x"))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(matches!(p.status("x"), Err(Error::UnknownInstance(_))));
+}
+
+#[test]
+fn modules_are_found_by_unique_prefix_and_ambiguity_is_an_error() {
+    let dir = TempDir::new("prefix");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "hello-v1");
+    assert_eq!(p.registry().resolve(&hash[..8]).unwrap().hash.0, hash);
+    assert!(matches!(
+        p.registry().resolve("ffffffffffff"),
+        Err(RegistryError::UnknownModule(_))
+    ));
+}
+
+#[test]
+fn input_that_does_not_fit_the_workflow_type_fails_the_instance_with_the_reason() {
+    let dir = TempDir::new("typed");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req(
+        "Typed",
+        &hash,
+        r#"{"count": "three", "name": "x"}"#,
+        "bad",
+    ))
+    .unwrap();
+    p.start(&start_req(
+        "Typed",
+        &hash,
+        r#"{"count": 3, "name": "x"}"#,
+        "good",
+    ))
+    .unwrap();
+    w.wake();
+    let bad = p.wait("bad", WAIT).unwrap();
+    assert_eq!(bad.status, InstanceStatus::Failed);
+    let f = bad.failure.unwrap();
+    assert_eq!(f.kind, "InvalidInput");
+    assert!(
+        f.message.contains("count") || f.message.contains("invalid type"),
+        "{}",
+        f.message
+    );
+    assert_eq!(result_of(&p, "good"), json!("x:3"));
+}
+
+#[test]
+fn an_unknown_instance_id_is_a_clear_error() {
+    let dir = TempDir::new("unknowninstance");
+    let p = open(&dir.db());
+    let err = p.status("no-such-instance").unwrap_err();
+    assert!(matches!(err, Error::UnknownInstance(_)));
+    assert!(err.to_string().contains("no-such-instance"));
+}
+
+#[test]
+fn a_v1_instance_waiting_when_v2_is_deployed_completes_on_v1_code_side_by_side() {
+    // Seed 004: v2's `hello` answers "ThumbsUp"; an instance started on v1 must still get
+    // v1's "Approved" and succeed, while v2 instances run in the same process.
+    let dir = TempDir::new("hello");
+    let p = open(&dir.db());
+    let v1 = deploy(&p, "hello-v1");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Hello", &v1, r#"{"wait_ms": 400}"#, "old"))
+        .unwrap();
+    w.wake();
+    wait_until("the v1 instance to start its timer", WAIT, || {
+        kinds(&p, "old")
+            .iter()
+            .any(|k| matches!(k, EventKind::TimerStarted { .. }))
+    });
+    let v2 = deploy(&p, "hello-v2");
+    assert_ne!(v1, v2);
+    p.start(&start_req("Hello", &v2, "{}", "new")).unwrap();
+    w.wake();
+    assert_eq!(result_of(&p, "old"), json!("Success"));
+    assert_eq!(result_of(&p, "new"), json!("Success"));
+    let old = kinds(&p, "old");
+    match &old[0] {
+        EventKind::WorkflowStarted { module_hash, .. } => assert_eq!(module_hash.0, v1),
+        other => panic!("{other:?}"),
+    }
+    assert!(old.iter().any(|k| matches!(k, EventKind::ActivityCompleted { result, .. } if result.json() == r#""Approved""#)));
+    let new = kinds(&p, "new");
+    assert!(new.iter().any(|k| matches!(k, EventKind::ActivityCompleted { result, .. } if result.json() == r#""ThumbsUp""#)));
+    assert!(
+        !new.iter()
+            .any(|k| matches!(k, EventKind::TimerStarted { .. })),
+        "v2 no longer waits"
+    );
+}
+
+#[test]
+fn three_activities_run_in_parallel_within_one_activation() {
+    let dir = TempDir::new("parallel");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Parallel", &hash, "null", "par"))
+        .unwrap();
+    w.wake();
+    assert_eq!(result_of(&p, "par"), json!(12));
+    let k = kinds(&p, "par");
+    // WorkflowStarted, WorkflowTaskCompleted, then all three scheduled before any result.
+    assert!(matches!(k[1], EventKind::WorkflowTaskCompleted { .. }));
+    for (i, kind) in k.iter().enumerate().take(5).skip(2) {
+        assert!(
+            matches!(kind, EventKind::ActivityScheduled { .. }),
+            "event {}: {kind:?}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn select_races_an_activity_against_a_timer_either_way() {
+    let dir = TempDir::new("race");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req(
+        "Race",
+        &hash,
+        r#"{"activity_ms": 3000, "timer_ms": 50}"#,
+        "timer-wins",
+    ))
+    .unwrap();
+    p.start(&start_req(
+        "Race",
+        &hash,
+        r#"{"activity_ms": 0, "timer_ms": 30000}"#,
+        "activity-wins",
+    ))
+    .unwrap();
+    w.wake();
+    assert_eq!(result_of(&p, "timer-wins"), json!("timer"));
+    assert_eq!(result_of(&p, "activity-wins"), json!("activity"));
+    // The losing timer is cancelled, durably.
+    assert!(kinds(&p, "activity-wins")
+        .iter()
+        .any(|k| matches!(k, EventKind::TimerCancelled { seq: 1 })));
+}
+
+#[test]
+fn activities_retry_with_backoff_and_exhausted_retries_reach_the_workflow_as_typed_errors() {
+    let dir = TempDir::new("retry");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    let cases = [
+        (
+            "recovers",
+            r#"{"fail_times": 2, "max_attempts": 5, "non_retryable": false}"#,
+        ),
+        (
+            "exhausted",
+            r#"{"fail_times": 10, "max_attempts": 3, "non_retryable": false}"#,
+        ),
+        (
+            "fatal",
+            r#"{"fail_times": 10, "max_attempts": 5, "non_retryable": true}"#,
+        ),
+    ];
+    for (id, input) in cases {
+        p.start(&start_req("Retry", &hash, input, id)).unwrap();
+    }
+    w.wake();
+    assert_eq!(result_of(&p, "recovers")["attempts"], json!(3));
+    let exhausted = result_of(&p, "exhausted");
+    assert_eq!(exhausted["failed_kind"], json!("Flaky"));
+    assert_eq!(exhausted["attempts"], json!(3));
+    let fatal = result_of(&p, "fatal");
+    assert_eq!(fatal["failed_kind"], json!("Flaky"));
+    assert_eq!(fatal["attempts"], json!(1));
+    // Retries are not history events: one scheduled, one resolution.
+    let k = kinds(&p, "recovers");
+    assert_eq!(
+        k.iter()
+            .filter(|k| matches!(k, EventKind::ActivityScheduled { .. }))
+            .count(),
+        1
+    );
+    assert!(k
+        .iter()
+        .any(|k| matches!(k, EventKind::ActivityCompleted { attempts: 3, .. })));
+}
+
+#[test]
+fn an_activity_past_its_start_to_close_timeout_is_retried_then_reported_timed_out() {
+    let dir = TempDir::new("timeout");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Timeout", &hash, r#"{"ms": 5000}"#, "t"))
+        .unwrap();
+    w.wake();
+    let r = result_of(&p, "t");
+    assert_eq!(r["timed_out"], json!(true));
+    assert_eq!(r["attempts"], json!(2));
+    assert!(kinds(&p, "t")
+        .iter()
+        .any(|k| matches!(k, EventKind::ActivityTimedOut { .. })));
+}
+
+#[test]
+fn a_ten_minute_timer_survives_a_restart_and_fires_on_time() {
+    let dir = TempDir::new("timer");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let hash;
+    {
+        let p = open_with_clock(&dir.db(), Arc::new(clock.clone()));
+        hash = deploy(&p, "testkit");
+        let w = p.start_worker(quiet_worker()).unwrap();
+        p.start(&start_req("Sleep", &hash, r#"{"ms": 600000}"#, "sleeper"))
+            .unwrap();
+        w.wake();
+        wait_until("the timer to be armed", WAIT, || {
+            kinds(&p, "sleeper")
+                .iter()
+                .any(|k| matches!(k, EventKind::TimerStarted { .. }))
+        });
+        w.shutdown();
+    } // the engine is gone: nothing but the database remains
+    clock.advance(Duration::from_secs(9 * 60));
+    let p = open_with_clock(&dir.db(), Arc::new(clock.clone()));
+    assert_eq!(
+        p.store().fire_due_timers(clock.now_ms()).unwrap(),
+        0,
+        "not due after 9 minutes"
+    );
+    clock.advance(Duration::from_secs(60));
+    let w = p.start_worker(quiet_worker()).unwrap();
+    w.wake();
+    let r = result_of(&p, "sleeper");
+    let slept = r["after"].as_u64().unwrap() - r["before"].as_u64().unwrap();
+    assert_eq!(slept, 600_000, "{r}");
+    let _ = hash;
+}
+
+#[test]
+fn evicted_instances_are_rebuilt_by_replay_and_finish_normally() {
+    let dir = TempDir::new("evict");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "orders");
+    // No cache at all: every activation rebuilds the instance from history.
+    let w = p
+        .start_worker(pinion_runtime::WorkerConfig {
+            cache_capacity: 0,
+            ..quiet_worker()
+        })
+        .unwrap();
+    let input = json!({
+        "order_id": "o-1", "customer": "ada@example.com",
+        "items": [{"sku": "gear", "qty": 2, "price_cents": 1250}],
+        "card": "4242-4242-4242-4242", "payment_deadline_ms": 30000, "gateway_failures": 1
+    });
+    p.start(&start_req(
+        "ProcessOrder",
+        &hash,
+        &input.to_string(),
+        "order",
+    ))
+    .unwrap();
+    w.wake();
+    let r = result_of(&p, "order");
+    assert_eq!(r["order_id"], json!("o-1"));
+    assert_eq!(r["total_cents"], json!(2500));
+}
+
+fn limited(dir: &TempDir, fuel: u64, memory: usize) -> Pinion {
+    let mut config = PinionConfig::new(dir.db());
+    config.limits.fuel_per_activation = fuel;
+    config.limits.memory_bytes = memory;
+    Pinion::open(config).unwrap()
+}
+
+#[test]
+fn endless_loops_panics_and_memory_hogs_block_the_instance_with_the_reason() {
+    let dir = TempDir::new("limits");
+    let p = limited(&dir, 300_000_000, 32 << 20);
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    for ty in ["Spin", "Panic", "Hog"] {
+        p.start(&start_req(ty, &hash, "null", ty)).unwrap();
+    }
+    w.wake();
+    let reason = |id: &str| {
+        let r = p.wait(id, WAIT).unwrap();
+        assert_eq!(r.status, InstanceStatus::Blocked, "{r:?}");
+        r.blocked_reason.unwrap()
+    };
+    let spin = reason("Spin");
+    assert!(spin.contains("ran out of fuel"), "{spin}");
+    let panic = reason("Panic");
+    assert!(panic.contains("boom"), "{panic}");
+    let hog = reason("Hog");
+    assert!(
+        hog.contains("exceeded its memory limit of 33554432 bytes"),
+        "{hog}"
+    );
+}

@@ -1,0 +1,11 @@
+//! Integration tests: real wasm modules built from `examples/`, real SQLite files, the real
+//! `pinion` binary. One test binary (faster to build), one module per area.
+
+// Tests bound their waits with the real clock; the engine under test uses the injected one.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+mod cli;
+mod determinism;
+mod engine;
