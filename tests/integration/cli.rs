@@ -338,3 +338,66 @@ fn a_server_killed_with_sigkill_mid_workflow_finishes_everything_after_restart()
         );
     }
 }
+
+#[test]
+fn the_readme_walkthrough_runs_v1_and_v2_side_by_side_in_one_server() {
+    let dir = TempDir::new("cli-walkthrough");
+    let db = dir.db();
+    let v1 = deploy(&db, "hello-v1");
+    ok(pinion(
+        &db,
+        &[
+            "start",
+            "Hello",
+            "--module",
+            &v1[..4],
+            "--input",
+            r#"{"wait_ms": 1500}"#,
+            "--id",
+            "order-1",
+        ],
+    ));
+    let _server = Server::start(&db);
+    wait_until(
+        "order-1 to wait on its timer",
+        Duration::from_secs(60),
+        || ok(pinion(&db, &["history", "order-1"])).contains("TimerStarted"),
+    );
+    let v2 = deploy(&db, "hello-v2");
+    ok(pinion(
+        &db,
+        &["start", "Hello", "--module", &v2[..4], "--id", "order-2"],
+    ));
+    let on_v1: Value = serde_json::from_str(&ok(pinion(
+        &db,
+        &[
+            "list",
+            "--module",
+            &v1[..4],
+            "--status",
+            "running",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(on_v1.as_array().unwrap().len(), 1);
+    assert_eq!(on_v1[0]["id"], "order-1");
+    assert_eq!(
+        ok(pinion(
+            &db,
+            &["result", "order-2", "--wait", "--timeout", "60"]
+        )),
+        r#""Success""#
+    );
+    assert_eq!(
+        ok(pinion(
+            &db,
+            &["result", "order-1", "--wait", "--timeout", "60"]
+        )),
+        r#""Success""#
+    );
+    let h1 = ok(pinion(&db, &["history", "order-1"]));
+    assert!(h1.contains(r#"result="Approved""#), "{h1}");
+    let h2 = ok(pinion(&db, &["history", "order-2"]));
+    assert!(h2.contains(r#"result="ThumbsUp""#), "{h2}");
+}

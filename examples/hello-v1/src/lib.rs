@@ -10,7 +10,7 @@
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
 //! (produces `hello_v1.wasm`), then for example
-//! `pinion run hello_v1.wasm Hello '{"wait_ms": 1000}'`.
+//! `pinion run hello_v1.wasm Hello --input '{"wait_ms": 1000}'`.
 
 use std::time::Duration;
 
