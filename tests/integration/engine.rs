@@ -431,3 +431,53 @@ fn endless_loops_panics_and_memory_hogs_block_the_instance_with_the_reason() {
         "{hog}"
     );
 }
+
+fn order(card: &str, deadline_ms: u64, gateway_failures: u32) -> String {
+    json!({
+        "order_id": "o-7", "customer": "grace@example.com",
+        "items": [{"sku": "cog", "qty": 3, "price_cents": 700}],
+        "card": card, "payment_deadline_ms": deadline_ms, "gateway_failures": gateway_failures
+    })
+    .to_string()
+}
+
+#[test]
+fn a_declined_card_or_a_missed_payment_deadline_releases_the_inventory_and_fails_the_order() {
+    let dir = TempDir::new("orders-fail");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "orders");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req(
+        "ProcessOrder",
+        &hash,
+        &order("4000-0000-0000-0002", 30_000, 0),
+        "declined",
+    ))
+    .unwrap();
+    // The gateway keeps failing (retryable, with backoff) past a 300 ms deadline.
+    p.start(&start_req(
+        "ProcessOrder",
+        &hash,
+        &order("4242-4242-4242-4242", 300, 8),
+        "late",
+    ))
+    .unwrap();
+    w.wake();
+    for (id, kind) in [
+        ("declined", "PaymentDeclined"),
+        ("late", "PaymentDeadlineExceeded"),
+    ] {
+        let rec = p.wait(id, WAIT).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Failed, "{rec:?}");
+        assert_eq!(rec.failure.unwrap().kind, kind);
+        let compensated = kinds(&p, id).into_iter().any(|k| {
+            matches!(k, EventKind::ActivityScheduled { activity_type, .. } if activity_type == "release_inventory")
+        });
+        assert!(compensated, "{id} did not release its inventory");
+    }
+    // The declined charge was not retried: it is non-retryable.
+    let declined = kinds(&p, "declined");
+    assert!(declined
+        .iter()
+        .any(|k| matches!(k, EventKind::ActivityFailed { failure, .. } if failure.attempts == 1)));
+}

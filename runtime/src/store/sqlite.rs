@@ -774,6 +774,19 @@ impl Store for SqliteStore {
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<ActivityTask>, StoreError> {
+        // Polling must not take the write lock when there is nothing to claim.
+        let any: bool = self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM activity_tasks
+                 WHERE visible_at_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1))",
+                [now_ms as i64],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
+        })?;
+        if !any {
+            return Ok(Vec::new());
+        }
         self.write(move |c| {
             let now = now_ms as i64;
             let mut st = c
@@ -888,6 +901,17 @@ impl Store for SqliteStore {
     }
 
     fn fire_due_timers(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let any: bool = self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM timers WHERE fire_at_ms <= ?1)",
+                [now_ms as i64],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
+        })?;
+        if !any {
+            return Ok(0);
+        }
         self.write(move |c| {
             let due: Vec<(String, u32)> = {
                 let mut st = c
