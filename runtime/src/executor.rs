@@ -275,7 +275,55 @@ pub fn diverged(
     })
 }
 
-/// Checks one activation's produced commands against its recorded command events.
+/// How strictly replay compares commands with history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Treat a changed activity input as a divergence instead of a warning.
+    pub strict_inputs: bool,
+}
+
+/// Compares the details rule version 1 does not diverge on (activity input, timer
+/// duration) and returns a warning, or, for inputs under `strict_inputs`, a divergence.
+fn compare_details(
+    instance: &InstanceId,
+    cmd: &Command,
+    ev: &HistoryEvent,
+    checks: Checks,
+) -> Result<Option<String>, ExecError> {
+    match (cmd, &ev.kind) {
+        (Command::ScheduleActivity { input, activity_type, seq, .. }, EventKind::ActivityScheduled { input: recorded, .. }) => {
+            let produced = Payload::from_json_bytes(input).map(|p| p.json().to_owned()).unwrap_or_else(|_| {
+                String::from_utf8_lossy(input).into_owned()
+            });
+            if produced == recorded.json() {
+                return Ok(None);
+            }
+            if checks.strict_inputs {
+                return Err(ExecError::Nondeterminism(Nondeterminism {
+                    instance: instance.clone(),
+                    event_index: ev.id,
+                    recorded: format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {}}}", recorded.json()),
+                    produced: format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {produced}}}"),
+                }));
+            }
+            Ok(Some(format!(
+                "event #{}: activity {activity_type:?} (seq {seq}) input changed from {} to {produced}",
+                ev.id,
+                recorded.json()
+            )))
+        }
+        (Command::StartTimer { seq, duration_ms }, EventKind::TimerStarted { duration_ms: recorded, .. }) if duration_ms != recorded => {
+            Ok(Some(format!(
+                "event #{}: timer seq {seq} duration changed from {recorded} ms to {duration_ms} ms; the recorded timer keeps its fire time",
+                ev.id
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Checks one activation's produced commands against its recorded command events,
+/// appending non-divergent differences to `warnings`.
 ///
 /// # Errors
 /// The first mismatch, as a [`Nondeterminism`].
@@ -283,10 +331,16 @@ pub fn match_commands(
     instance: &InstanceId,
     rec: &RecordedActivation,
     produced: &[Command],
+    checks: Checks,
+    warnings: &mut Vec<String>,
 ) -> Result<(), ExecError> {
     for (i, cmd) in produced.iter().enumerate() {
         match rec.commands.get(i) {
-            Some(ev) if command_matches(cmd, &ev.kind) => {}
+            Some(ev) if command_matches(cmd, &ev.kind) => {
+                if let Some(w) = compare_details(instance, cmd, ev, checks)? {
+                    warnings.push(w);
+                }
+            }
             Some(ev) => return Err(diverged(instance, ev.id, Some(&ev.kind), Some(cmd))),
             None => {
                 let at = rec.commands.last().map(|e| e.id).unwrap_or(rec.boundary_id) + 1;
@@ -320,6 +374,8 @@ pub struct LiveActivation {
 /// A workflow instance's code, positioned at the end of its history.
 pub struct WorkflowRun {
     instance_id: InstanceId,
+    checks: Checks,
+    warnings: Vec<String>,
     guest: WorkflowInstance,
     next_event_id: u64,
     closed: bool,
@@ -337,6 +393,7 @@ impl WorkflowRun {
         module: &LoadedModule,
         instance_id: &InstanceId,
         history: &[HistoryEvent],
+        checks: Checks,
     ) -> Result<(WorkflowRun, Vec<HistoryEvent>), ExecError> {
         let (activations, pending) = split_history(instance_id, history)?;
         let seed = match &history[0].kind {
@@ -351,6 +408,8 @@ impl WorkflowRun {
             })?;
         let mut run = WorkflowRun {
             instance_id: instance_id.clone(),
+            checks,
+            warnings: Vec::new(),
             guest,
             next_event_id: history.len() as u64 + 1,
             closed: false,
@@ -379,7 +438,7 @@ impl WorkflowRun {
         };
         let commands = self.activate(&activation, rec.boundary_id)?;
         let _ = self.guest.take_output(); // logs are suppressed during replay
-        match_commands(&self.instance_id, rec, &commands)?;
+        match_commands(&self.instance_id, rec, &commands, self.checks, &mut self.warnings)?;
         self.last_now_ms = rec.now_ms;
         if rec.commands.iter().any(|e| {
             matches!(
@@ -405,6 +464,11 @@ impl WorkflowRun {
             }),
             Err(error) => Err(ExecError::Guest { event_index, error }),
         }
+    }
+
+    /// Differences replay noticed that are not divergences (see [`Checks`]).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The id the next appended event gets.

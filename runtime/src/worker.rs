@@ -27,7 +27,7 @@ use std::time::Duration;
 use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure};
 
 use crate::clock::Clock;
-use crate::executor::{ExecError, WorkflowRun};
+use crate::executor::{Checks, ExecError, WorkflowRun};
 use crate::history::{EventKind, InstanceId, InstanceStatus, Payload};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -363,7 +363,7 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
                     )
                 }
             };
-            match WorkflowRun::rebuild(&s.sandbox, &module, id, &history) {
+            match WorkflowRun::rebuild(&s.sandbox, &module, id, &history, Checks::default()) {
                 Ok((run, pending)) => {
                     (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>())
                 }

@@ -296,6 +296,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 workflow_type: workflow_type.clone(),
                 module_hash,
                 limit: Some(*limit),
+                ..Default::default()
             })?;
             if json {
                 print_json(&serde_json::Value::Array(

@@ -22,7 +22,10 @@ pub mod sqlite;
 
 use pinion_abi::{ActivityOptions, Manifest};
 
-use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
+use crate::history::{
+    EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload, EXPORT_FORMAT,
+    EXPORT_VERSION,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,6 +116,10 @@ pub struct InstanceFilter {
     pub workflow_type: Option<String>,
     /// Only instances pinned to this module.
     pub module_hash: Option<ModuleHash>,
+    /// Only instances created at or after this time.
+    pub created_since_ms: Option<u64>,
+    /// Only these ids (empty: any).
+    pub ids: Vec<InstanceId>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -288,4 +295,23 @@ pub trait Store: Send + Sync + 'static {
     fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
     /// Moves every timer due at `now_ms` into its instance's inbox. Returns how many fired.
     fn fire_due_timers(&self, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// Stores an exported history as an instance that never runs (no tasks, not runnable):
+    /// for replay and inspection. Fails if the id exists.
+    fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError>;
+
+    /// An instance's history in the export format.
+    fn export_history(&self, id: &InstanceId) -> Result<Option<HistoryExport>, StoreError> {
+        let Some(rec) = self.get_instance(id)? else { return Ok(None) };
+        let events = self.load_history(id)?;
+        Ok(Some(HistoryExport {
+            format: EXPORT_FORMAT.into(),
+            version: EXPORT_VERSION,
+            instance_id: rec.id,
+            workflow_type: rec.workflow_type,
+            module_hash: rec.module_hash,
+            status: rec.status,
+            events,
+        }))
+    }
 }

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS modules (
 CREATE TABLE IF NOT EXISTS instances (
     id             TEXT PRIMARY KEY,
     workflow_type  TEXT NOT NULL,
-    module_hash    TEXT NOT NULL REFERENCES modules(hash),
+    module_hash    TEXT NOT NULL,      -- no foreign key: imported histories need no module
     status         TEXT NOT NULL,      -- running | blocked | completed | failed
     created_at_ms  INTEGER NOT NULL,
     updated_at_ms  INTEGER NOT NULL,

@@ -26,7 +26,7 @@ use super::{
     ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
     InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError,
 };
-use crate::history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
+use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: &str = "1";
@@ -563,6 +563,16 @@ impl Store for SqliteStore {
                 args.push(m.0.clone());
                 sql.push_str(&format!(" AND module_hash = ?{}", args.len()));
             }
+            if let Some(t) = filter.created_since_ms {
+                args.push(t.to_string());
+                sql.push_str(&format!(" AND created_at_ms >= CAST(?{} AS INTEGER)", args.len()));
+            }
+            if !filter.ids.is_empty() {
+                let first = args.len() + 1;
+                args.extend(filter.ids.iter().map(|i| i.0.clone()));
+                let marks: Vec<String> = (first..=args.len()).map(|n| format!("?{n}")).collect();
+                sql.push_str(&format!(" AND id IN ({})", marks.join(", ")));
+            }
             sql.push_str(" ORDER BY created_at_ms DESC, id");
             if let Some(l) = filter.limit {
                 sql.push_str(&format!(" LIMIT {l}"));
@@ -925,6 +935,51 @@ impl Store for SqliteStore {
                 push_inbox(c, instance, now_ms, &EventKind::TimerFired { seq: *seq })?;
             }
             Ok(due.len() as u64)
+        })
+    }
+
+    fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError> {
+        let mut events = Vec::with_capacity(export.events.len());
+        for e in &export.events {
+            events.push((e.id as i64, e.time_ms as i64, to_json(&e.kind)?));
+        }
+        let (id, wt, mh, status) =
+            (export.instance_id.0.clone(), export.workflow_type.clone(), export.module_hash.0.clone(), export.status);
+        let created = export.events.first().map(|e| e.time_ms).unwrap_or(now_ms) as i64;
+        let (result, failure) = match export.events.last().map(|e| &e.kind) {
+            Some(EventKind::WorkflowCompleted { result }) => (Some(result.json().to_owned()), None),
+            Some(EventKind::WorkflowFailed { failure }) => (None, Some(to_json(failure)?)),
+            _ => (None, None),
+        };
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count,
+                                       runnable, result, failure, blocked_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
+                params![
+                    id,
+                    wt,
+                    mh,
+                    status.as_str(),
+                    created,
+                    now_ms as i64,
+                    events.len() as i64,
+                    result,
+                    failure,
+                    (status == InstanceStatus::Blocked).then_some("imported while blocked")
+                ],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!("instance {id}")),
+                other => other,
+            })?;
+            let mut ins = c
+                .prepare_cached("INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(map_err)?;
+            for (eid, t, data) in &events {
+                ins.execute(params![id, eid, t, data]).map_err(map_err)?;
+            }
+            Ok(())
         })
     }
 }

@@ -1,0 +1,107 @@
+//! Replay lab, version 1: the baseline for every divergence kind `pinion replay` detects.
+//!
+//! Each workflow here has a counterpart of the same name in `replay-v2` that changes it in
+//! one way. The integration tests run these v1 workflows to record golden histories
+//! (`tests/fixtures/replay/`), then replay them against v1 (compatible) and v2 (the
+//! divergence, or warning, each change causes).
+
+use std::time::Duration;
+
+use pinion_sdk::{ActivityError, WorkflowContext, WorkflowError};
+use serde_json::Value;
+
+/// v2 calls `FooRenamed` instead.
+async fn type_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("Foo", &()).await?)
+}
+
+/// v2 drops the call to B.
+async fn removed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    let b: String = ctx.activity("B", &()).await?;
+    Ok(a + &b)
+}
+
+/// v2 calls B before A.
+async fn swapped(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    let b: String = ctx.activity("B", &()).await?;
+    Ok(a + &b)
+}
+
+/// v2 replaces the timer by an activity.
+async fn timer_to_activity(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_millis(10)).await;
+    Ok(ctx.activity("X", &()).await?)
+}
+
+/// v2 sleeps 20 ms instead of 10 ms.
+async fn timer_duration(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_millis(10)).await;
+    Ok("slept".into())
+}
+
+/// v2 passes 2 instead of 1 to A.
+async fn input_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("Echo", &1).await?)
+}
+
+/// v2 schedules B after A, past the recorded end of the workflow.
+async fn past_end(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("A", &()).await?)
+}
+
+/// v2 never completes after A.
+async fn never_completes(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("A", &()).await?)
+}
+
+/// v2 returns a different result from the same commands.
+async fn result_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    Ok(format!("v1:{a}"))
+}
+
+/// Unchanged in v2.
+async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    ctx.sleep(Duration::from_millis(5)).await;
+    Ok(a)
+}
+
+fn foo() -> Result<String, ActivityError> {
+    Ok("foo".into())
+}
+
+fn a() -> Result<String, ActivityError> {
+    Ok("a".into())
+}
+
+fn b() -> Result<String, ActivityError> {
+    Ok("b".into())
+}
+
+fn x() -> Result<String, ActivityError> {
+    Ok("x".into())
+}
+
+fn echo(v: Value) -> Result<String, ActivityError> {
+    Ok(v.to_string())
+}
+
+pinion_sdk::export! {
+    version: "v1",
+    workflows: {
+        "TypeChanged" => type_changed,
+        "Removed" => removed,
+        "Swapped" => swapped,
+        "TimerToActivity" => timer_to_activity,
+        "TimerDuration" => timer_duration,
+        "InputChanged" => input_changed,
+        "PastEnd" => past_end,
+        "NeverCompletes" => never_completes,
+        "ResultChanged" => result_changed,
+        "Unchanged" => unchanged,
+    },
+    activities: { "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
+}

@@ -1,0 +1,110 @@
+//! Replay lab, version 2: each workflow changes its `replay-v1` namesake in one way, so
+//! that replaying v1's histories here shows each divergence kind (see `replay-v1`).
+
+use std::time::Duration;
+
+use pinion_sdk::{ActivityError, WorkflowContext, WorkflowError};
+use serde_json::Value;
+
+/// Activity type changed: Foo → FooRenamed.
+async fn type_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("FooRenamed", &()).await?)
+}
+
+/// Activity removed: B is no longer called.
+async fn removed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    Ok(a)
+}
+
+/// Two calls swapped.
+async fn swapped(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let b: String = ctx.activity("B", &()).await?;
+    let a: String = ctx.activity("A", &()).await?;
+    Ok(a + &b)
+}
+
+/// Timer replaced by an activity.
+async fn timer_to_activity(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let _: String = ctx.activity("Wait", &()).await?;
+    Ok(ctx.activity("X", &()).await?)
+}
+
+/// Timer duration changed: 10 ms → 20 ms (a warning, not a divergence).
+async fn timer_duration(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_millis(20)).await;
+    Ok("slept".into())
+}
+
+/// Activity input changed: 1 → 2 (a warning; a divergence with --strict-inputs).
+async fn input_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    Ok(ctx.activity("Echo", &2).await?)
+}
+
+/// Issues a command past the recorded end: B after A.
+async fn past_end(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    let b: String = ctx.activity("B", &()).await?;
+    Ok(a + &b)
+}
+
+/// Never completes: after A it waits on something that never happens.
+async fn never_completes(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    std::future::pending::<()>().await;
+    Ok(a)
+}
+
+/// Same commands, different result.
+async fn result_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    Ok(format!("v2:{a}"))
+}
+
+/// Unchanged from v1.
+async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("A", &()).await?;
+    ctx.sleep(Duration::from_millis(5)).await;
+    Ok(a)
+}
+
+fn foo() -> Result<String, ActivityError> {
+    Ok("foo".into())
+}
+
+fn a() -> Result<String, ActivityError> {
+    Ok("a".into())
+}
+
+fn b() -> Result<String, ActivityError> {
+    Ok("b".into())
+}
+
+fn x() -> Result<String, ActivityError> {
+    Ok("x".into())
+}
+
+fn wait() -> Result<String, ActivityError> {
+    Ok("waited".into())
+}
+
+fn echo(v: Value) -> Result<String, ActivityError> {
+    Ok(v.to_string())
+}
+
+pinion_sdk::export! {
+    version: "v2",
+    workflows: {
+        "TypeChanged" => type_changed,
+        "Removed" => removed,
+        "Swapped" => swapped,
+        "TimerToActivity" => timer_to_activity,
+        "TimerDuration" => timer_duration,
+        "InputChanged" => input_changed,
+        "PastEnd" => past_end,
+        "NeverCompletes" => never_completes,
+        "ResultChanged" => result_changed,
+        "Unchanged" => unchanged,
+    },
+    activities: { "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
+}
