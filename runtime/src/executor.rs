@@ -438,7 +438,13 @@ impl WorkflowRun {
         };
         let commands = self.activate(&activation, rec.boundary_id)?;
         let _ = self.guest.take_output(); // logs are suppressed during replay
-        match_commands(&self.instance_id, rec, &commands, self.checks, &mut self.warnings)?;
+        match_commands(
+            &self.instance_id,
+            rec,
+            &commands,
+            self.checks,
+            &mut self.warnings,
+        )?;
         self.last_now_ms = rec.now_ms;
         if rec.commands.iter().any(|e| {
             matches!(

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod executor;
 pub mod history;
 pub mod registry;
+pub mod replay;
 pub mod sandbox;
 pub mod store;
 pub mod worker;

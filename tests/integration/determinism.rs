@@ -35,7 +35,13 @@ fn replay_result(
     let (activations, _) = split_history(&instance, history).unwrap();
     // Rebuild checks every activation; then replay again one by one to see the result.
     WorkflowRun::rebuild(p.sandbox(), &module, &instance, history, Default::default())?;
-    let (mut run, _) = WorkflowRun::rebuild(p.sandbox(), &module, &instance, &history[..1], Default::default())?;
+    let (mut run, _) = WorkflowRun::rebuild(
+        p.sandbox(),
+        &module,
+        &instance,
+        &history[..1],
+        Default::default(),
+    )?;
     let mut result = Value::Null;
     for a in &activations {
         for c in run.replay_one(a)? {

@@ -26,6 +26,13 @@ pub enum Command {
     Deploy {
         /// The .wasm file.
         file: PathBuf,
+        /// First replay the histories of running instances of the module's workflow types
+        /// against it; refuse to deploy if any diverges or fails.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: replay at most this many histories (newest first).
+        #[arg(long, default_value_t = 1000)]
+        verify_limit: u32,
     },
     /// Start a workflow instance pinned to a deployed module.
     Start {
@@ -82,11 +89,13 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Print an instance's history (a table; with --json the documented export format).
-    History {
-        /// Instance id.
-        id: String,
-    },
+    /// Print an instance's history (a table; with --json the documented export format),
+    /// or export and import histories.
+    History(HistoryArgs),
+    /// Replay recorded histories against a module (a file or a deployed hash), in isolation,
+    /// and report for each one compatible, diverged or failed. Exit code 0 only if none
+    /// diverged or failed.
+    Replay(ReplayArgs),
     /// List deployed modules.
     Modules,
     /// Run the workers for this database until stopped (SIGINT or SIGTERM).
@@ -138,4 +147,88 @@ pub struct ServerArgs {
     /// Threads running activities.
     #[arg(long, default_value_t = 8)]
     pub activity_threads: usize,
+}
+
+/// `pinion history` arguments.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HistoryArgs {
+    /// Instance id whose history to print.
+    pub id: Option<String>,
+    /// Export or import instead.
+    #[command(subcommand)]
+    pub action: Option<HistoryAction>,
+}
+
+/// `pinion history export | import`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryAction {
+    /// Write histories in the documented JSON format: one instance to stdout, or with --out
+    /// one `<id>.json` file per instance.
+    Export {
+        /// Instance id (or use --all with filters).
+        id: Option<String>,
+        /// Every instance matching the filters.
+        #[arg(long)]
+        all: bool,
+        /// Filters (with --all; status defaults to all).
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Directory to write `<id>.json` files into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import exported history files (or directories of them). Imported instances are for
+    /// replay and inspection: they never run.
+    Import {
+        /// Files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Which recorded histories to take from a database.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only this workflow type.
+    #[arg(long)]
+    pub workflow_type: Option<String>,
+    /// running, completed, failed, blocked or all.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only instances started within this long (e.g. 30s, 15m, 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only these instances (repeatable).
+    #[arg(long = "id")]
+    pub ids: Vec<String>,
+    /// At most this many (newest first).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Replay only this fraction (0 < RATE <= 1) of the matching instances, chosen by id.
+    #[arg(long)]
+    pub sample: Option<f64>,
+}
+
+/// `pinion replay` arguments.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Candidate module: a .wasm file (never stored) or a deployed hash or prefix.
+    #[arg(long)]
+    pub module: String,
+    /// Exported history files or directories; without it, histories come from --db.
+    #[arg(long, num_args = 1..)]
+    pub history: Vec<PathBuf>,
+    /// Filters for histories read from --db (status defaults to running).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Treat a changed activity input as a divergence (default: a warning).
+    #[arg(long)]
+    pub strict_inputs: bool,
+    /// Keep replaying new and changed histories until stopped (shadow mode).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: how often to look for changes (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
 }

@@ -12,8 +12,10 @@
 //! | 5 | database unavailable: locked, unreadable, not a pinion database |
 //! | 6 | the workflow failed or is blocked (`result`, `run`) |
 //! | 7 | timed out waiting |
+//! | 8 | replay found a divergence or failure (`replay`, `deploy --verify`) |
 
 pub mod args;
+mod replay;
 
 use std::time::Duration;
 
@@ -169,7 +171,21 @@ fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
 fn run(cli: Cli) -> Result<i32, Failure> {
     let json = cli.json;
     match &cli.command {
-        Command::Deploy { file } => {
+        Command::Deploy {
+            file,
+            verify,
+            verify_limit,
+        } => {
+            if *verify {
+                let bytes = std::fs::read(file).map_err(|e| Error::Io {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                if !replay::verify(&cli.db, &bytes, *verify_limit, json)? {
+                    eprintln!("not deployed: the module is incompatible with running instances (see above)");
+                    return Ok(replay::EXIT_DIVERGED);
+                }
+            }
             let p = open(&cli)?;
             let d = p.deploy_file(file)?;
             if json {
@@ -320,7 +336,16 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Command::History { id } => {
+        Command::History(args) => {
+            if let Some(action) = &args.action {
+                return replay::history_action(&cli.db, json, action);
+            }
+            let Some(id) = &args.id else {
+                return Err(Failure {
+                    code: 4,
+                    error: anyhow::anyhow!("give an instance id, or `export` / `import`"),
+                });
+            };
             let p = open(&cli)?;
             let rec = p.status(id)?;
             let events = p.history(id)?;
@@ -353,6 +378,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Replay(args) => replay::replay(&cli.db, json, args),
         Command::Modules => {
             let p = open(&cli)?;
             let modules = p.modules()?;

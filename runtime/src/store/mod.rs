@@ -23,8 +23,8 @@ pub mod sqlite;
 use pinion_abi::{ActivityOptions, Manifest};
 
 use crate::history::{
-    EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload, EXPORT_FORMAT,
-    EXPORT_VERSION,
+    EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload,
+    EXPORT_FORMAT, EXPORT_VERSION,
 };
 
 /// Errors of the storage layer.
@@ -302,7 +302,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// An instance's history in the export format.
     fn export_history(&self, id: &InstanceId) -> Result<Option<HistoryExport>, StoreError> {
-        let Some(rec) = self.get_instance(id)? else { return Ok(None) };
+        let Some(rec) = self.get_instance(id)? else {
+            return Ok(None);
+        };
         let events = self.load_history(id)?;
         Ok(Some(HistoryExport {
             format: EXPORT_FORMAT.into(),

@@ -26,7 +26,9 @@ use super::{
     ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
     InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError,
 };
-use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload};
+use crate::history::{
+    EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload,
+};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: &str = "1";
@@ -565,7 +567,10 @@ impl Store for SqliteStore {
             }
             if let Some(t) = filter.created_since_ms {
                 args.push(t.to_string());
-                sql.push_str(&format!(" AND created_at_ms >= CAST(?{} AS INTEGER)", args.len()));
+                sql.push_str(&format!(
+                    " AND created_at_ms >= CAST(?{} AS INTEGER)",
+                    args.len()
+                ));
             }
             if !filter.ids.is_empty() {
                 let first = args.len() + 1;
@@ -943,8 +948,12 @@ impl Store for SqliteStore {
         for e in &export.events {
             events.push((e.id as i64, e.time_ms as i64, to_json(&e.kind)?));
         }
-        let (id, wt, mh, status) =
-            (export.instance_id.0.clone(), export.workflow_type.clone(), export.module_hash.0.clone(), export.status);
+        let (id, wt, mh, status) = (
+            export.instance_id.0.clone(),
+            export.workflow_type.clone(),
+            export.module_hash.0.clone(),
+            export.status,
+        );
         let created = export.events.first().map(|e| e.time_ms).unwrap_or(now_ms) as i64;
         let (result, failure) = match export.events.last().map(|e| &e.kind) {
             Some(EventKind::WorkflowCompleted { result }) => (Some(result.json().to_owned()), None),

@@ -1,0 +1,459 @@
+//! `pinion replay`, `pinion history export|import` and `pinion deploy --verify`: the verbs
+//! that move histories around and replay them.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use serde_json::json;
+
+use super::args::{FilterArgs, HistoryAction, ReplayArgs};
+use super::{print_json, Failure};
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Error, Pinion, PinionConfig};
+use crate::history::{HistoryExport, InstanceId, InstanceStatus};
+use crate::replay::{
+    history_files, read_history_file, ReplayOptions, ReplayReport, ReplaySummary, Replayer,
+};
+use crate::store::InstanceFilter;
+
+/// Exit code when replay finds a divergence or failure.
+pub const EXIT_DIVERGED: i32 = 8;
+
+fn usage(msg: String) -> Failure {
+    Failure {
+        code: 4,
+        error: anyhow!(msg),
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `2h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration `{s}`: use a number and a unit, like 30s, 15m, 2h or 7d")
+    })?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: unit must be ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// FNV-1a: a stable hash, so `--sample` picks the same instances on every run.
+fn sampled(id: &str, rate: f64) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h % 1_000_000) as f64) < rate * 1_000_000.0
+}
+
+fn to_filter(
+    args: &FilterArgs,
+    default_status: Option<InstanceStatus>,
+) -> Result<(InstanceFilter, Option<f64>), Failure> {
+    let status = match args.status.as_deref() {
+        None => default_status,
+        Some("all") => None,
+        Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
+            usage(format!(
+                "unknown status `{s}`; use running, completed, failed, blocked or all"
+            ))
+        })?),
+    };
+    let created_since_ms = match &args.since {
+        Some(s) => Some(
+            SystemClock
+                .now_ms()
+                .saturating_sub(parse_duration(s).map_err(usage)?.as_millis() as u64),
+        ),
+        None => None,
+    };
+    if let Some(r) = args.sample {
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(usage(format!(
+                "--sample {r} is out of range: use a rate in (0, 1]"
+            )));
+        }
+    }
+    Ok((
+        InstanceFilter {
+            status,
+            workflow_type: args.workflow_type.clone(),
+            module_hash: None,
+            created_since_ms,
+            ids: args.ids.iter().map(|i| InstanceId(i.clone())).collect(),
+            limit: args.limit,
+        },
+        args.sample,
+    ))
+}
+
+/// Opens the database read-only: replay and export must not change it.
+pub fn open_read_only(db: &Path) -> Result<Pinion, Failure> {
+    let mut config = PinionConfig::new(db);
+    config.sqlite.read_only = true;
+    Ok(Pinion::open(config)?)
+}
+
+/// Histories matching the filter, newest first.
+fn histories(
+    p: &Pinion,
+    filter: &InstanceFilter,
+    sample: Option<f64>,
+) -> Result<Vec<HistoryExport>, Failure> {
+    let mut out = Vec::new();
+    for rec in p.list(filter)? {
+        if sample.is_some_and(|r| !sampled(&rec.id.0, r)) {
+            continue;
+        }
+        if let Some(h) = p.store().export_history(&rec.id).map_err(Error::from)? {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+struct Progress {
+    enabled: bool,
+    total: usize,
+}
+
+impl Progress {
+    fn new(json: bool, total: usize) -> Progress {
+        Progress {
+            enabled: !json && total >= 50 && std::io::stderr().is_terminal(),
+            total,
+        }
+    }
+
+    fn tick(&self, done: usize) {
+        if self.enabled && (done.is_multiple_of(25) || done == self.total) {
+            let width = 30;
+            let filled = done * width / self.total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{}",
+                "=".repeat(filled),
+                " ".repeat(width - filled),
+                self.total
+            );
+            if done == self.total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+/// Replays `hs`, printing reports that need attention (text mode). Returns every report.
+fn replay_all(
+    replayer: &Replayer,
+    hs: &[HistoryExport],
+    json: bool,
+) -> (ReplaySummary, Vec<ReplayReport>) {
+    let progress = Progress::new(json, hs.len());
+    let mut summary = ReplaySummary::default();
+    let mut reports = Vec::with_capacity(hs.len());
+    for (i, h) in hs.iter().enumerate() {
+        let r = replayer.replay(h);
+        summary.add(&r);
+        if !json && (!r.is_compatible() || !r.warnings.is_empty()) {
+            if progress.enabled {
+                eprint!("\r");
+            }
+            println!("{r}");
+        }
+        reports.push(r);
+        progress.tick(i + 1);
+    }
+    (summary, reports)
+}
+
+fn module_bytes(spec: &str, db: &Path) -> Result<Vec<u8>, Failure> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return std::fs::read(path)
+            .with_context(|| format!("reading {spec}"))
+            .map_err(|e| Failure { code: 4, error: e });
+    }
+    if spec.ends_with(".wasm") {
+        return Err(Failure {
+            code: 4,
+            error: anyhow!("{spec}: no such file"),
+        });
+    }
+    let p = open_read_only(db)?;
+    let m = p.registry().resolve(spec).map_err(Error::from)?;
+    p.store()
+        .module_bytes(&m.hash)
+        .map_err(Error::from)?
+        .ok_or_else(|| Failure {
+            code: 3,
+            error: anyhow!("module {} has no stored bytes", m.hash),
+        })
+}
+
+/// `pinion replay`.
+pub fn replay(db: &Path, json: bool, args: &ReplayArgs) -> Result<i32, Failure> {
+    let bytes = module_bytes(&args.module, db)?;
+    let options = ReplayOptions {
+        strict_inputs: args.strict_inputs,
+    };
+    let replayer = Replayer::from_bytes(&bytes, options).map_err(|e| Failure {
+        code: 4,
+        error: e.into(),
+    })?;
+    if args.follow {
+        return follow(db, json, args, &replayer);
+    }
+    let hs = if args.history.is_empty() {
+        let p = open_read_only(db)?;
+        let (mut filter, sample) = to_filter(&args.filter, Some(InstanceStatus::Running))?;
+        let exported = replayer.manifest().workflows.clone();
+        let mut hs = histories(&p, &filter, sample)?;
+        if filter.workflow_type.is_none() {
+            // Without an explicit type, replay only the types the candidate exports.
+            hs.retain(|h| exported.contains(&h.workflow_type));
+        }
+        filter.limit = None;
+        hs
+    } else {
+        let mut hs = Vec::new();
+        for path in &args.history {
+            for file in history_files(path).map_err(|e| Failure {
+                code: 4,
+                error: e.into(),
+            })? {
+                hs.push(read_history_file(&file).map_err(|e| Failure {
+                    code: 4,
+                    error: e.into(),
+                })?);
+            }
+        }
+        hs
+    };
+    let (summary, reports) = replay_all(&replayer, &hs, json);
+    if json {
+        print_json(
+            &json!({ "module": replayer.module_hash(), "summary": summary, "reports": reports }),
+        );
+    } else {
+        println!("{summary}");
+    }
+    Ok(if summary.ok() { 0 } else { EXIT_DIVERGED })
+}
+
+/// Shadow mode: replay new and changed histories every interval; report each new
+/// divergence once.
+fn follow(db: &Path, json: bool, args: &ReplayArgs, replayer: &Replayer) -> Result<i32, Failure> {
+    let interval = parse_duration(&args.interval).map_err(usage)?;
+    let (filter, sample) = to_filter(&args.filter, Some(InstanceStatus::Running))?;
+    let exported = replayer.manifest().workflows.clone();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut reported: std::collections::HashSet<(String, String)> = Default::default();
+    if !json {
+        eprintln!(
+            "following {} every {interval:?}; Ctrl-C to stop",
+            db.display()
+        );
+    }
+    loop {
+        let p = open_read_only(db)?;
+        for h in histories(&p, &filter, sample)? {
+            if filter.workflow_type.is_none() && !exported.contains(&h.workflow_type) {
+                continue;
+            }
+            if seen.get(&h.instance_id.0) == Some(&h.events.len()) {
+                continue;
+            }
+            seen.insert(h.instance_id.0.clone(), h.events.len());
+            let r = replayer.replay(&h);
+            if r.is_compatible() {
+                continue;
+            }
+            let key = (
+                r.instance_id.clone(),
+                serde_json::to_string(&r.outcome).unwrap_or_default(),
+            );
+            if reported.insert(key) {
+                if json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    println!("{r}");
+                }
+                let _ = std::io::stdout().flush();
+            }
+        }
+        drop(p);
+        std::thread::sleep(interval);
+    }
+}
+
+/// `pinion deploy --verify`: replays running instances of the module's workflow types
+/// against the candidate. Returns false (after printing the reports) if any diverged.
+pub fn verify(db: &Path, bytes: &[u8], limit: u32, json: bool) -> Result<bool, Failure> {
+    let replayer = Replayer::from_bytes(bytes, ReplayOptions::default()).map_err(|e| Failure {
+        code: 4,
+        error: e.into(),
+    })?;
+    if !db.exists() {
+        return Ok(true); // a new database has nothing to verify against
+    }
+    let p = open_read_only(db)?;
+    let mut hs = Vec::new();
+    for ty in &replayer.manifest().workflows {
+        let filter = InstanceFilter {
+            status: Some(InstanceStatus::Running),
+            workflow_type: Some(ty.clone()),
+            limit: Some(limit),
+            ..Default::default()
+        };
+        hs.extend(histories(&p, &filter, None)?);
+    }
+    hs.truncate(limit as usize);
+    let (summary, reports) = replay_all(&replayer, &hs, json);
+    if json {
+        if !summary.ok() {
+            print_json(
+                &json!({ "verified": false, "module": replayer.module_hash(), "summary": summary, "reports": reports }),
+            );
+        }
+    } else {
+        eprintln!(
+            "verify: replayed {} running instance(s): {summary}",
+            hs.len()
+        );
+    }
+    Ok(summary.ok())
+}
+
+/// `pinion history export | import`.
+pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i32, Failure> {
+    match action {
+        HistoryAction::Export {
+            id,
+            all,
+            filter,
+            out,
+        } => {
+            let p = open_read_only(db)?;
+            let hs = match (id, all) {
+                (Some(id), false) => {
+                    let mut f = InstanceFilter::default();
+                    f.ids.push(InstanceId(id.clone()));
+                    let hs = histories(&p, &f, None)?;
+                    if hs.is_empty() {
+                        return Err(Error::UnknownInstance(id.clone()).into());
+                    }
+                    hs
+                }
+                (None, true) => {
+                    let (f, sample) = to_filter(filter, None)?;
+                    histories(&p, &f, sample)?
+                }
+                _ => return Err(usage("give either an instance id or --all".into())),
+            };
+            match out {
+                None if hs.len() == 1 => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&hs[0]).context("encoding")?
+                ),
+                None => {
+                    return Err(usage(format!(
+                        "{} histories match; use --out DIR to write one file each",
+                        hs.len()
+                    )))
+                }
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    for h in &hs {
+                        let safe: String = h
+                            .instance_id
+                            .0
+                            .chars()
+                            .map(|c| {
+                                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                                    c
+                                } else {
+                                    '_'
+                                }
+                            })
+                            .collect();
+                        let path = dir.join(format!("{safe}.json"));
+                        std::fs::write(&path, serde_json::to_string_pretty(h).context("encoding")?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    if json {
+                        print_json(&json!({ "exported": hs.len(), "dir": dir }));
+                    } else {
+                        eprintln!("exported {} histories to {}", hs.len(), dir.display());
+                    }
+                }
+            }
+            Ok(0)
+        }
+        HistoryAction::Import { files } => {
+            // Parse everything first: a bad file imports nothing.
+            let mut hs = Vec::new();
+            for path in files {
+                for file in history_files(path).map_err(|e| Failure {
+                    code: 4,
+                    error: e.into(),
+                })? {
+                    hs.push(read_history_file(&file).map_err(|e| Failure {
+                        code: 4,
+                        error: e.into(),
+                    })?);
+                }
+            }
+            let p = Pinion::open(PinionConfig::new(db))?;
+            let now = SystemClock.now_ms();
+            for h in &hs {
+                p.store().import_history(h, now).map_err(Error::from)?;
+            }
+            if json {
+                print_json(&json!({ "imported": hs.len() }));
+            } else {
+                eprintln!("imported {} histories", hs.len());
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_the_rest() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sampling_is_stable_and_roughly_the_rate() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("wf-{i}")).collect();
+        let picked = ids.iter().filter(|i| sampled(i, 0.1)).count();
+        assert!((800..1200).contains(&picked), "{picked}");
+        assert_eq!(ids.iter().filter(|i| sampled(i, 0.1)).count(), picked);
+        assert!(ids.iter().all(|i| sampled(i, 1.0)));
+    }
+}
