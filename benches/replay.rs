@@ -1,0 +1,199 @@
+//! Replay speed: events replayed per second for one 50,000-event history, and for 10,000
+//! short histories read from a database; cold (compile + instantiate) and warm.
+//!
+//! Run: `cargo bench -p pinion-runtime --bench replay`. Prints figures with units; asserts
+//! nothing. The histories are those of testkit's `Steps` workflow (activity `step` returns
+//! its input + 1), written directly in the documented history format, so the 50,000-event
+//! history takes no hours of live execution to produce; replay checks them exactly as it
+//! checks recorded ones.
+#![allow(clippy::disallowed_methods)] // a benchmark measures real time
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use pinion_abi::{ActivityOptions, RetryPolicy};
+use pinion_runtime::history::{
+    HistoryExport, DETERMINISM_RULES_VERSION, EXPORT_FORMAT, EXPORT_VERSION,
+};
+use pinion_runtime::replay::{ReplayOptions, Replayer};
+use pinion_runtime::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use pinion_runtime::store::{InstanceFilter, Store};
+use pinion_runtime::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
+
+fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
+    let mut events = Vec::new();
+    let mut push = |kind: EventKind| {
+        let id = events.len() as u64 + 1;
+        events.push(HistoryEvent {
+            id,
+            time_ms: 1_700_000_000_000 + id,
+            kind,
+        });
+    };
+    let options = ActivityOptions {
+        start_to_close_timeout_ms: None,
+        retry: RetryPolicy::default(),
+    };
+    push(EventKind::WorkflowStarted {
+        workflow_type: "Steps".into(),
+        module_hash: hash.clone(),
+        input: Payload::from_value(&serde_json::json!({ "n": n })).unwrap(),
+        random_seed: 7,
+        determinism_rules: DETERMINISM_RULES_VERSION,
+        version_label: None,
+    });
+    for seq in 1..=n {
+        push(EventKind::WorkflowTaskCompleted {
+            now_ms: 1_700_000_000_000 + seq as u64,
+        });
+        push(EventKind::ActivityScheduled {
+            seq,
+            activity_type: "step".into(),
+            input: Payload::from_value(&(seq - 1)).unwrap(),
+            options: options.clone(),
+        });
+        push(EventKind::ActivityCompleted {
+            seq,
+            result: Payload::from_value(&seq).unwrap(),
+            attempts: 1,
+        });
+    }
+    push(EventKind::WorkflowTaskCompleted {
+        now_ms: 1_700_000_000_000 + n as u64 + 1,
+    });
+    push(EventKind::WorkflowCompleted {
+        result: Payload::from_value(&n).unwrap(),
+    });
+    HistoryExport {
+        format: EXPORT_FORMAT.into(),
+        version: EXPORT_VERSION,
+        instance_id: InstanceId(id.into()),
+        workflow_type: "Steps".into(),
+        module_hash: hash.clone(),
+        status: InstanceStatus::Completed,
+        events,
+    }
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = root.join("target/wasm-guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(root.join("examples/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo");
+    assert!(status.success());
+    let module = target.join("wasm32-wasip1/release/testkit.wasm");
+    let bytes = std::fs::read(&module).unwrap();
+    let hash = pinion_runtime::registry::hash_bytes(&bytes);
+
+    // One long history.
+    let long = steps_history("long", 16_666, &hash);
+    let events = long.events.len();
+    let t = Instant::now();
+    let replayer = Replayer::from_bytes(&bytes, ReplayOptions::default()).unwrap();
+    let r = replayer.replay(&long);
+    let cold = t.elapsed().as_secs_f64();
+    assert!(r.is_compatible(), "{r}");
+    let mut warm = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert!(replayer.replay(&long).is_compatible());
+        warm = warm.min(t.elapsed().as_secs_f64());
+    }
+    println!("one history of {events} events:");
+    println!(
+        "  cold (compile + instantiate + replay): {cold:.3} s = {:>10.0} events/s",
+        events as f64 / cold
+    );
+    println!(
+        "  warm (best of 5):                      {warm:.3} s = {:>10.0} events/s",
+        events as f64 / warm
+    );
+
+    // Many short histories in a database.
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(format!("replay-{}.db", std::process::id()));
+    let count = 10_000;
+    {
+        let store = SqliteStore::open(
+            &db,
+            SqliteOptions {
+                synchronous: Synchronous::Off,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let store = std::sync::Arc::new(store);
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (store, hash) = (store.clone(), hash.clone());
+                std::thread::spawn(move || {
+                    for i in (t..count).step_by(4) {
+                        store
+                            .import_history(&steps_history(&format!("short-{i}"), 3, &hash), 0)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    }
+    let run = |replayer: Option<&Replayer>| {
+        let t = Instant::now();
+        let fresh;
+        let replayer = match replayer {
+            Some(r) => r,
+            None => {
+                fresh = Replayer::from_bytes(&bytes, ReplayOptions::default()).unwrap();
+                &fresh
+            }
+        };
+        let store = SqliteStore::open(
+            &db,
+            SqliteOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut events = 0;
+        for rec in store.list_instances(&InstanceFilter::default()).unwrap() {
+            let h = store.export_history(&rec.id).unwrap().unwrap();
+            events += h.events.len();
+            assert!(replayer.replay(&h).is_compatible());
+        }
+        (t.elapsed().as_secs_f64(), events)
+    };
+    let (cold, n) = run(None);
+    let (warm, _) = run(Some(&replayer));
+    println!("{count} histories ({n} events) read from SQLite and replayed:");
+    println!(
+        "  cold: {cold:.2} s = {:>8.0} histories/s, {:>10.0} events/s",
+        count as f64 / cold,
+        n as f64 / cold
+    );
+    println!(
+        "  warm: {warm:.2} s = {:>8.0} histories/s, {:>10.0} events/s",
+        count as f64 / warm,
+        n as f64 / warm
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
