@@ -56,6 +56,7 @@ impl Level {
 struct Info {
     instance_id: String,
     workflow_type: String,
+    version_label: Option<&'static str>,
 }
 
 /// The workflow's handle on the engine. Passed to the workflow function; cheap to clone
@@ -78,14 +79,25 @@ impl fmt::Debug for WorkflowContext {
 }
 
 impl WorkflowContext {
-    pub(crate) fn new(shared: SharedRef, instance_id: String, workflow_type: String) -> Self {
+    pub(crate) fn new(
+        shared: SharedRef,
+        instance_id: String,
+        workflow_type: String,
+        version_label: Option<&'static str>,
+    ) -> Self {
         WorkflowContext {
             shared,
             info: Rc::new(Info {
                 instance_id,
                 workflow_type,
+                version_label,
             }),
         }
+    }
+
+    /// The instance's state, for the context methods defined in other modules.
+    pub(crate) fn shared(&self) -> &SharedRef {
+        &self.shared
     }
 
     /// Schedules activity `name` with default [`ActivityOptions`] and returns a future of its
@@ -203,6 +215,15 @@ impl WorkflowContext {
     /// The workflow type this instance runs (its registered name).
     pub fn workflow_type(&self) -> &str {
         &self.info.workflow_type
+    }
+
+    /// The label this module was built with: `export!`'s `version:` (for example `"v0.2"`),
+    /// or `None` without one. It is fixed at compile time and names the code running *now*,
+    /// which after a replay on newer code is not the code the instance started on; use it
+    /// in logs, never to choose a path (that is what
+    /// [`get_version`](Self::get_version) is for).
+    pub fn version_label(&self) -> Option<&str> {
+        self.info.version_label
     }
 
     /// Writes `[level] message` to stderr, which the host turns into a log record tagged

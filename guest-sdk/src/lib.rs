@@ -51,6 +51,14 @@
 //! Iterate `BTreeMap`s rather than `HashMap`s when order matters to commands. See
 //! `docs/sdk.md` for the full rules.
 //!
+//! # Changing running code
+//!
+//! An instance replays on whatever code rebuilds it. To change a workflow under running
+//! instances, guard the change with [`WorkflowContext::get_version`] (Cadence-style version
+//! numbers, with [`VersionOption`] for rollback-safe deployments) or
+//! [`WorkflowContext::patched`] / [`WorkflowContext::deprecate_patch`] (Temporal-style
+//! patches): the first execution records which path it took, and replay follows the record.
+//!
 //! # Errors and panics
 //!
 //! Activities return [`ActivityError`]; workflows observe [`ActivityFailed`] and return
@@ -65,6 +73,7 @@ pub mod future;
 mod macros;
 mod options;
 mod rng;
+mod versioning;
 
 // Hidden: the runtime behind the generated exports. `rt/` rather than `__rt/` on disk.
 #[doc(hidden)]
@@ -78,3 +87,4 @@ pub use future::{join, join3, join_all, select, select_all, Either};
 pub use options::{ActivityOptions, RetryPolicy};
 /// The wire types shared with the host, for code that needs them (tests, tooling).
 pub use pinion_abi as abi;
+pub use versioning::{VersionOption, DEFAULT_VERSION};

@@ -103,6 +103,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         while in_flight.len() < config.concurrency && next < config.workflows {
             let id = format!("bench-{next}");
             p.start(&StartRequest {
+                alias: None,
                 workflow_type: "Steps".into(),
                 module: hash.0.clone(),
                 input_json: input.clone(),

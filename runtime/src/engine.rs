@@ -45,7 +45,9 @@ pub enum Error {
     #[error("workflow input is not valid JSON: {0}")]
     InvalidInput(String),
     /// Instance id is not acceptable.
-    #[error("invalid instance id {0:?}: use 1-200 printable characters without spaces")]
+    #[error(
+        "invalid instance id {0:?}: use 1 to 200 bytes of printable characters without spaces"
+    )]
     InvalidInstanceId(String),
     /// No such instance.
     #[error("no instance with id `{0}`; `pinion list` shows the instances")]
@@ -60,6 +62,12 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// No alias has this name.
+    #[error("no alias named `{0}`; `pinion alias list` shows them")]
+    UnknownAlias(String),
+    /// The instance is an imported history; it never runs, so waiting for it is pointless.
+    #[error("instance {0} is an imported history: it is kept for replay and never runs")]
+    Imported(String),
     /// Another process runs a worker on this database.
     #[error("another pinion process is running workers on this database (lock file {0}); stop it, or let it run the work")]
     WorkerLocked(String),
@@ -110,8 +118,10 @@ impl PinionConfig {
 pub struct StartRequest {
     /// Workflow type exported by the module.
     pub workflow_type: String,
-    /// Full hash or unique prefix of a deployed module.
+    /// Full hash or unique prefix of a deployed module (ignored when `alias` is set).
     pub module: String,
+    /// Start on the module this alias points at (or ramps to, for this instance's id).
+    pub alias: Option<String>,
     /// Input as JSON text.
     pub input_json: String,
     /// Instance id; generated when `None`.
@@ -166,6 +176,11 @@ impl Pinion {
         })
     }
 
+    /// The engine clock's time.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path
@@ -211,7 +226,22 @@ impl Pinion {
     /// # Errors
     /// Unknown module or workflow type, input that is not JSON, an id in use.
     pub fn start(&self, req: &StartRequest) -> Result<InstanceId, Error> {
-        let module = self.registry.resolve(&req.module)?;
+        let id = match &req.id {
+            Some(id) if valid_id(id) => id.clone(),
+            Some(id) => return Err(Error::InvalidInstanceId(id.clone())),
+            None => format!("wf-{:016x}", random_u64()),
+        };
+        let module = match &req.alias {
+            Some(name) => {
+                let alias = self
+                    .store
+                    .get_alias(name)?
+                    .ok_or_else(|| Error::UnknownAlias(name.clone()))?;
+                self.registry
+                    .resolve(&crate::rollout::choose(&alias, &id).0)?
+            }
+            None => self.registry.resolve(&req.module)?,
+        };
         if !module
             .manifest
             .workflows
@@ -226,11 +256,6 @@ impl Pinion {
         }
         let input = Payload::from_json_bytes(req.input_json.as_bytes())
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let id = match &req.id {
-            Some(id) if valid_id(id) => id.clone(),
-            Some(id) => return Err(Error::InvalidInstanceId(id.clone())),
-            None => format!("wf-{:016x}", random_u64()),
-        };
         let id = InstanceId(id);
         let now = self.clock.now_ms();
         self.store.create_instance(NewInstance {
@@ -270,6 +295,9 @@ impl Pinion {
             let rec = self.status(id)?;
             if rec.status != InstanceStatus::Running {
                 return Ok(rec);
+            }
+            if rec.imported {
+                return Err(Error::Imported(id.into()));
             }
             if start.elapsed() >= timeout {
                 return Err(Error::WaitTimedOut {

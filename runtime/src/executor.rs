@@ -12,15 +12,20 @@
 //! | ScheduleActivity   | ActivityScheduled    | seq, activity type      | divergence |
 //! | StartTimer         | TimerStarted         | seq                     | divergence |
 //! | CancelTimer        | TimerCancelled       | seq                     | divergence |
-//! | RecordMarker       | MarkerRecorded       | marker id               | divergence |
+//! | RecordMarker       | MarkerRecorded       | marker id; for `version:` markers the recorded version lies in the produced [min, max] | divergence |
+//! | (nothing / other)  | deprecated `patch:` marker | —                 | skipped (Temporal's deprecate_patch rule) |
 //! | CompleteWorkflow   | WorkflowCompleted    | (kind only)             | divergence |
 //! | FailWorkflow       | WorkflowFailed       | (kind only)             | divergence |
 //! | a command          | nothing more         | —                       | divergence (extra command) |
 //! | nothing more       | a command            | —                       | divergence (missing command) |
 //!
+//! While replaying, each activation first receives a `Job::Marker` per marker it recorded,
+//! so `get_version` and `patched` answer synchronously with the recorded value.
+//!
 //! A changed timer duration is *not* a divergence: the timer already started keeps its
-//! recorded fire time, so the running instance is unaffected. Activity inputs are not
-//! compared in version 1 either: the recorded input is what the activity ran with.
+//! recorded fire time, so the running instance is unaffected; replay reports it as a
+//! warning. A changed activity input is a warning too (the recorded input is what the
+//! activity ran with), or a divergence under [`Checks::strict_inputs`].
 //!
 //! Every divergence is a [`Nondeterminism`] value, built in one place ([`diverged`]), with
 //! the stable code `PN001`.
@@ -150,6 +155,7 @@ pub fn split_history(
                 now_ms: *now_ms,
                 commands: Vec::new(),
             }),
+            EventKind::ModuleUpgraded { .. } => {}
             k if k.is_input() => inputs.push(event.clone()),
             _ => match activations.last_mut() {
                 Some(a) if inputs.is_empty() => a.commands.push(event.clone()),
@@ -334,24 +340,84 @@ pub fn match_commands(
     checks: Checks,
     warnings: &mut Vec<String>,
 ) -> Result<(), ExecError> {
-    for (i, cmd) in produced.iter().enumerate() {
-        match rec.commands.get(i) {
-            Some(ev) if command_matches(cmd, &ev.kind) => {
-                if let Some(w) = compare_details(instance, cmd, ev, checks)? {
-                    warnings.push(w);
+    let mut next = 0; // index into the recorded commands
+    for cmd in produced {
+        loop {
+            match rec.commands.get(next) {
+                Some(ev) if command_matches(cmd, &ev.kind) => {
+                    check_version_range(instance, cmd, ev)?;
+                    if let Some(w) = compare_details(instance, cmd, ev, checks)? {
+                        warnings.push(w);
+                    }
+                    next += 1;
+                    break;
                 }
-            }
-            Some(ev) => return Err(diverged(instance, ev.id, Some(&ev.kind), Some(cmd))),
-            None => {
-                let at = rec.commands.last().map(|e| e.id).unwrap_or(rec.boundary_id) + 1;
-                return Err(diverged(instance, at, None, Some(cmd)));
+                // Temporal's rule: a deprecated patch marker the code no longer asks for is
+                // skipped, so `deprecate_patch` calls can finally be deleted.
+                Some(ev) if is_deprecated_patch(&ev.kind) => next += 1,
+                Some(ev) => return Err(diverged(instance, ev.id, Some(&ev.kind), Some(cmd))),
+                None => {
+                    let at = rec.commands.last().map(|e| e.id).unwrap_or(rec.boundary_id) + 1;
+                    return Err(diverged(instance, at, None, Some(cmd)));
+                }
             }
         }
     }
-    if let Some(ev) = rec.commands.get(produced.len()) {
-        return Err(diverged(instance, ev.id, Some(&ev.kind), None));
+    for ev in &rec.commands[next..] {
+        if !is_deprecated_patch(&ev.kind) {
+            return Err(diverged(instance, ev.id, Some(&ev.kind), None));
+        }
     }
     Ok(())
+}
+
+/// Marker id prefix of `get_version` markers; data `{"version", "min", "max"}`.
+pub const VERSION_MARKER: &str = "version:";
+/// Marker id prefix of `patched` / `deprecate_patch` markers; data `{"deprecated"}`.
+pub const PATCH_MARKER: &str = "patch:";
+
+fn is_deprecated_patch(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::MarkerRecorded { id, data } => {
+            id.starts_with(PATCH_MARKER)
+                && data.to_value().get("deprecated").and_then(|d| d.as_bool()) == Some(true)
+        }
+        _ => false,
+    }
+}
+
+/// A recorded `get_version` value must lie in the range the code now supports.
+fn check_version_range(
+    instance: &InstanceId,
+    cmd: &Command,
+    ev: &HistoryEvent,
+) -> Result<(), ExecError> {
+    let (Command::RecordMarker { id, data }, EventKind::MarkerRecorded { data: recorded, .. }) =
+        (cmd, &ev.kind)
+    else {
+        return Ok(());
+    };
+    if !id.starts_with(VERSION_MARKER) {
+        return Ok(());
+    }
+    let produced: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_i64());
+    let (Some(version), Some(min), Some(max)) = (
+        field(&recorded.to_value(), "version"),
+        field(&produced, "min"),
+        field(&produced, "max"),
+    ) else {
+        return Ok(());
+    };
+    if (min..=max).contains(&version) {
+        return Ok(());
+    }
+    Err(ExecError::Nondeterminism(Nondeterminism {
+        instance: instance.clone(),
+        event_index: ev.id,
+        recorded: format!("MarkerRecorded{{id: {id:?}, version: {version}}}"),
+        produced: format!("MarkerRecorded{{id: {id:?}, supported: {min}..={max}}}"),
+    }))
 }
 
 /// What a live activation produced, ready to commit.
@@ -426,11 +492,20 @@ impl WorkflowRun {
     /// # Errors
     /// Divergence or guest failure.
     pub fn replay_one(&mut self, rec: &RecordedActivation) -> Result<Vec<Command>, ExecError> {
-        let jobs = rec
+        // Markers this activation recorded come first, so `get_version` / `patched` can
+        // answer synchronously with the recorded value.
+        let markers = rec.commands.iter().filter_map(|e| match &e.kind {
+            EventKind::MarkerRecorded { id, data } => Some(Job::Marker {
+                id: id.clone(),
+                data: data.as_bytes().to_vec(),
+            }),
+            _ => None,
+        });
+        let inputs = rec
             .inputs
             .iter()
-            .filter_map(|e| job_for(&self.instance_id, &e.kind))
-            .collect();
+            .filter_map(|e| job_for(&self.instance_id, &e.kind));
+        let jobs = markers.chain(inputs).collect();
         let activation = Activation {
             now_ms: rec.now_ms,
             is_replaying: true,

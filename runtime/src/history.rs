@@ -194,7 +194,7 @@ pub enum EventKind {
         /// The last attempt's error.
         failure: Failure,
     },
-    /// Every attempt of the activity ran past its start-to-close timeout.
+    /// The activity's last attempt ran past its start-to-close timeout, with no retry left.
     ActivityTimedOut {
         /// Activity sequence number.
         seq: u32,
@@ -220,9 +220,10 @@ pub enum EventKind {
         /// Timer sequence number.
         seq: u32,
     },
-    /// A marker (version marker, side effect).
+    /// A marker (version marker, patch marker).
     MarkerRecorded {
-        /// Marker id.
+        /// Marker id (`marker_id` in JSON: `id` is the event's number).
+        #[serde(rename = "marker_id")]
         id: String,
         /// Marker data.
         data: Payload,
@@ -236,6 +237,15 @@ pub enum EventKind {
     WorkflowFailed {
         /// The error.
         failure: Failure,
+    },
+    /// An operator moved the instance to another module after replay proved the new
+    /// module compatible with this history (`pinion upgrade`). Neither input nor command:
+    /// replay skips it.
+    ModuleUpgraded {
+        /// The module it was pinned to.
+        from: ModuleHash,
+        /// The module it is pinned to from now on.
+        to: ModuleHash,
     },
 }
 
@@ -255,6 +265,7 @@ impl EventKind {
             EventKind::MarkerRecorded { .. } => "MarkerRecorded",
             EventKind::WorkflowCompleted { .. } => "WorkflowCompleted",
             EventKind::WorkflowFailed { .. } => "WorkflowFailed",
+            EventKind::ModuleUpgraded { .. } => "ModuleUpgraded",
         }
     }
 
@@ -334,6 +345,7 @@ impl EventKind {
             EventKind::WorkflowFailed { failure } => {
                 format!("{}: {}", failure.kind, failure.message)
             }
+            EventKind::ModuleUpgraded { from, to } => format!("{} -> {}", from.short(), to.short()),
         }
     }
 }
@@ -433,6 +445,21 @@ mod tests {
         );
         let back: HistoryEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_marker_event_round_trips_without_clashing_with_the_event_id() {
+        let e = HistoryEvent {
+            id: 4,
+            time_ms: 1,
+            kind: EventKind::MarkerRecorded {
+                id: "version:MyChange".into(),
+                data: Payload::from_json_bytes(br#"{"version":1}"#).unwrap(),
+            },
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(r#""marker_id":"version:MyChange""#), "{text}");
+        assert_eq!(serde_json::from_str::<HistoryEvent>(&text).unwrap(), e);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! pinion-runtime: durable WebAssembly workflows pinned by content hash.
 //!
-//! Layers, each depending only on the ones before it (see `docs/design.md`):
-//! [`history`] and [`clock`] (domain) ← [`store`] (SQLite behind a trait) ← [`registry`]
-//! (modules by hash, compile cache) ← [`sandbox`] (wasmtime, deterministic WASI, limits) ←
-//! [`executor`] (activations, determinism checks) ← [`worker`] (task loops, activities,
-//! timers, retries) ← [`engine`] (the library API the CLI and tests use) ← `cli`.
+//! Layers; each uses only the ones listed before it (see `docs/design.md`):
+//! [`history`] and [`clock`] (domain types) → [`store`] (SQLite behind traits) →
+//! [`sandbox`] (wasmtime, deterministic WASI, limits) → [`registry`] (modules by hash,
+//! validation, compile cache) → [`executor`] (activations, determinism checks) →
+//! [`worker`] (task loops, activities, timers, retries) → [`replay`] (any module against any
+//! histories) → [`engine`] (the library API) → [`cli`].
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod executor;
 pub mod history;
 pub mod registry;
 pub mod replay;
+pub mod rollout;
 pub mod sandbox;
 pub mod store;
 pub mod worker;

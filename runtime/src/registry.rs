@@ -26,7 +26,7 @@ use crate::store::{ModuleRecord, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The module failed validation; nothing was stored.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] SandboxError),
     /// The manifest is malformed.
     #[error("module manifest is invalid: {0}")]
@@ -217,6 +217,14 @@ impl Registry {
             .expect("registry lock")
             .insert(hash.clone(), loaded.clone());
         Ok(loaded)
+    }
+
+    /// Drops a (deleted) module from the memory and disk caches.
+    pub fn forget(&self, hash: &ModuleHash) {
+        self.loaded.lock().expect("registry lock").remove(hash);
+        if let Some(path) = self.cache_path(hash) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Loads a module from bytes that are not (necessarily) stored, e.g. a replay candidate.

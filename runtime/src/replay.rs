@@ -234,11 +234,10 @@ pub fn parse_history(text: &str) -> Result<HistoryExport, String> {
     }
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == EXPORT_VERSION as u64 => {}
-        other => {
-            return Err(format!(
-                "history format version {other:?} is not supported; this pinion reads version {EXPORT_VERSION}"
-            ))
+        Some(v) => {
+            return Err(format!("history format version {v} is not supported; this pinion reads version {EXPORT_VERSION}"))
         }
+        None => return Err("the history has no numeric \"version\" field".into()),
     }
     serde_json::from_value(value).map_err(|e| format!("malformed history: {e}"))
 }

@@ -31,7 +31,9 @@ use crate::executor::{Checks, ExecError, WorkflowRun};
 use crate::history::{EventKind, InstanceId, InstanceStatus, Payload};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxError};
-use crate::store::{ActivationCommit, ActivityResolution, ActivityTask, Store, StoreError};
+use crate::store::{
+    ActivationCommit, ActivityResolution, ActivityTask, NondeterminismPolicy, Store, StoreError,
+};
 
 /// One line a guest wrote, tagged with where it came from.
 #[derive(Debug, Clone)]
@@ -322,15 +324,26 @@ fn workflow_loop(s: &Shared) {
             Err(e) if e.is_retryable() => {}
             // Undecodable history cannot get better by retrying: park the instance where an
             // operator sees it instead of spinning on it.
-            Err(e @ StoreError::Corrupt(_)) => {
+            // Errors that retrying cannot fix (undecodable data, a commit that violates a
+            // constraint) would re-run the instance forever: park it where an operator
+            // sees it instead.
+            Err(
+                e @ (StoreError::Corrupt(_)
+                | StoreError::AlreadyExists(_)
+                | StoreError::NotFound(_)),
+            ) => {
                 report(&format!("instance {id} blocked"), &e);
                 let _ = s.store.block_instance(
                     &id,
-                    &format!("cannot read the instance's data: {e}"),
+                    &format!("cannot commit the instance's state: {e}"),
                     s.clock.now_ms(),
                 );
             }
-            Err(e) => report(&format!("instance {id}"), &e),
+            Err(e) => {
+                // Database trouble (disk full, I/O): back off instead of spinning.
+                report(&format!("instance {id}"), &e);
+                std::thread::sleep(s.config.poll_interval);
+            }
         }
         // Leave the in-flight set only after the commit, so no two threads run one instance.
         s.queue.lock().expect("queue lock").1.remove(&id);
@@ -409,7 +422,23 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Stops an instance that cannot go on: blocked (waiting for an upgrade), or failed when
+/// its workflow type's non-determinism policy says `fail` and the cause is a divergence.
 fn block(s: &Shared, id: &InstanceId, e: &ExecError) -> Result<(), StoreError> {
+    if let ExecError::Nondeterminism(_) = e {
+        if let Some(rec) = s.store.get_instance(id)? {
+            if s.store.policy(&rec.module_hash, &rec.workflow_type)? == NondeterminismPolicy::Fail {
+                report(&format!("instance {id} failed (policy fail)"), e);
+                let failure = pinion_abi::Failure {
+                    kind: "Nondeterminism".into(),
+                    message: e.to_string(),
+                    non_retryable: true,
+                    attempts: 0,
+                };
+                return s.store.fail_instance(id, &failure, s.clock.now_ms());
+            }
+        }
+    }
     report(&format!("instance {id} blocked"), e);
     s.store.block_instance(id, &e.to_string(), s.clock.now_ms())
 }
@@ -437,10 +466,12 @@ fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
             .saturating_sub(s.activities_running.load(Ordering::SeqCst));
         let mut claimed = 0;
         if free > 0 {
-            match s
-                .store
-                .claim_activities(s.clock.now_ms(), free as u32, slack)
-            {
+            match s.store.claim_activities(
+                s.clock.now_ms(),
+                free as u32,
+                slack,
+                s.sandbox.limits().default_activity_timeout.as_millis() as u64,
+            ) {
                 Ok(tasks) => {
                     claimed = tasks.len();
                     for t in tasks {

@@ -340,48 +340,62 @@ fn a_server_killed_with_sigkill_mid_workflow_finishes_everything_after_restart()
 }
 
 #[test]
-fn the_readme_walkthrough_runs_v1_and_v2_side_by_side_in_one_server() {
+fn the_readme_safe_deployment_walkthrough_works_command_by_command() {
     let dir = TempDir::new("cli-walkthrough");
     let db = dir.db();
-    let v1 = deploy(&db, "hello-v1");
+    let (v1_file, v2_file) = (wasm("hello-v1"), wasm("hello-v2"));
+    let (v1_file, v2_file) = (v1_file.to_str().unwrap(), v2_file.to_str().unwrap());
+    // 1. Ship v1 behind an alias, and run it.
+    let v1 = ok(pinion(&db, &["deploy", v1_file, "--alias", "hello"]));
+    let _server = Server::start(&db);
     ok(pinion(
         &db,
         &[
             "start",
             "Hello",
-            "--module",
-            &v1[..4],
+            "--alias",
+            "hello",
             "--input",
-            r#"{"wait_ms": 1500}"#,
+            r#"{"wait_ms": 600000}"#,
             "--id",
             "order-1",
         ],
     ));
-    let _server = Server::start(&db);
     wait_until(
         "order-1 to wait on its timer",
         Duration::from_secs(60),
         || ok(pinion(&db, &["history", "order-1"])).contains("TimerStarted"),
     );
-    let v2 = deploy(&db, "hello-v2");
+    // 2. Gate v2 on real histories: replay diverges, deploy --verify refuses.
+    let o = pinion(&db, &["replay", "--module", v2_file]);
+    assert_eq!(o.status.code(), Some(8), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("event #3: history has TimerStarted"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pinion(&db, &["deploy", v2_file, "--alias", "hello", "--verify"]);
+    assert_eq!(o.status.code(), Some(8));
+    // 3. Deploy side by side and ramp.
+    let v2 = ok(pinion(&db, &["deploy", v2_file]));
+    ok(pinion(&db, &["alias", "ramp", "hello", &v2, "10"]));
+    let modules: Value = serde_json::from_str(&ok(pinion(&db, &["modules", "--json"]))).unwrap();
+    let state = |h: &str| {
+        modules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["hash"] == h)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(state(&v1), "current");
+    assert_eq!(state(&v2), "ramping");
+    ok(pinion(&db, &["alias", "set", "hello", &v2]));
     ok(pinion(
         &db,
-        &["start", "Hello", "--module", &v2[..4], "--id", "order-2"],
+        &["start", "Hello", "--alias", "hello", "--id", "order-2"],
     ));
-    let on_v1: Value = serde_json::from_str(&ok(pinion(
-        &db,
-        &[
-            "list",
-            "--module",
-            &v1[..4],
-            "--status",
-            "running",
-            "--json",
-        ],
-    )))
-    .unwrap();
-    assert_eq!(on_v1.as_array().unwrap().len(), 1);
-    assert_eq!(on_v1[0]["id"], "order-1");
     assert_eq!(
         ok(pinion(
             &db,
@@ -389,15 +403,36 @@ fn the_readme_walkthrough_runs_v1_and_v2_side_by_side_in_one_server() {
         )),
         r#""Success""#
     );
+    // 4. Roll back: new starts go to v1; order-2 stayed on v2.
+    ok(pinion(&db, &["alias", "set", "hello", &v1]));
+    ok(pinion(
+        &db,
+        &[
+            "start",
+            "Hello",
+            "--alias",
+            "hello",
+            "--input",
+            r#"{"wait_ms": 10}"#,
+            "--id",
+            "order-3",
+        ],
+    ));
     assert_eq!(
         ok(pinion(
             &db,
-            &["result", "order-1", "--wait", "--timeout", "60"]
+            &["result", "order-3", "--wait", "--timeout", "60"]
         )),
         r#""Success""#
     );
-    let h1 = ok(pinion(&db, &["history", "order-1"]));
-    assert!(h1.contains(r#"result="Approved""#), "{h1}");
-    let h2 = ok(pinion(&db, &["history", "order-2"]));
-    assert!(h2.contains(r#"result="ThumbsUp""#), "{h2}");
+    let status = |id: &str| -> Value {
+        serde_json::from_str(&ok(pinion(&db, &["status", id, "--json"]))).unwrap()
+    };
+    assert_eq!(status("order-2")["module_hash"], v2.as_str());
+    assert_eq!(status("order-3")["module_hash"], v1.as_str());
+    let moves = ok(pinion(&db, &["alias", "history", "hello"]));
+    assert_eq!(moves.lines().count(), 4, "{moves}"); // set v1, ramp v2, set v2, set v1
+                                                     // order-1 still waits on v1, pinned; v1's activity "Approved" will decide it.
+    assert_eq!(status("order-1")["status"], "running");
+    assert_eq!(status("order-1")["module_hash"], v1.as_str());
 }

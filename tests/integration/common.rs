@@ -112,6 +112,7 @@ pub fn quiet_worker() -> WorkerConfig {
 /// Start request helper.
 pub fn start_req(workflow_type: &str, module: &str, input: &str, id: &str) -> StartRequest {
     StartRequest {
+        alias: None,
         workflow_type: workflow_type.into(),
         module: module.into(),
         input_json: input.into(),

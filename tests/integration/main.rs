@@ -10,3 +10,5 @@ mod cli;
 mod determinism;
 mod engine;
 mod replay;
+mod rollout;
+mod versioning;

@@ -50,7 +50,7 @@ fn every_golden_history_is_compatible_with_the_module_that_recorded_it() {
         assert!(!report.result_differs);
         n += 1;
     }
-    assert_eq!(n, 10);
+    assert_eq!(n, 12);
     let foobar = replayer("foobar-v1", true)
         .replay_file(&fixtures("seeds").join("foobar-v1-completed.json"))
         .unwrap();
@@ -196,6 +196,32 @@ fn a_completed_history_whose_code_never_completes_is_a_divergence() {
 }
 
 #[test]
+fn a_removed_version_marker_is_a_divergence() {
+    let r = replay_fixture("replay-v2", "VersionRemoved");
+    assert_eq!(
+        diverged(&r),
+        (
+            3,
+            r#"MarkerRecorded{id: "version:change"}"#,
+            r#"ActivityScheduled{type: "A", seq: 1}"#
+        )
+    );
+}
+
+#[test]
+fn a_recorded_version_outside_the_supported_range_is_a_divergence() {
+    let r = replay_fixture("replay-v2", "VersionOutOfRange");
+    assert_eq!(
+        diverged(&r),
+        (
+            3,
+            r#"MarkerRecorded{id: "version:change", version: 1}"#,
+            r#"MarkerRecorded{id: "version:change", supported: 2..=3}"#
+        )
+    );
+}
+
+#[test]
 fn a_different_result_from_the_same_commands_is_flagged() {
     let r = replay_fixture("replay-v2", "ResultChanged");
     assert!(r.is_compatible(), "{r}");
@@ -216,7 +242,7 @@ fn unknown_history_format_versions_are_rejected_clearly() {
     let err = replayer("replay-v1", false).replay_file(&path).unwrap_err();
     assert!(
         err.to_string()
-            .contains("history format version Some(99) is not supported"),
+            .contains("history format version 99 is not supported"),
         "{err}"
     );
 }
@@ -254,7 +280,7 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(8), "{out}{err}");
-    assert!(out.contains("4 compatible, 6 diverged, 0 failed"), "{out}");
+    assert!(out.contains("4 compatible, 8 diverged, 0 failed"), "{out}");
     assert!(out.contains(r#"event #3: history has ActivityScheduled{type: "Foo", seq: 1}, code produced ActivityScheduled{type: "FooRenamed", seq: 1}"#));
     let o = pinion(
         &db,
@@ -269,8 +295,8 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     assert_eq!(o.status.code(), Some(0));
     let report: Value = serde_json::from_str(&text(&o).0).unwrap();
-    assert_eq!(report["summary"]["compatible"], 10);
-    assert_eq!(report["reports"].as_array().unwrap().len(), 10);
+    assert_eq!(report["summary"]["compatible"], 12);
+    assert_eq!(report["reports"].as_array().unwrap().len(), 12);
     // The candidate was never stored, and no database was created for file replay.
     assert!(!db.exists());
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pinion_sdk::{ActivityError, WorkflowContext, WorkflowError};
+use pinion_sdk::{ActivityError, WorkflowContext, WorkflowError, DEFAULT_VERSION};
 use serde_json::Value;
 
 /// v2 calls `FooRenamed` instead.
@@ -69,6 +69,21 @@ async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowErr
     Ok(a)
 }
 
+/// Records version 1 of "change", then calls A; v2 drops the `get_version` call, leaving
+/// the recorded marker unmatched.
+async fn version_removed(ctx: WorkflowContext, _: Value) -> Result<i32, WorkflowError> {
+    let v = ctx.get_version("change", DEFAULT_VERSION, 1);
+    let _: String = ctx.activity("A", &()).await?;
+    Ok(v)
+}
+
+/// Records version 1 of "change", then calls A; v2 supports only versions 2 to 3.
+async fn version_out_of_range(ctx: WorkflowContext, _: Value) -> Result<i32, WorkflowError> {
+    let v = ctx.get_version("change", DEFAULT_VERSION, 1);
+    let _: String = ctx.activity("A", &()).await?;
+    Ok(v)
+}
+
 fn foo() -> Result<String, ActivityError> {
     Ok("foo".into())
 }
@@ -102,6 +117,8 @@ pinion_sdk::export! {
         "NeverCompletes" => never_completes,
         "ResultChanged" => result_changed,
         "Unchanged" => unchanged,
+        "VersionRemoved" => version_removed,
+        "VersionOutOfRange" => version_out_of_range,
     },
     activities: { "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
 }

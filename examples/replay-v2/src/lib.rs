@@ -68,6 +68,20 @@ async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowErr
     Ok(a)
 }
 
+/// Version marker removed: the `get_version("change", ..)` call v1 made is gone, so the
+/// recorded marker has no counterpart.
+async fn version_removed(ctx: WorkflowContext, _: Value) -> Result<i32, WorkflowError> {
+    let _: String = ctx.activity("A", &()).await?;
+    Ok(1)
+}
+
+/// Version out of range: v1 recorded version 1 of "change"; this code supports 2 to 3.
+async fn version_out_of_range(ctx: WorkflowContext, _: Value) -> Result<i32, WorkflowError> {
+    let v = ctx.get_version("change", 2, 3);
+    let _: String = ctx.activity("A", &()).await?;
+    Ok(v)
+}
+
 fn foo() -> Result<String, ActivityError> {
     Ok("foo".into())
 }
@@ -105,6 +119,8 @@ pinion_sdk::export! {
         "NeverCompletes" => never_completes,
         "ResultChanged" => result_changed,
         "Unchanged" => unchanged,
+        "VersionRemoved" => version_removed,
+        "VersionOutOfRange" => version_out_of_range,
     },
     activities: { "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
 }

@@ -91,8 +91,8 @@ pub struct Activation {
     pub now_ms: u64,
     /// True while the host is rebuilding state from history; the SDK suppresses logs.
     pub is_replaying: bool,
-    /// Jobs in the order they must be applied. A [`Job::Start`] is always alone in the first
-    /// activation of an instance; resolutions follow in the order they were recorded.
+    /// Jobs in the order they must be applied: [`Job::Marker`]s first (replay only), then
+    /// [`Job::Start`] (first activation only), then resolutions in the order recorded.
     pub jobs: Vec<Job>,
 }
 
@@ -122,6 +122,16 @@ pub enum Job {
         /// Sequence number the guest gave the timer.
         seq: u32,
     },
+    /// A marker this activation recorded when it first ran. Sent only while replaying,
+    /// before every other job of the activation, once per recorded marker, so that
+    /// `get_version` and `patched` can answer synchronously with the recorded value (the
+    /// "peekahead" of Temporal's sdk-core).
+    Marker {
+        /// Marker id, as in [`Command::RecordMarker`].
+        id: String,
+        /// Marker data, as recorded.
+        data: Vec<u8>,
+    },
 }
 
 /// How an activity ended, as seen by the workflow.
@@ -131,7 +141,7 @@ pub enum ActivityResult {
     Completed(Vec<u8>),
     /// Failed on its last attempt, or with a non-retryable error.
     Failed(Failure),
-    /// Every attempt ran past its start-to-close timeout.
+    /// The last attempt ran past its start-to-close timeout and no retry was left.
     TimedOut(Failure),
 }
 

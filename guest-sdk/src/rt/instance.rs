@@ -3,11 +3,14 @@
 //!
 //! Per activation, in this order:
 //!
-//! 1. The first activation must begin with `Job::Start`; it looks up the workflow type,
-//!    seeds the PRNG and builds the root future (decoding the input; a bad input fails the
-//!    workflow with `InvalidInput` instead of starting it).
+//! 1. The first activation must begin with `Job::Start`, after any `Job::Marker`s (a replayed
+//!    first activation that recorded markers delivers them ahead of `Start`). It looks up the
+//!    workflow type, seeds the PRNG, stores those markers (before the workflow function is
+//!    called, so nothing can ask for one too early) and builds the root future (decoding the
+//!    input; a bad input fails the workflow with `InvalidInput` instead of starting it).
 //! 2. Logical time and the replay flag are taken from the activation.
-//! 3. Jobs are applied in order, each filling an activity or timer slot.
+//! 3. Jobs are applied in order, each filling an activity or timer slot or storing a marker
+//!    for `get_version` / `patched` (see `versioning.rs`).
 //! 4. The root future is polled **once**, with a no-op waker. One poll is enough: every SDK
 //!    leaf future reads its slot when polled, and slots change only in step 3, so after one
 //!    poll every branch is either finished or waiting on a job that has not arrived.
@@ -16,8 +19,11 @@
 //! 6. The commands issued during steps 1–5 are returned in the order they were issued.
 //!
 //! A job the workflow cannot have asked for (a second start, a resolution for a sequence
-//! number never issued, a double resolution) yields `Completion::Error`: the host and the
-//! code disagree about history, which the host must surface rather than paper over.
+//! number never issued, a double resolution, a marker delivered twice or with malformed
+//! data) yields `Completion::Error`: the host and the code disagree about history, which
+//! the host must surface rather than paper over. Where a marker sits among the other jobs
+//! is not checked: markers are only read when the root future is polled, after every job
+//! has been applied, so their position cannot change an outcome.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,34 +92,54 @@ impl Instance {
             is_replaying,
             jobs,
         } = activation;
-        let mut jobs = jobs.into_iter();
-        let run = match &mut self.run {
-            Some(run) => run,
-            None => match jobs.next() {
-                Some(Job::Start {
-                    workflow_type,
-                    instance_id,
-                    input,
-                    random_seed,
-                }) => {
-                    let shared =
-                        Rc::new(RefCell::new(Shared::new(random_seed, now_ms, is_replaying)));
-                    let root = start(module, &shared, workflow_type, instance_id, &input)?;
-                    self.run.insert(Running { shared, root })
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "the first activation must start the workflow, but its first job is {}",
-                        job_name(&other)
-                    ));
-                }
+        let mut jobs = jobs.into_iter().peekable();
+        let run =
+            match &mut self.run {
+                Some(run) => run,
                 None => {
-                    return Err(
-                        "the first activation has no jobs; it must start the workflow".into(),
-                    )
+                    let mut markers = Vec::new();
+                    while let Some(Job::Marker { id, data }) =
+                        jobs.next_if(|job| matches!(job, Job::Marker { .. }))
+                    {
+                        markers.push((id, data));
+                    }
+                    match jobs.next() {
+                        Some(Job::Start {
+                            workflow_type,
+                            instance_id,
+                            input,
+                            random_seed,
+                        }) => {
+                            let mut state = Shared::new(random_seed, now_ms, is_replaying);
+                            for (id, data) in markers {
+                                state.markers.deliver(id, &data)?;
+                            }
+                            let shared = Rc::new(RefCell::new(state));
+                            let root = start(module, &shared, workflow_type, instance_id, &input)?;
+                            self.run.insert(Running { shared, root })
+                        }
+                        Some(other) => {
+                            return Err(format!(
+                            "the first activation must start the workflow, but its first job{} \
+                             is {}",
+                            if markers.is_empty() { "" } else { " after the markers" },
+                            job_name(&other)
+                        ));
+                        }
+                        None if markers.is_empty() => {
+                            return Err(
+                                "the first activation has no jobs; it must start the workflow"
+                                    .into(),
+                            )
+                        }
+                        None => {
+                            return Err("the first activation has markers but no Start job; it \
+                                    must start the workflow"
+                                .into())
+                        }
+                    }
                 }
-            },
-        };
+            };
 
         {
             let mut shared = run.shared.borrow_mut();
@@ -128,6 +154,7 @@ impl Instance {
                     Job::Start { .. } => return Err("the workflow was already started".into()),
                     Job::ResolveActivity { seq, result } => shared.resolve_activity(seq, result)?,
                     Job::FireTimer { seq } => shared.fire_timer(seq)?,
+                    Job::Marker { id, data } => shared.markers.deliver(id, &data)?,
                 }
             }
         }
@@ -171,7 +198,12 @@ fn start(
                 .join(", ")
         ));
     };
-    let ctx = WorkflowContext::new(shared.clone(), instance_id, workflow_type.clone());
+    let ctx = WorkflowContext::new(
+        shared.clone(),
+        instance_id,
+        workflow_type.clone(),
+        module.version_label,
+    );
     match (def.start)(ctx, input) {
         Ok(root) => Ok(Some(root)),
         Err(serde_error) => {
@@ -197,5 +229,6 @@ fn job_name(job: &Job) -> &'static str {
         Job::Start { .. } => "Start",
         Job::ResolveActivity { .. } => "ResolveActivity",
         Job::FireTimer { .. } => "FireTimer",
+        Job::Marker { .. } => "Marker",
     }
 }

@@ -1,5 +1,5 @@
 //! Per-instance workflow state: the command buffer, the activity and timer slots, logical
-//! time and the PRNG.
+//! time, the PRNG and the markers behind versioning.
 //!
 //! It is shared (`Rc<RefCell<_>>`) by the [`WorkflowContext`](crate::WorkflowContext), every
 //! leaf future ([`ActivityFuture`](crate::ActivityFuture), [`Timer`](crate::Timer)) and the
@@ -38,6 +38,7 @@ use std::rc::Rc;
 use pinion_abi::{ActivityOptions, ActivityResult, Command};
 
 use crate::rng::Rng;
+use crate::versioning::Markers;
 
 /// The handle everything in one instance shares.
 pub(crate) type SharedRef = Rc<RefCell<Shared>>;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) rng: Rng,
     /// True once the workflow has completed or failed: nothing is issued after that.
     pub(crate) closed: bool,
+    /// Markers delivered by the host and the versioning decisions already made.
+    pub(crate) markers: Markers,
     commands: Vec<Command>,
     activities: Vec<ActivitySlot>,
     timers: Vec<TimerSlot>,
@@ -83,6 +86,7 @@ impl Shared {
             replaying,
             rng: Rng::new(random_seed),
             closed: false,
+            markers: Markers::default(),
             commands: Vec::new(),
             activities: Vec::new(),
             timers: Vec::new(),

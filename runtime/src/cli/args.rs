@@ -33,14 +33,24 @@ pub enum Command {
         /// With --verify: replay at most this many histories (newest first).
         #[arg(long, default_value_t = 1000)]
         verify_limit: u32,
+        /// Then point this alias at the module (with --verify, only if verification passed).
+        #[arg(long)]
+        alias: Option<String>,
+        /// What a divergence does to this module's instances: `block` (default) or `fail`,
+        /// for every workflow type, or `Type=fail` for one (repeatable).
+        #[arg(long = "on-nondeterminism")]
+        on_nondeterminism: Vec<String>,
     },
     /// Start a workflow instance pinned to a deployed module.
     Start {
         /// Workflow type exported by the module.
         workflow_type: String,
         /// Module hash or unique prefix.
+        #[arg(long, required_unless_present = "alias", conflicts_with = "alias")]
+        module: Option<String>,
+        /// Start on the module this alias points at (or ramps to, for this instance id).
         #[arg(long)]
-        module: String,
+        alias: Option<String>,
         /// Input and id.
         #[command(flatten)]
         start: StartArgs,
@@ -96,8 +106,44 @@ pub enum Command {
     /// and report for each one compatible, diverged or failed. Exit code 0 only if none
     /// diverged or failed.
     Replay(ReplayArgs),
-    /// List deployed modules.
+    /// List deployed modules: aliases, instance counts and rollout status (current,
+    /// ramping, draining, drained).
     Modules,
+    /// Point names at modules: set, ramp, list, history.
+    Alias {
+        /// What to do.
+        #[command(subcommand)]
+        action: AliasAction,
+    },
+    /// Delete modules that are drained and not aliased.
+    Gc {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// First write each collected module to DIR/<hash>.wasm, so its completed histories
+        /// can still be replayed from the file.
+        #[arg(long)]
+        export_modules: Option<PathBuf>,
+    },
+    /// Move running or blocked instances to another module, each only if replaying its
+    /// history against that module is compatible.
+    Upgrade {
+        /// Target module (hash, prefix or alias).
+        #[arg(long)]
+        to: String,
+        /// One instance.
+        #[arg(long, group = "selector")]
+        id: Option<String>,
+        /// Every instance pinned to this module.
+        #[arg(long, group = "selector")]
+        from: Option<String>,
+        /// Every instance of this workflow type.
+        #[arg(long, group = "selector")]
+        workflow_type: Option<String>,
+        /// Only report what would move.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the workers for this database until stopped (SIGINT or SIGTERM).
     Server(ServerArgs),
     /// Measure durable throughput and step latency with a `Steps` workflow (ignores --db).
@@ -231,4 +277,43 @@ pub struct ReplayArgs {
     /// With --follow: how often to look for changes (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s")]
     pub interval: String,
+}
+
+/// `pinion alias ...`.
+#[derive(Debug, Subcommand)]
+pub enum AliasAction {
+    /// Point an alias at a module (creating it); ends any ramp: the rollout is complete.
+    Set {
+        /// Alias name.
+        name: String,
+        /// Module hash or prefix.
+        module: String,
+        /// Refuse if the module diverges from the histories of running instances.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: replay at most this many histories.
+        #[arg(long, default_value_t = 1000)]
+        verify_limit: u32,
+    },
+    /// Send PERCENT of new instances to MODULE (chosen by instance id), or --cancel.
+    Ramp {
+        /// Alias name.
+        name: String,
+        /// Module hash or prefix to ramp to.
+        #[arg(required_unless_present = "cancel")]
+        module: Option<String>,
+        /// Share of new instances, 0-100.
+        #[arg(required_unless_present = "cancel")]
+        percent: Option<u8>,
+        /// Stop the ramp: every new instance goes to the alias's module.
+        #[arg(long, conflicts_with_all = ["module", "percent"])]
+        cancel: bool,
+    },
+    /// List aliases.
+    List,
+    /// Show an alias's changes, oldest first.
+    History {
+        /// Alias name.
+        name: String,
+    },
 }

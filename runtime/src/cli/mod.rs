@@ -16,6 +16,7 @@
 
 pub mod args;
 mod replay;
+mod rollout;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use crate::bench::BenchConfig;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
 use crate::history::{HistoryExport, InstanceStatus, EXPORT_FORMAT, EXPORT_VERSION};
 use crate::registry::RegistryError;
+use crate::rollout::UpgradeSelector as Selector;
 use crate::store::sqlite::Synchronous;
 use crate::store::{InstanceFilter, InstanceRecord, StoreError};
 use crate::worker::WorkerConfig;
@@ -43,12 +45,15 @@ pub struct Failure {
 
 fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::UnknownInstance(_) | Error::UnknownWorkflowType { .. } => 3,
+        Error::UnknownInstance(_) | Error::UnknownWorkflowType { .. } | Error::UnknownAlias(_) => 3,
         Error::Registry(
             RegistryError::UnknownModule(_) | RegistryError::AmbiguousModule { .. },
         ) => 3,
         Error::Registry(RegistryError::Invalid(_) | RegistryError::BadManifest(_)) => 4,
-        Error::InvalidInput(_) | Error::InvalidInstanceId(_) | Error::Io { .. } => 4,
+        Error::InvalidInput(_)
+        | Error::InvalidInstanceId(_)
+        | Error::Io { .. }
+        | Error::Imported(_) => 4,
         Error::Store(StoreError::AlreadyExists(_)) => 4,
         Error::Store(StoreError::Open { .. } | StoreError::Locked(_) | StoreError::Corrupt(_)) => 5,
         Error::Registry(RegistryError::Store(StoreError::Locked(_))) => 5,
@@ -75,6 +80,12 @@ impl From<anyhow::Error> for Failure {
 
 /// Runs the CLI with the process's arguments; returns the exit code.
 pub fn main() -> i32 {
+    // `pinion history ID | head` must end quietly, like any Unix tool, not panic on EPIPE.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {
@@ -175,6 +186,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             file,
             verify,
             verify_limit,
+            alias,
+            on_nondeterminism,
         } => {
             if *verify {
                 let bytes = std::fs::read(file).map_err(|e| Error::Io {
@@ -188,6 +201,13 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             let p = open(&cli)?;
             let d = p.deploy_file(file)?;
+            rollout::apply_policies(&p, &d.hash, &d.manifest.workflows, on_nondeterminism)?;
+            if let Some(name) = alias {
+                p.set_alias(name, &d.hash.0)?;
+                if !json {
+                    eprintln!("alias {name} -> {}", d.hash.short());
+                }
+            }
             if json {
                 print_json(&json!({
                     "hash": d.hash, "size": d.size, "new": d.newly_stored,
@@ -214,12 +234,14 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Start {
             workflow_type,
             module,
+            alias,
             start,
         } => {
             let p = open(&cli)?;
             let id = p.start(&StartRequest {
+                alias: alias.clone(),
                 workflow_type: workflow_type.clone(),
-                module: module.clone(),
+                module: module.clone().unwrap_or_default(),
                 input_json: start.input.clone(),
                 id: start.id.clone(),
             })?;
@@ -237,6 +259,9 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             timeout,
         } => {
             let p = open(&cli)?;
+            // Take the worker lock first: if a server owns this database, fail before
+            // deploying or starting anything.
+            let worker = p.start_worker(WorkerConfig::default())?;
             let d = p.deploy_file(file)?;
             if !json {
                 eprintln!(
@@ -250,6 +275,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 );
             }
             let id = p.start(&StartRequest {
+                alias: None,
                 workflow_type: workflow_type.clone(),
                 module: d.hash.0.clone(),
                 input_json: start.input.clone(),
@@ -258,7 +284,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             if !json {
                 eprintln!("started {id}: {workflow_type} pinned to {}", d.hash.short());
             }
-            let worker = p.start_worker(WorkerConfig::default())?;
+
             worker.wake();
             let rec = p.wait(&id.0, Duration::from_secs(*timeout));
             worker.shutdown();
@@ -379,48 +405,34 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             Ok(0)
         }
         Command::Replay(args) => replay::replay(&cli.db, json, args),
-        Command::Modules => {
+        Command::Modules => rollout::modules(&open(&cli)?, json),
+        Command::Alias { action } => rollout::alias(&open(&cli)?, json, action),
+        Command::Gc {
+            dry_run,
+            export_modules,
+        } => rollout::gc(&open(&cli)?, json, *dry_run, export_modules.as_deref()),
+        Command::Upgrade {
+            to,
+            id,
+            from,
+            workflow_type,
+            dry_run,
+        } => {
             let p = open(&cli)?;
-            let modules = p.modules()?;
-            let mut rows = Vec::new();
-            for m in &modules {
-                let running = p.list(&InstanceFilter {
-                    status: Some(InstanceStatus::Running),
-                    module_hash: Some(m.hash.clone()),
-                    ..Default::default()
-                })?;
-                rows.push((m, running.len()));
-            }
-            if json {
-                print_json(&serde_json::Value::Array(
-                    rows.iter()
-                        .map(|(m, running)| {
-                            json!({
-                                "hash": m.hash, "size": m.size, "workflows": m.manifest.workflows,
-                                "activities": m.manifest.activities, "version_label": m.manifest.version_label,
-                                "sdk_version": m.manifest.sdk_version, "deployed_at_ms": m.deployed_at_ms,
-                                "running": running,
-                            })
-                        })
-                        .collect(),
-                ));
-            } else {
-                println!(
-                    "{:<14} {:>9} {:<8} {:>8}  WORKFLOWS",
-                    "MODULE", "SIZE", "LABEL", "RUNNING"
-                );
-                for (m, running) in rows {
-                    println!(
-                        "{:<14} {:>9} {:<8} {:>8}  {}",
-                        m.hash.short(),
-                        m.size,
-                        m.manifest.version_label.as_deref().unwrap_or("-"),
-                        running,
-                        m.manifest.workflows.join(", ")
-                    );
+            let selector = match (id, from, workflow_type) {
+                (Some(id), _, _) => Selector::Id(id.clone()),
+                (_, Some(from), _) => Selector::From(p.resolve_module(from)?.hash),
+                (_, _, Some(t)) => Selector::WorkflowType(t.clone()),
+                _ => {
+                    return Err(Failure {
+                        code: 2,
+                        error: anyhow::anyhow!(
+                            "choose the instances: --id ID, --from MODULE or --workflow-type T"
+                        ),
+                    })
                 }
-            }
-            Ok(0)
+            };
+            rollout::upgrade(&p, json, to, selector, *dry_run)
         }
         Command::Bench(args) => {
             let synchronous = match args.synchronous.as_str() {

@@ -221,14 +221,19 @@ pub fn replay(db: &Path, json: bool, args: &ReplayArgs) -> Result<i32, Failure> 
     }
     let hs = if args.history.is_empty() {
         let p = open_read_only(db)?;
-        let (mut filter, sample) = to_filter(&args.filter, Some(InstanceStatus::Running))?;
+        // Asking for instances by id means those instances, whatever their status.
+        let default_status = if args.filter.ids.is_empty() {
+            Some(InstanceStatus::Running)
+        } else {
+            None
+        };
+        let (filter, sample) = to_filter(&args.filter, default_status)?;
         let exported = replayer.manifest().workflows.clone();
         let mut hs = histories(&p, &filter, sample)?;
         if filter.workflow_type.is_none() {
             // Without an explicit type, replay only the types the candidate exports.
             hs.retain(|h| exported.contains(&h.workflow_type));
         }
-        filter.limit = None;
         hs
     } else {
         let mut hs = Vec::new();
@@ -414,10 +419,17 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                     code: 4,
                     error: e.into(),
                 })? {
-                    hs.push(read_history_file(&file).map_err(|e| Failure {
+                    let h = read_history_file(&file).map_err(|e| Failure {
                         code: 4,
                         error: e.into(),
-                    })?);
+                    })?;
+                    crate::executor::split_history(&h.instance_id, &h.events).map_err(|e| {
+                        Failure {
+                            code: 4,
+                            error: anyhow!("{}: {e}", file.display()),
+                        }
+                    })?;
+                    hs.push(h);
                 }
             }
             let p = Pinion::open(PinionConfig::new(db))?;

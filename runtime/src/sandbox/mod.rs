@@ -101,8 +101,11 @@ pub enum GuestKind {
         /// Deterministic random source for `random_get`.
         rng: SplitMix64,
     },
-    /// An activity: real time and randomness.
-    Activity,
+    /// An activity: real time and randomness, until its start-to-close deadline.
+    Activity {
+        /// When the attempt's timeout expires.
+        deadline: std::time::Instant,
+    },
 }
 
 /// Per-instance host state.
@@ -131,6 +134,11 @@ impl GuestState {
             stdout: Vec::new(),
             stderr: Vec::new(),
         }
+    }
+
+    fn capture_room(&self, fd: i32) -> usize {
+        let buf = if fd == 1 { &self.stdout } else { &self.stderr };
+        MAX_CAPTURE.saturating_sub(buf.len())
     }
 
     fn capture(&mut self, fd: i32, data: &[u8]) {
@@ -400,7 +408,9 @@ impl Sandbox {
         invocation: &ActivityInvocation,
         timeout: Duration,
     ) -> (Result<ActivityOutcome, SandboxError>, Vec<u8>, Vec<u8>) {
-        let mut g = match self.instantiate(loaded, GuestKind::Activity) {
+        #[allow(clippy::disallowed_methods)] // an activity's deadline is real time
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = match self.instantiate(loaded, GuestKind::Activity { deadline }) {
             Ok(g) => g,
             Err(e) => return (Err(e), Vec::new(), Vec::new()),
         };

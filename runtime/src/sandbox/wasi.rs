@@ -177,7 +177,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             }
             let ns = match &c.data().kind {
                 GuestKind::Workflow { now_ms, .. } => now_ms.saturating_mul(1_000_000),
-                GuestKind::Activity => real_time_ns(id),
+                GuestKind::Activity { .. } => real_time_ns(id),
             };
             status(write_bytes(&mut c, out, &ns.to_le_bytes()))
         },
@@ -186,19 +186,27 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         WASI,
         "random_get",
         |mut c: Caller<'_, GuestState>, ptr: i32, len: i32| {
-            let mut buf = vec![0u8; len.max(0) as usize];
-            match &mut c.data_mut().kind {
-                GuestKind::Workflow { rng, .. } => rng.fill(&mut buf),
-                GuestKind::Activity => {
-                    if getrandom::fill(&mut buf).is_err() {
-                        return errno::NOSYS;
+            // In chunks: the guest chooses `len`, and host memory is not its to spend.
+            let mut chunk = [0u8; 4096];
+            let (mut at, end) = (ptr as u32 as u64, ptr as u32 as u64 + len.max(0) as u64);
+            while at < end {
+                let n = (end - at).min(chunk.len() as u64) as usize;
+                match &mut c.data_mut().kind {
+                    GuestKind::Workflow { rng, .. } => rng.fill(&mut chunk[..n]),
+                    GuestKind::Activity { .. } => {
+                        if getrandom::fill(&mut chunk[..n]).is_err() {
+                            return errno::NOSYS;
+                        }
                     }
                 }
+                if let Err(e) = write_bytes(&mut c, at as i32, &chunk[..n]) {
+                    return e;
+                }
+                at += n as u64;
             }
-            status(write_bytes(&mut c, ptr, &buf))
+            errno::SUCCESS
         },
     )?;
-
     linker.func_wrap(
         WASI,
         "fd_write",
@@ -213,12 +221,14 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let mut total = 0u32;
             for i in 0..iovs_len.max(0) as usize {
                 let (ptr, len) = (u32_at(&iov, i * 8), u32_at(&iov, i * 8 + 4));
-                let data = match read_bytes(&mut c, ptr as i32, len as usize) {
+                // Only what will be kept is copied out; the rest is counted as written.
+                let keep = (len as usize).min(c.data().capture_room(fd));
+                let data = match read_bytes(&mut c, ptr as i32, keep) {
                     Ok(d) => d,
                     Err(e) => return e,
                 };
                 c.data_mut().capture(fd, &data);
-                total += len;
+                total = total.saturating_add(len);
             }
             status(write_bytes(&mut c, nwritten, &total.to_le_bytes()))
         },
@@ -265,39 +275,48 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "poll_oneoff",
-        |mut c: Caller<'_, GuestState>, subs: i32, events: i32, n: i32, nevents: i32| -> i32 {
-            if matches!(c.data().kind, GuestKind::Workflow { .. }) {
+        |mut c: Caller<'_, GuestState>,
+         subs: i32,
+         events: i32,
+         n: i32,
+         nevents: i32|
+         -> wasmtime::Result<i32> {
+            match c.data().kind {
                 // Sleeping in workflow code would make replay wait too; durable timers exist.
-                return errno::NOTCAPABLE;
+                GuestKind::Workflow { .. } => Ok(errno::NOTCAPABLE),
+                GuestKind::Activity { deadline } => {
+                    poll_clocks(&mut c, subs, events, n, nevents, deadline)
+                }
             }
-            poll_clocks(&mut c, subs, events, n, nevents)
         },
     )?;
     Ok(())
 }
 
 /// `poll_oneoff` for activities: supports clock subscriptions (what `thread::sleep` uses).
+#[allow(clippy::disallowed_methods)] // activities sleep on the real clock
 fn poll_clocks(
     c: &mut Caller<'_, GuestState>,
     subs: i32,
     events: i32,
     n: i32,
     nevents: i32,
-) -> i32 {
+    deadline: std::time::Instant,
+) -> wasmtime::Result<i32> {
     const SUB: usize = 48;
     const EVENT: usize = 32;
     if n <= 0 {
-        return errno::INVAL;
+        return Ok(errno::INVAL);
     }
     let raw = match read_bytes(c, subs, n as usize * SUB) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return Ok(e),
     };
     let mut shortest: Option<(u64, u64)> = None; // (ns, userdata)
     for i in 0..n as usize {
         let s = &raw[i * SUB..(i + 1) * SUB];
         if s[8] != 0 {
-            return errno::NOTCAPABLE; // fd readiness: activities have no fds to wait on
+            return Ok(errno::NOTCAPABLE); // fd readiness: activities have no fds to wait on
         }
         let (clock, timeout, flags) = (
             u32_at(s, 16),
@@ -314,11 +333,19 @@ fn poll_clocks(
         }
     }
     let (ns, userdata) = shortest.expect("n > 0");
-    std::thread::sleep(std::time::Duration::from_nanos(ns));
+    // Never sleep past the attempt's start-to-close deadline: wake at it and trap, so the
+    // timeout holds even while the guest is blocked in the host.
+    let wanted = std::time::Duration::from_nanos(ns);
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    std::thread::sleep(wanted.min(left));
+    if wanted > left {
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
     let mut ev = [0u8; EVENT];
     ev[0..8].copy_from_slice(&userdata.to_le_bytes());
-    ev[10] = 0; // eventtype clock
-    status(write_bytes(c, events, &ev).and_then(|_| write_bytes(c, nevents, &1u32.to_le_bytes())))
+    Ok(status(write_bytes(c, events, &ev).and_then(|_| {
+        write_bytes(c, nevents, &1u32.to_le_bytes())
+    })))
 }
 
 /// Defines, for each WASI import of `module` that pinion does not provide, a function of

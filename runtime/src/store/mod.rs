@@ -18,7 +18,10 @@
 //!   attempt, and a completion whose task row is gone (a duplicate run after a crash, or a
 //!   late attempt after a timeout) is ignored.
 
+pub mod deploy;
 pub mod sqlite;
+
+pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};
 
 use pinion_abi::{ActivityOptions, Manifest};
 
@@ -105,6 +108,8 @@ pub struct InstanceRecord {
     pub failure: Option<pinion_abi::Failure>,
     /// Why the instance is blocked, when blocked.
     pub blocked_reason: Option<String>,
+    /// True for a history imported from elsewhere: it never runs.
+    pub imported: bool,
 }
 
 /// Filter for [`Store::list_instances`].
@@ -236,7 +241,7 @@ pub enum ActivityResolution {
 }
 
 /// Durable state of the engine. All methods are synchronous and thread-safe.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DeploymentStore + Send + Sync + 'static {
     /// Stores a module unless one with the same hash exists. Returns true when inserted.
     fn put_module(
         &self,
@@ -272,12 +277,15 @@ pub trait Store: Send + Sync + 'static {
     /// Marks an instance blocked, with the reason, and not runnable.
     fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError>;
 
-    /// Leases up to `limit` activity attempts whose time has come. A lease lasts `lease_ms`.
+    /// Leases up to `limit` activity attempts whose time has come. A lease lasts the
+    /// attempt's start-to-close timeout (`default_timeout_ms` when it sets none) plus
+    /// `lease_slack_ms`, so a healthy attempt is never claimed twice.
     fn claim_activities(
         &self,
         now_ms: u64,
         limit: u32,
-        lease_ms: u64,
+        lease_slack_ms: u64,
+        default_timeout_ms: u64,
     ) -> Result<Vec<ActivityTask>, StoreError>;
     /// Records how a claimed attempt ended. Returns false (and changes nothing) when that
     /// attempt is no longer the current one.

@@ -30,8 +30,16 @@ use crate::history::{
     EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload,
 };
 
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "1";
+/// Numbered migrations, applied in order in one transaction; `meta.schema_version` records
+/// the last one applied. Never edit a released migration: add the next one.
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("0001_schema.sql")),
+    (2, include_str!("0002_deployments.sql")),
+];
+/// The schema version this build reads and writes.
+const SCHEMA_VERSION: u32 = 2;
+
+mod deploy;
 
 /// `synchronous` pragma levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +235,8 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    fn check_schema(conn: &Connection) -> Result<(), StoreError> {
+    /// The recorded schema version; `None` for a file that is not a pinion database.
+    fn schema_version(conn: &Connection) -> Result<Option<u32>, StoreError> {
         let v: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -235,16 +244,21 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| match map_err(e) {
-                StoreError::Database(m) if m.contains("no such table") => {
-                    StoreError::Corrupt("the file is not a pinion database (no meta table)".into())
-                }
-                other => other,
+            .or_else(|e| match map_err(e) {
+                StoreError::Database(m) if m.contains("no such table") => Ok(None),
+                other => Err(other),
             })?;
-        match v.as_deref() {
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    fn check_schema(conn: &Connection) -> Result<(), StoreError> {
+        match Self::schema_version(conn)? {
             Some(SCHEMA_VERSION) => Ok(()),
-            Some(other) => Err(StoreError::Corrupt(format!(
-                "database schema version {other} is not supported by this pinion (expects {SCHEMA_VERSION})"
+            Some(v) if v < SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
+                "database schema version {v} is older than this pinion's ({SCHEMA_VERSION}); open it once with a command that writes (for example `pinion list`) to migrate it"
+            ))),
+            Some(v) => Err(StoreError::Corrupt(format!(
+                "database schema version {v} is newer than this pinion supports ({SCHEMA_VERSION}); upgrade pinion"
             ))),
             None => Err(StoreError::Corrupt("the file is not a pinion database".into())),
         }
@@ -259,13 +273,35 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(map_err)?;
-        if tables > 0 {
-            return Self::check_schema(conn);
+        let current = if tables == 0 {
+            0
+        } else {
+            match Self::schema_version(conn)? {
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "the file is not a pinion database".into(),
+                    ))
+                }
+                Some(v) if v > SCHEMA_VERSION => return Self::check_schema(conn),
+                Some(v) => v,
+            }
+        };
+        if current == SCHEMA_VERSION {
+            return Ok(());
         }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-        ))
-        .map_err(map_err)
+        let mut sql = String::from("BEGIN IMMEDIATE;");
+        for (n, migration) in MIGRATIONS.iter().filter(|(n, _)| *n > current) {
+            sql.push_str(migration);
+            sql.push_str(&format!(
+                "\nINSERT INTO meta(key, value) VALUES ('schema_version', '{n}')
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value;"
+            ));
+        }
+        sql.push_str("COMMIT;");
+        conn.execute_batch(&sql).map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            map_err(e)
+        })
     }
 
     fn read<R>(
@@ -389,6 +425,7 @@ fn instance_from_row(
             result: None,
             failure: None,
             blocked_reason: row.get(9)?,
+            imported: row.get::<_, i64>(10)? != 0,
         },
         row.get(7)?,
         row.get(8)?,
@@ -409,7 +446,7 @@ fn finish_instance(
     Ok(rec)
 }
 
-const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason";
+const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported";
 
 fn module_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
@@ -787,7 +824,8 @@ impl Store for SqliteStore {
         &self,
         now_ms: u64,
         limit: u32,
-        lease_ms: u64,
+        lease_slack_ms: u64,
+        default_timeout_ms: u64,
     ) -> Result<Vec<ActivityTask>, StoreError> {
         // Polling must not take the write lock when there is nothing to claim.
         let any: bool = self.read(|c| {
@@ -834,7 +872,7 @@ impl Store for SqliteStore {
                 let options: ActivityOptions = serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?;
                 // The lease outlives the attempt's own timeout, so a healthy long attempt is
                 // never claimed twice; a crashed process's lease is released at start-up.
-                let until = now_ms + lease_ms + options.start_to_close_timeout_ms.unwrap_or(0);
+                let until = now_ms + lease_slack_ms + options.start_to_close_timeout_ms.unwrap_or(default_timeout_ms);
                 lease.execute(params![iid, seq, until as i64]).map_err(map_err)?;
                 tasks.push(ActivityTask {
                     instance_id: InstanceId(iid),
@@ -963,8 +1001,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.execute(
                 "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count,
-                                       runnable, result, failure, blocked_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
+                                       runnable, result, failure, blocked_reason, imported)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, 1)",
                 params![
                     id,
                     wt,

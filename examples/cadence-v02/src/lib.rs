@@ -1,0 +1,74 @@
+//! Cadence versioning, step 1 (tag v0.2): the code *supports* the new logic but does not
+//! *start* it yet.
+//!
+//! `get_version_with("MyChange", DEFAULT_VERSION, 1, ExecuteWithVersion(DEFAULT_VERSION))`:
+//! a new execution takes `DEFAULT_VERSION`, which records nothing, so it calls `FooActivity`
+//! and writes exactly the history v0.1 would have written. Rolling back to v0.1 is therefore
+//! safe: v0.1 replays every history this step writes. v0.2 itself replays v0.1's histories
+//! (no marker: `DEFAULT_VERSION`, `FooActivity`) and v0.3's (marker 1: `BarActivity`), so
+//! it is also the step v0.3 can roll back to.
+//!
+//! The four crates `cadence-v01` … `cadence-v04` are the four git tags of Cadence's "Safe
+//! deployments of Versioned workflows" (`shared/seeds/003_*.txt`): workflow `MyWorkflow`
+//! moves from `FooActivity` to `BarActivity` in steps that can each be rolled back to the
+//! one before without a nondeterminism error. Every step registers both activities; each
+//! returns its name in lower case (`"foo"`, `"bar"`), and the workflow returns what its
+//! activity returned after sleeping `wait_ms`.
+//!
+//! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml
+//! --target-dir target/wasm-guests` (produces `cadence_v02.wasm`), then for example
+//! `pinion run cadence_v02.wasm MyWorkflow --input '{"wait_ms": 1000}'`.
+
+use std::time::Duration;
+
+use pinion_sdk::{ActivityError, VersionOption, WorkflowContext, WorkflowError, DEFAULT_VERSION};
+use serde::Deserialize;
+
+/// Workflow input. No input at all, or `{}`, means no wait.
+#[derive(Debug, Default, Deserialize)]
+struct Input {
+    /// How long to sleep after the activity, in milliseconds, so that a test can keep an
+    /// instance in flight while it deploys the next step.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Sleeps for the input's `wait_ms` (a zero-length timer when there is none, so every run
+/// has the same shape), then returns the activity's result.
+async fn finish(ctx: &WorkflowContext, input: Option<Input>, result: String) -> String {
+    let wait_ms = input.unwrap_or_default().wait_ms;
+    ctx.sleep(Duration::from_millis(wait_ms)).await;
+    result
+}
+
+/// Supports `DEFAULT_VERSION` (FooActivity) and 1 (BarActivity); starts on the default.
+async fn my_workflow(ctx: WorkflowContext, input: Option<Input>) -> Result<String, WorkflowError> {
+    let version = ctx.get_version_with(
+        "MyChange",
+        DEFAULT_VERSION,
+        1,
+        VersionOption::ExecuteWithVersion(DEFAULT_VERSION),
+    );
+    let result: String = if version == DEFAULT_VERSION {
+        ctx.activity("FooActivity", &()).await?
+    } else {
+        ctx.activity("BarActivity", &()).await?
+    };
+    Ok(finish(&ctx, input, result).await)
+}
+
+/// Returns `"foo"`.
+fn foo_activity() -> Result<String, ActivityError> {
+    Ok("foo".into())
+}
+
+/// Returns `"bar"`.
+fn bar_activity() -> Result<String, ActivityError> {
+    Ok("bar".into())
+}
+
+pinion_sdk::export! {
+    version: "v0.2",
+    workflows: { "MyWorkflow" => my_workflow },
+    activities: { "FooActivity" => foo_activity, "BarActivity" => bar_activity },
+}

@@ -1,0 +1,64 @@
+//! Patching, version 4: `B`, with no patch call left.
+//!
+//! It replays v3's executions because the host skips a recorded patch marker flagged
+//! deprecated that the code no longer asks for. Deploy it once no v2 execution is running:
+//! their markers are not deprecated, and an unmatched one is a divergence. Rolling back to
+//! v3 is safe: replaying an execution without the marker, `deprecate_patch` records nothing
+//! and v3 calls `B` as this step did. (Rolling back to v2 is not: `patched` would be false
+//! and v2 would call `A`.)
+//!
+//! The four crates `patch-v1` … `patch-v4` are Temporal's patching lifecycle for workflow
+//! `Patched`, moving from activity `A` to activity `B`: add the patch, deprecate it, remove
+//! it. Every step registers both activities (`"a"`, `"b"`); the workflow returns what its
+//! activity returned after sleeping `wait_ms`.
+//!
+//! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml
+//! --target-dir target/wasm-guests` (produces `patch_v4.wasm`), then for example
+//! `pinion run patch_v4.wasm Patched --input '{"wait_ms": 1000}'`.
+
+use std::time::Duration;
+
+use pinion_sdk::{ActivityError, WorkflowContext, WorkflowError};
+use serde::Deserialize;
+
+/// Workflow input. No input at all, or `{}`, means no wait.
+#[derive(Debug, Default, Deserialize)]
+struct Input {
+    /// How long to sleep after the activity, in milliseconds, so that a test can keep an
+    /// instance in flight while it deploys the next step.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Sleeps for the input's `wait_ms` (a zero-length timer when there is none, so every run
+/// has the same shape), then returns the activity's result.
+async fn finish(ctx: &WorkflowContext, input: Option<Input>, result: String) -> String {
+    let wait_ms = input.unwrap_or_default().wait_ms;
+    ctx.sleep(Duration::from_millis(wait_ms)).await;
+    result
+}
+
+/// B.
+async fn patched_workflow(
+    ctx: WorkflowContext,
+    input: Option<Input>,
+) -> Result<String, WorkflowError> {
+    let result: String = ctx.activity("B", &()).await?;
+    Ok(finish(&ctx, input, result).await)
+}
+
+/// Returns `"a"`.
+fn a() -> Result<String, ActivityError> {
+    Ok("a".into())
+}
+
+/// Returns `"b"`.
+fn b() -> Result<String, ActivityError> {
+    Ok("b".into())
+}
+
+pinion_sdk::export! {
+    version: "v4",
+    workflows: { "Patched" => patched_workflow },
+    activities: { "A" => a, "B" => b },
+}

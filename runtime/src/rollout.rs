@@ -1,0 +1,372 @@
+//! Safe rollout on top of pinning and replay: aliases with deterministic ramping, drain
+//! status per module, garbage collection of drained modules, and verified upgrades of
+//! running instances.
+//!
+//! Nothing here changes what a running instance executes except [`Pinion::upgrade`], and
+//! that only after replaying the instance's whole history against the target module. Moving
+//! an alias (forward, or back in a rollback) only decides where *new* instances start.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::engine::{Error, Pinion};
+use crate::history::{InstanceId, InstanceStatus, ModuleHash};
+use crate::registry::RegistryError;
+use crate::replay::{ReplayOptions, ReplayOutcome, ReplayReport, ReplaySummary, Replayer};
+use crate::store::{AliasRecord, InstanceFilter, ModuleRecord, ModuleUsage};
+
+/// FNV-1a of the instance id, mod 100: the ramp bucket. Deterministic, so a retried start
+/// with the same id lands on the same module.
+pub fn ramp_bucket(instance_id: &str) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in instance_id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 100) as u8
+}
+
+/// The module an alias sends the instance `instance_id` to.
+pub fn choose(alias: &AliasRecord, instance_id: &str) -> ModuleHash {
+    match &alias.ramp {
+        Some((hash, percent)) if ramp_bucket(instance_id) < *percent => hash.clone(),
+        _ => alias.module_hash.clone(),
+    }
+}
+
+/// Where a module stands in rollouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleState {
+    /// An alias points at it: new instances start on it.
+    Current,
+    /// An alias ramps to it: a share of new instances start on it.
+    Ramping,
+    /// No alias targets it, but running or blocked instances still pin it.
+    Draining,
+    /// No alias targets it and no running or blocked instance pins it: safe to collect.
+    Drained,
+}
+
+/// A module with its aliases, usage and state (one row of `pinion modules`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleStatus {
+    /// The module.
+    #[serde(flatten)]
+    pub module: ModuleSummary,
+    /// Aliases pointing at it.
+    pub aliases: Vec<String>,
+    /// Aliases ramping to it, with their share.
+    pub ramping: Vec<(String, u8)>,
+    /// Instances pinning it, by status.
+    pub instances: ModuleUsage,
+    /// Current, ramping, draining or drained.
+    pub status: ModuleState,
+}
+
+/// The parts of a module record people read.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleSummary {
+    /// Hash.
+    pub hash: ModuleHash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Version label.
+    pub version_label: Option<String>,
+    /// Workflow types.
+    pub workflows: Vec<String>,
+    /// Activity types.
+    pub activities: Vec<String>,
+    /// Deploy time.
+    pub deployed_at_ms: u64,
+}
+
+impl From<&ModuleRecord> for ModuleSummary {
+    fn from(m: &ModuleRecord) -> ModuleSummary {
+        ModuleSummary {
+            hash: m.hash.clone(),
+            size: m.size,
+            version_label: m.manifest.version_label.clone(),
+            workflows: m.manifest.workflows.clone(),
+            activities: m.manifest.activities.clone(),
+            deployed_at_ms: m.deployed_at_ms,
+        }
+    }
+}
+
+/// Which instances `upgrade` considers.
+#[derive(Debug, Clone)]
+pub enum UpgradeSelector {
+    /// One instance.
+    Id(String),
+    /// Every running or blocked instance pinned to this module.
+    From(ModuleHash),
+    /// Every running or blocked instance of this workflow type.
+    WorkflowType(String),
+}
+
+/// What `upgrade` did with one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeResult {
+    /// The instance.
+    pub instance_id: String,
+    /// Its module before.
+    pub from: ModuleHash,
+    /// True when it now runs on the target (false in a dry run or when incompatible).
+    pub upgraded: bool,
+    /// The replay verdict against the target.
+    pub replay: ReplayReport,
+}
+
+impl Pinion {
+    /// Resolves a hash or prefix, or the module an alias points at.
+    ///
+    /// # Errors
+    /// Unknown module or alias.
+    pub fn resolve_module(&self, spec: &str) -> Result<ModuleRecord, Error> {
+        match self.registry().resolve(spec) {
+            Ok(m) => Ok(m),
+            Err(RegistryError::UnknownModule(_)) => match self.store().get_alias(spec)? {
+                Some(a) => Ok(self.registry().resolve(&a.module_hash.0)?),
+                None => Err(RegistryError::UnknownModule(spec.into()).into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replays the running instances of `bytes`' workflow types (at most `limit`, newest
+    /// first) against it, without storing anything.
+    ///
+    /// # Errors
+    /// The module is invalid, or storage fails.
+    pub fn verify_module(
+        &self,
+        bytes: &[u8],
+        limit: u32,
+    ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
+        let replayer =
+            Replayer::with_sandbox(self.sandbox().clone(), bytes, ReplayOptions::default())
+                .map_err(|e| Error::Io {
+                    path: "candidate module".into(),
+                    reason: e.to_string(),
+                })?;
+        let mut summary = ReplaySummary::default();
+        let mut reports = Vec::new();
+        for ty in &replayer.manifest().workflows {
+            let filter = InstanceFilter {
+                status: Some(InstanceStatus::Running),
+                workflow_type: Some(ty.clone()),
+                limit: Some(limit),
+                ..Default::default()
+            };
+            for rec in self.list(&filter)? {
+                if reports.len() >= limit as usize {
+                    break;
+                }
+                if let Some(h) = self.store().export_history(&rec.id)? {
+                    let r = replayer.replay(&h);
+                    summary.add(&r);
+                    reports.push(r);
+                }
+            }
+        }
+        Ok((summary, reports))
+    }
+
+    /// Points an alias at a module (by hash or prefix), ending any ramp.
+    ///
+    /// # Errors
+    /// Unknown module.
+    pub fn set_alias(&self, name: &str, module: &str) -> Result<ModuleHash, Error> {
+        let m = self.registry().resolve(module)?;
+        self.store().set_alias(name, &m.hash, self.now_ms())?;
+        Ok(m.hash)
+    }
+
+    /// Ramps an alias: `percent` of new instances go to `module`.
+    ///
+    /// # Errors
+    /// Unknown alias or module, or a percentage over 100.
+    pub fn ramp_alias(&self, name: &str, module: &str, percent: u8) -> Result<ModuleHash, Error> {
+        if percent > 100 {
+            return Err(Error::InvalidInput(format!(
+                "ramp percentage {percent} is over 100"
+            )));
+        }
+        let m = self.registry().resolve(module)?;
+        self.store()
+            .ramp_alias(name, &m.hash, percent, self.now_ms())
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound(_) => Error::UnknownAlias(name.into()),
+                other => other.into(),
+            })?;
+        Ok(m.hash)
+    }
+
+    /// Ends a ramp.
+    ///
+    /// # Errors
+    /// Unknown alias.
+    pub fn cancel_ramp(&self, name: &str) -> Result<(), Error> {
+        self.store()
+            .cancel_ramp(name, self.now_ms())
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound(_) => Error::UnknownAlias(name.into()),
+                other => other.into(),
+            })
+    }
+
+    /// Every module with its aliases, instance counts and rollout state.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn module_statuses(&self) -> Result<Vec<ModuleStatus>, Error> {
+        let aliases = self.store().list_aliases()?;
+        let usage = self.store().module_usage()?;
+        let mut out = Vec::new();
+        for m in self.modules()? {
+            let names: Vec<String> = aliases
+                .iter()
+                .filter(|a| a.module_hash == m.hash)
+                .map(|a| a.name.clone())
+                .collect();
+            let ramping: Vec<(String, u8)> = aliases
+                .iter()
+                .filter_map(|a| {
+                    a.ramp
+                        .as_ref()
+                        .filter(|(h, _)| *h == m.hash)
+                        .map(|(_, p)| (a.name.clone(), *p))
+                })
+                .collect();
+            let instances = usage
+                .iter()
+                .find(|(h, _)| *h == m.hash)
+                .map(|(_, u)| *u)
+                .unwrap_or_default();
+            let status = if !names.is_empty() {
+                ModuleState::Current
+            } else if !ramping.is_empty() {
+                ModuleState::Ramping
+            } else if instances.running + instances.blocked > 0 {
+                ModuleState::Draining
+            } else {
+                ModuleState::Drained
+            };
+            out.push(ModuleStatus {
+                module: (&m).into(),
+                aliases: names,
+                ramping,
+                instances,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes drained, unaliased modules (re-checked in the deleting transaction). With
+    /// `export_dir`, first writes each one's wasm to `<dir>/<hash>.wasm` so completed
+    /// histories can still be replayed from the file. Returns the modules collected (or, in
+    /// a dry run, that would be).
+    ///
+    /// # Errors
+    /// Storage or file errors.
+    pub fn gc(&self, dry_run: bool, export_dir: Option<&Path>) -> Result<Vec<ModuleHash>, Error> {
+        let mut collected = Vec::new();
+        for m in self.module_statuses()? {
+            if m.status != ModuleState::Drained {
+                continue;
+            }
+            let hash = m.module.hash;
+            if dry_run {
+                collected.push(hash);
+                continue;
+            }
+            if let Some(dir) = export_dir {
+                let io = |e: std::io::Error| Error::Io {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                };
+                std::fs::create_dir_all(dir).map_err(io)?;
+                if let Some(bytes) = self.store().module_bytes(&hash)? {
+                    std::fs::write(dir.join(format!("{hash}.wasm")), bytes).map_err(io)?;
+                }
+            }
+            if self.store().delete_module_if_unused(&hash)? {
+                self.registry().forget(&hash);
+                collected.push(hash);
+            }
+        }
+        Ok(collected)
+    }
+
+    /// Replays each selected running or blocked instance against `to`; moves the compatible
+    /// ones (unless `dry_run`), each with a `ModuleUpgraded` event. Incompatible instances
+    /// stay where they are; their report says why.
+    ///
+    /// # Errors
+    /// Unknown target module or instance, storage errors.
+    pub fn upgrade(
+        &self,
+        to: &str,
+        selector: &UpgradeSelector,
+        dry_run: bool,
+    ) -> Result<Vec<UpgradeResult>, Error> {
+        let target = self.registry().resolve(to)?;
+        let bytes = self
+            .store()
+            .module_bytes(&target.hash)?
+            .ok_or_else(|| RegistryError::UnknownModule(to.into()))?;
+        let replayer =
+            Replayer::with_sandbox(self.sandbox().clone(), &bytes, ReplayOptions::default())
+                .map_err(|e| Error::Io {
+                    path: target.hash.0.clone(),
+                    reason: e.to_string(),
+                })?;
+        let candidates: Vec<_> = match selector {
+            UpgradeSelector::Id(id) => vec![self.status(id)?],
+            UpgradeSelector::From(hash) => self.list(&InstanceFilter {
+                module_hash: Some(hash.clone()),
+                ..Default::default()
+            })?,
+            UpgradeSelector::WorkflowType(t) => self.list(&InstanceFilter {
+                workflow_type: Some(t.clone()),
+                ..Default::default()
+            })?,
+        };
+        let mut results = Vec::new();
+        for rec in candidates {
+            if !matches!(
+                rec.status,
+                InstanceStatus::Running | InstanceStatus::Blocked
+            ) || rec.imported
+            {
+                continue;
+            }
+            if rec.module_hash == target.hash {
+                continue;
+            }
+            let Some(history) = self.store().export_history(&rec.id)? else {
+                continue;
+            };
+            let report = replayer.replay(&history);
+            let compatible = report.outcome == ReplayOutcome::Compatible;
+            let upgraded = compatible && !dry_run && {
+                self.store().upgrade_instance(
+                    &InstanceId(rec.id.0.clone()),
+                    history.events.len() as u64,
+                    &target.hash,
+                    self.now_ms(),
+                )?;
+                true
+            };
+            results.push(UpgradeResult {
+                instance_id: rec.id.0,
+                from: rec.module_hash,
+                upgraded,
+                replay: report,
+            });
+        }
+        Ok(results)
+    }
+}
