@@ -141,7 +141,20 @@ impl Registry {
     /// # Errors
     /// Validation errors (nothing stored) and storage errors.
     pub fn deploy(&self, bytes: &[u8]) -> Result<Deployed, RegistryError> {
-        let (hash, manifest, loaded) = self.validate(bytes)?;
+        let validated = self.validate(bytes)?;
+        self.store_validated(bytes, validated)
+    }
+
+    /// Stores a module [`Registry::validate`] accepted (so callers that check more before
+    /// storing do not compile twice).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn store_validated(
+        &self,
+        bytes: &[u8],
+        (hash, manifest, loaded): (ModuleHash, Manifest, LoadedModule),
+    ) -> Result<Deployed, RegistryError> {
         let newly_stored = self
             .store
             .put_module(&hash, bytes, &manifest, self.clock.now_ms())?;

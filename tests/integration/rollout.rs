@@ -202,6 +202,13 @@ fn modules_report_aliases_counts_and_drain_state_and_gc_collects_only_drained_mo
         (ModuleState::Drained, 1)
     );
     assert_eq!(state(&drained).module.version_label.as_deref(), Some("v1"));
+    // Instances record the label of the module they started on.
+    match &p.history("done").unwrap()[0].kind {
+        EventKind::WorkflowStarted { version_label, .. } => {
+            assert_eq!(version_label.as_deref(), Some("v1"))
+        }
+        other => panic!("{other:?}"),
+    }
 
     let dry = p.gc(true, None).unwrap();
     assert_eq!(
@@ -475,6 +482,53 @@ fn deploy_with_alias_and_verify_moves_the_alias_only_when_running_instances_repl
         &["alias", "ramp", "prod", "canary-does-not-exist", "10"],
     );
     assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    // The non-determinism policy is set at deploy, per workflow type.
+    let o = pinion(
+        &db,
+        &[
+            "deploy",
+            wasm("foobar-v2").to_str().unwrap(),
+            "--on-nondeterminism",
+            "FooBar=fail",
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = pinion(
+        &db,
+        &[
+            "deploy",
+            wasm("foobar-v1").to_str().unwrap(),
+            "--on-nondeterminism",
+            "sometimes",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", out(&o));
+    let modules: Value = serde_json::from_str(&String::from_utf8_lossy(
+        &pinion(&db, &["modules", "--json"]).stdout,
+    ))
+    .unwrap();
+    assert!(
+        !modules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["workflows"][0] == "FooBar" && m["version_label"] == "v1"),
+        "a rejected deploy stores nothing"
+    );
+    {
+        let p = open(&db);
+        let fb2 = p.deploy(&wasm_bytes("foobar-v2")).unwrap().hash;
+        assert_eq!(
+            p.store().policy(&fb2, "FooBar").unwrap(),
+            NondeterminismPolicy::Fail
+        );
+        let hello = p.resolve_module("prod").unwrap().hash;
+        assert_eq!(
+            p.store().policy(&hello, "Hello").unwrap(),
+            NondeterminismPolicy::Block,
+            "block is the default"
+        );
+    }
     let modules = out(&pinion(&db, &["modules"]));
     assert!(
         modules.contains("current") && modules.contains("prod"),

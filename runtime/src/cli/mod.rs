@@ -200,8 +200,18 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 }
             }
             let p = open(&cli)?;
-            let d = p.deploy_file(file)?;
-            rollout::apply_policies(&p, &d.hash, &d.manifest.workflows, on_nondeterminism)?;
+            let bytes = std::fs::read(file).map_err(|e| Error::Io {
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            // Validate everything (module and flags) before anything is stored.
+            let validated = p.registry().validate(&bytes).map_err(Error::from)?;
+            let policies = rollout::parse_policies(&validated.1.workflows, on_nondeterminism)?;
+            let d = p
+                .registry()
+                .store_validated(&bytes, validated)
+                .map_err(Error::from)?;
+            rollout::apply_policies(&p, &d.hash, &policies)?;
             if let Some(name) = alias {
                 p.set_alias(name, &d.hash.0)?;
                 if !json {

@@ -14,13 +14,13 @@ use crate::history::ModuleHash;
 use crate::rollout::UpgradeSelector;
 use crate::store::NondeterminismPolicy;
 
-/// Applies deploy's `--on-nondeterminism` values (`fail`, or `Type=fail`).
-pub fn apply_policies(
-    p: &Pinion,
-    hash: &ModuleHash,
+/// Parses deploy's `--on-nondeterminism` values (`fail`, or `Type=fail`) against the
+/// module's workflow types, before anything is stored.
+pub fn parse_policies(
     workflows: &[String],
     specs: &[String],
-) -> Result<(), Failure> {
+) -> Result<Vec<(String, NondeterminismPolicy)>, Failure> {
+    let mut out = Vec::new();
     for spec in specs {
         let (types, policy) = match spec.split_once('=') {
             Some((t, pol)) => (vec![t.to_owned()], pol),
@@ -37,10 +37,22 @@ pub fn apply_policies(
                     error: anyhow!("the module has no workflow type `{t}`"),
                 });
             }
-            p.store()
-                .set_policy(hash, &t, policy)
-                .map_err(Error::from)?;
+            out.push((t, policy));
         }
+    }
+    Ok(out)
+}
+
+/// Stores parsed policies for a deployed module.
+pub fn apply_policies(
+    p: &Pinion,
+    hash: &ModuleHash,
+    policies: &[(String, NondeterminismPolicy)],
+) -> Result<(), Failure> {
+    for (t, policy) in policies {
+        p.store()
+            .set_policy(hash, t, *policy)
+            .map_err(Error::from)?;
     }
     Ok(())
 }
