@@ -481,3 +481,41 @@ fn a_declined_card_or_a_missed_payment_deadline_releases_the_inventory_and_fails
         .iter()
         .any(|k| matches!(k, EventKind::ActivityFailed { failure, .. } if failure.attempts == 1)));
 }
+
+/// A hand-written module implementing just enough of the ABI to deploy: its manifest is
+/// the postcard bytes of `Manifest { abi_version: 1, sdk_version: "t", workflows: ["W"],
+/// activities: [], version_label: None }`. `pinion_abi_version` answers 1 only after
+/// `_initialize` ran. `activate_result` is the result type of `pinion_activate`.
+fn tiny_module(activate_result: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (data (i32.const 1024) "\01\01\74\01\01\57\00\00")
+          (global $ready (mut i32) (i32.const 0))
+          (func (export "_initialize") (global.set $ready (i32.const 1)))
+          (func (export "pinion_abi_version") (result i32) (global.get $ready))
+          (func (export "pinion_manifest") (result i64) (i64.const 0x0000040000000008))
+          (func (export "pinion_alloc") (param i32) (result i32) (i32.const 2048))
+          (func (export "pinion_free") (param i32 i32))
+          (func (export "pinion_activate") (param i32 i32) (result {activate_result}) unreachable)
+          (func (export "pinion_run_activity") (param i32 i32) (result i64) unreachable))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_wasi_reactor_is_initialised_before_its_exports_are_called() {
+    let dir = TempDir::new("reactor");
+    let p = open(&dir.db());
+    let d = p.deploy(&tiny_module("i64")).unwrap();
+    assert_eq!(d.manifest.workflows, vec!["W".to_string()]);
+}
+
+#[test]
+fn an_abi_export_with_the_wrong_signature_is_rejected_at_deploy() {
+    let dir = TempDir::new("signature");
+    let p = open(&dir.db());
+    let err = p.deploy(&tiny_module("i32")).unwrap_err().to_string();
+    assert!(err.contains("`pinion_activate` export has type"), "{err}");
+    assert!(p.modules().unwrap().is_empty());
+}

@@ -406,7 +406,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     println!(
                         "{:>4}  {:<13}  {:<22}  {}",
                         e.id,
-                        format!("+{}", e.time_ms - t0),
+                        format!("+{}", e.time_ms.saturating_sub(t0)),
                         e.kind.name(),
                         e.kind.describe()
                     );

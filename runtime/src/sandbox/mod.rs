@@ -253,8 +253,20 @@ impl Sandbox {
     /// A string identifying the engine's compiled-code compatibility (wasmtime version,
     /// target, settings): compiled artifacts are cached under it.
     pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        /// SHA-256 as a `Hasher`: stable across Rust releases, unlike `DefaultHasher`.
+        struct Stable(sha2::Sha256);
+        impl Hasher for Stable {
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+            }
+            fn finish(&self) -> u64 {
+                let d = self.0.clone().finalize();
+                u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+            }
+        }
+        let mut h = Stable(sha2::Sha256::new());
         self.engine.precompile_compatibility_hash().hash(&mut h);
         format!("{:016x}", h.finish())
     }
@@ -287,18 +299,44 @@ impl Sandbox {
                 )));
             }
         }
-        for name in [
-            exports::MEMORY,
-            exports::ABI_VERSION,
-            exports::MANIFEST,
-            exports::ALLOC,
-            exports::FREE,
-            exports::ACTIVATE,
-            exports::RUN_ACTIVITY,
-        ] {
-            if module.get_export(name).is_none() {
+        use wasmtime::ValType::{I32, I64};
+        // Every ABI export, with the signature the host calls it with: a module that gets
+        // one wrong is rejected here, not when its first instance runs.
+        let signatures: [(&str, &[wasmtime::ValType], &[wasmtime::ValType]); 6] = [
+            (exports::ABI_VERSION, &[], &[I32]),
+            (exports::MANIFEST, &[], &[I64]),
+            (exports::ALLOC, &[I32], &[I32]),
+            (exports::FREE, &[I32, I32], &[]),
+            (exports::ACTIVATE, &[I32, I32], &[I64]),
+            (exports::RUN_ACTIVITY, &[I32, I32], &[I64]),
+        ];
+        if !matches!(
+            module.get_export(exports::MEMORY),
+            Some(wasmtime::ExternType::Memory(_))
+        ) {
+            return Err(SandboxError::Abi(format!(
+                "it has no `{}` export; build it with pinion-sdk's `export!` macro",
+                exports::MEMORY
+            )));
+        }
+        for (name, params, results) in signatures {
+            let Some(export) = module.get_export(name) else {
                 return Err(SandboxError::Abi(format!(
                     "it has no `{name}` export; build it with pinion-sdk's `export!` macro"
+                )));
+            };
+            let wasmtime::ExternType::Func(ty) = export else {
+                return Err(SandboxError::Abi(format!(
+                    "its `{name}` export is not a function"
+                )));
+            };
+            let same = |a: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>,
+                        b: &[wasmtime::ValType]| {
+                a.len() == b.len() && a.zip(b).all(|(x, y)| wasmtime::ValType::eq(&x, y))
+            };
+            if !same(&mut ty.params(), params) || !same(&mut ty.results(), results) {
+                return Err(SandboxError::Abi(format!(
+                    "its `{name}` export has type {ty}, expected params {params:?} and results {results:?}"
                 )));
             }
         }
@@ -335,6 +373,11 @@ impl Sandbox {
             .pre
             .instantiate(&mut store)
             .map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
+        // A WASI "reactor" initialises its runtime in `_initialize`, once, before any export.
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            init.call(&mut store, ())
+                .map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
+        }
         GuestInstance::new(store, instance, self.limits.memory_bytes)
     }
 
