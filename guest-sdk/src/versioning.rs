@@ -22,9 +22,10 @@
 //! and the first call for an id decides from three facts: was a marker for this id delivered,
 //! is this activation a replay, and what does the code ask for. The answer is cached: later
 //! calls with the same id return it and issue nothing, so a change point inside a loop
-//! records one marker. The host then matches each produced marker against the next recorded
-//! marker with the same id; for version markers it also checks that the recorded version
-//! lies within the produced `[min, max]`.
+//! records one marker. The host then matches each produced marker, in order, against the
+//! next recorded command event, which must be a marker with the same id (a recorded
+//! deprecated patch marker the code no longer produces is skipped); for version markers it
+//! also checks that the recorded version lies within the produced `[min, max]`.
 //!
 //! # `get_version(change_id, min, max)`: history has × code does → outcome
 //!

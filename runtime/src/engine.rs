@@ -237,8 +237,7 @@ impl Pinion {
                     .store
                     .get_alias(name)?
                     .ok_or_else(|| Error::UnknownAlias(name.clone()))?;
-                self.registry
-                    .resolve(&crate::rollout::choose(&alias, &id).0)?
+                self.registry.resolve(&alias.module_for(&id).0)?
             }
             None => self.registry.resolve(&req.module)?,
         };

@@ -27,7 +27,7 @@
 //! warning. A changed activity input is a warning too (the recorded input is what the
 //! activity ran with), or a divergence under [`Checks::strict_inputs`].
 //!
-//! Every divergence is a [`Nondeterminism`] value, built in one place ([`diverged`]), with
+//! Every divergence is a [`Nondeterminism`] value, built in one place ([`nondeterminism`]), with
 //! the stable code `PN001`.
 
 use std::fmt;
@@ -262,6 +262,22 @@ fn command_matches(c: &Command, k: &EventKind) -> bool {
     }
 }
 
+/// Builds a divergence: the one constructor every check uses, so every report has the
+/// same shape and code.
+pub fn nondeterminism(
+    instance: &InstanceId,
+    event_index: u64,
+    recorded: String,
+    produced: String,
+) -> ExecError {
+    ExecError::Nondeterminism(Nondeterminism {
+        instance: instance.clone(),
+        event_index,
+        recorded,
+        produced,
+    })
+}
+
 /// Builds the [`Nondeterminism`] for one mismatch: the only constructor callers use.
 pub fn diverged(
     instance: &InstanceId,
@@ -269,16 +285,16 @@ pub fn diverged(
     recorded: Option<&EventKind>,
     produced: Option<&Command>,
 ) -> ExecError {
-    ExecError::Nondeterminism(Nondeterminism {
-        instance: instance.clone(),
+    nondeterminism(
+        instance,
         event_index,
-        recorded: recorded
+        recorded
             .map(render_event)
             .unwrap_or_else(|| "no further command".into()),
-        produced: produced
+        produced
             .map(render_command)
             .unwrap_or_else(|| "no further command".into()),
-    })
+    )
 }
 
 /// How strictly replay compares commands with history.
@@ -305,12 +321,7 @@ fn compare_details(
                 return Ok(None);
             }
             if checks.strict_inputs {
-                return Err(ExecError::Nondeterminism(Nondeterminism {
-                    instance: instance.clone(),
-                    event_index: ev.id,
-                    recorded: format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {}}}", recorded.json()),
-                    produced: format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {produced}}}"),
-                }));
+                return Err(nondeterminism(instance, ev.id, format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {}}}", recorded.json()), format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {produced}}}")));
             }
             Ok(Some(format!(
                 "event #{}: activity {activity_type:?} (seq {seq}) input changed from {} to {produced}",
@@ -412,12 +423,12 @@ fn check_version_range(
     if (min..=max).contains(&version) {
         return Ok(());
     }
-    Err(ExecError::Nondeterminism(Nondeterminism {
-        instance: instance.clone(),
-        event_index: ev.id,
-        recorded: format!("MarkerRecorded{{id: {id:?}, version: {version}}}"),
-        produced: format!("MarkerRecorded{{id: {id:?}, supported: {min}..={max}}}"),
-    }))
+    Err(nondeterminism(
+        instance,
+        ev.id,
+        format!("MarkerRecorded{{id: {id:?}, version: {version}}}"),
+        format!("MarkerRecorded{{id: {id:?}, supported: {min}..={max}}}"),
+    ))
 }
 
 /// What a live activation produced, ready to commit.

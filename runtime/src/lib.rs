@@ -5,7 +5,9 @@
 //! [`sandbox`] (wasmtime, deterministic WASI, limits) → [`registry`] (modules by hash,
 //! validation, compile cache) → [`executor`] (activations, determinism checks) →
 //! [`worker`] (task loops, activities, timers, retries) → [`replay`] (any module against any
-//! histories) → [`engine`] (the library API) → [`cli`].
+//! histories) → [`engine`] (the library API: open, deploy, start, inspect, run workers) →
+//! [`rollout`] (aliases, drain status, gc, verified upgrade: more methods on the engine) →
+//! [`bench`] and [`cli`].
 #![deny(missing_docs)]
 
 pub mod bench;

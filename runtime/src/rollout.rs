@@ -14,25 +14,9 @@ use crate::engine::{Error, Pinion};
 use crate::history::{InstanceId, InstanceStatus, ModuleHash};
 use crate::registry::RegistryError;
 use crate::replay::{ReplayOptions, ReplayOutcome, ReplayReport, ReplaySummary, Replayer};
-use crate::store::{AliasRecord, InstanceFilter, ModuleRecord, ModuleUsage};
+use crate::store::{InstanceFilter, ModuleRecord, ModuleUsage};
 
-/// FNV-1a of the instance id, mod 100: the ramp bucket. Deterministic, so a retried start
-/// with the same id lands on the same module.
-pub fn ramp_bucket(instance_id: &str) -> u8 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in instance_id.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 100) as u8
-}
-
-/// The module an alias sends the instance `instance_id` to.
-pub fn choose(alias: &AliasRecord, instance_id: &str) -> ModuleHash {
-    match &alias.ramp {
-        Some((hash, percent)) if ramp_bucket(instance_id) < *percent => hash.clone(),
-        _ => alias.module_hash.clone(),
-    }
-}
+pub use crate::store::deploy::ramp_bucket;
 
 /// Where a module stands in rollouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,6 +100,8 @@ pub struct UpgradeResult {
     pub upgraded: bool,
     /// The replay verdict against the target.
     pub replay: ReplayReport,
+    /// Why a compatible instance was nevertheless not moved (it changed meanwhile).
+    pub error: Option<String>,
 }
 
 impl Pinion {
@@ -312,7 +298,7 @@ impl Pinion {
         selector: &UpgradeSelector,
         dry_run: bool,
     ) -> Result<Vec<UpgradeResult>, Error> {
-        let target = self.registry().resolve(to)?;
+        let target = self.resolve_module(to)?;
         let bytes = self
             .store()
             .module_bytes(&target.hash)?
@@ -343,7 +329,9 @@ impl Pinion {
             {
                 continue;
             }
-            if rec.module_hash == target.hash {
+            // Already there: nothing to do, unless it is blocked, when re-verifying against
+            // its own module (say, after a limit was raised) unblocks it.
+            if rec.module_hash == target.hash && rec.status != InstanceStatus::Blocked {
                 continue;
             }
             let Some(history) = self.store().export_history(&rec.id)? else {
@@ -351,20 +339,28 @@ impl Pinion {
             };
             let report = replayer.replay(&history);
             let compatible = report.outcome == ReplayOutcome::Compatible;
-            let upgraded = compatible && !dry_run && {
-                self.store().upgrade_instance(
-                    &InstanceId(rec.id.0.clone()),
+            let mut error = None;
+            let mut upgraded = false;
+            if compatible && !dry_run {
+                let id = InstanceId(rec.id.0.clone());
+                match self.store().upgrade_instance(
+                    &id,
                     history.events.len() as u64,
                     &target.hash,
                     self.now_ms(),
-                )?;
-                true
-            };
+                ) {
+                    Ok(()) => upgraded = true,
+                    // It moved on while we replayed: report it, carry on with the others.
+                    Err(crate::store::StoreError::Conflict(m)) => error = Some(m),
+                    Err(e) => return Err(e.into()),
+                }
+            }
             results.push(UpgradeResult {
                 instance_id: rec.id.0,
                 from: rec.module_hash,
                 upgraded,
                 replay: report,
+                error,
             });
         }
         Ok(results)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pinion_runtime::clock::ManualClock;
-use pinion_runtime::rollout::{choose, ramp_bucket, ModuleState, UpgradeSelector};
+use pinion_runtime::rollout::{ramp_bucket, ModuleState, UpgradeSelector};
 use pinion_runtime::store::NondeterminismPolicy;
 use pinion_runtime::{EventKind, InstanceStatus, Pinion, StartRequest};
 use serde_json::{json, Value};
@@ -86,7 +86,7 @@ fn ramping_splits_new_instances_by_id_deterministically_and_set_completes_it() {
         let expected = if ramp_bucket(&id) < 30 { &v2 } else { &v1 };
         assert_eq!(&pinned(&p, &id), expected, "{id}");
         // The same id always gets the same answer: a retried start lands on the same module.
-        assert_eq!(choose(&alias, &id).0, *expected);
+        assert_eq!(alias.module_for(&id).0, *expected);
         on_v2 += (pinned(&p, &id) == v2) as usize;
     }
     assert!(

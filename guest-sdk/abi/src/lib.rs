@@ -99,7 +99,7 @@ pub struct Activation {
 /// One thing that happened to a workflow instance, delivered in an [`Activation`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Job {
-    /// Start the workflow. Only ever the first job of the first activation.
+    /// Start the workflow. Only in the first activation, after any [`Job::Marker`]s.
     Start {
         /// Which exported workflow to run.
         workflow_type: String,

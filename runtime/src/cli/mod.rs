@@ -124,6 +124,7 @@ fn instance_json(r: &InstanceRecord) -> serde_json::Value {
         "result": r.result.as_ref().map(|p| p.to_value()),
         "failure": r.failure,
         "blocked_reason": r.blocked_reason,
+        "imported": r.imported,
     })
 }
 

@@ -232,9 +232,12 @@ pub fn upgrade(
         print_json(&json!({ "dry_run": dry_run, "results": results }));
     } else {
         for r in &results {
-            match (&r.replay.is_compatible(), r.upgraded) {
-                (true, true) => println!("upgraded     {} from {}", r.instance_id, r.from.short()),
-                (true, false) => println!(
+            match (r.replay.is_compatible(), r.upgraded, &r.error) {
+                (true, true, _) => {
+                    println!("upgraded     {} from {}", r.instance_id, r.from.short())
+                }
+                (true, false, Some(e)) => println!("not moved    {}: {e}", r.instance_id),
+                (true, false, None) => println!(
                     "compatible   {} (dry run; on {})",
                     r.instance_id,
                     r.from.short()

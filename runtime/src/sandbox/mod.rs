@@ -368,7 +368,17 @@ impl Sandbox {
             })
             .map_err(setup)?;
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(1 << 40);
+        // An activity's whole attempt, `_initialize` included, is bounded by its timeout;
+        // workflows are bounded by fuel instead.
+        let ticks = match &store.data().kind {
+            #[allow(clippy::disallowed_methods)] // an activity's deadline is real time
+            GuestKind::Activity { deadline } => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                (left.as_millis() / EPOCH_TICK.as_millis()) as u64 + 2
+            }
+            GuestKind::Workflow { .. } => 1 << 40,
+        };
+        store.set_epoch_deadline(ticks);
         let instance = loaded
             .pre
             .instantiate(&mut store)
@@ -457,8 +467,6 @@ impl Sandbox {
             Ok(g) => g,
             Err(e) => return (Err(e), Vec::new(), Vec::new()),
         };
-        let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        g.store.set_epoch_deadline(ticks);
         let result = (|| {
             let f: TypedFunc<(i32, i32), i64> = g.func(exports::RUN_ACTIVITY)?;
             let request =

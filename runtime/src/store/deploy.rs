@@ -52,6 +52,27 @@ pub struct AliasRecord {
     pub updated_at_ms: u64,
 }
 
+impl AliasRecord {
+    /// The module this alias starts the instance `instance_id` on: the ramp module when
+    /// the id's bucket falls under the ramp share, else the alias's module.
+    pub fn module_for(&self, instance_id: &str) -> &ModuleHash {
+        match &self.ramp {
+            Some((hash, percent)) if ramp_bucket(instance_id) < *percent => hash,
+            _ => &self.module_hash,
+        }
+    }
+}
+
+/// FNV-1a of the instance id, mod 100: the ramp bucket. Deterministic, so a retried start
+/// with the same id lands on the same module.
+pub fn ramp_bucket(instance_id: &str) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in instance_id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 100) as u8
+}
+
 /// One change of an alias.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AliasChange {

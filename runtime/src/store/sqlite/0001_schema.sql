@@ -1,4 +1,4 @@
--- pinion schema, version 1. Migrations are numbered; see store/sqlite.rs MIGRATIONS.
+-- pinion schema, migration 1. Migrations are numbered; see MIGRATIONS in store/sqlite/mod.rs.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

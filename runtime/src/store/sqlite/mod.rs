@@ -265,6 +265,20 @@ impl SqliteStore {
     }
 
     fn migrate(conn: &Connection) -> Result<(), StoreError> {
+        // Fast path without the write lock: already current.
+        if matches!(Self::schema_version(conn), Ok(Some(SCHEMA_VERSION))) {
+            return Ok(());
+        }
+        // Read the version inside the write transaction, so two processes opening an old
+        // file at once cannot both apply the same migration.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+        let result = Self::apply_migrations(conn);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = conn.execute_batch(end).map_err(map_err);
+        result.and(ended)
+    }
+
+    fn apply_migrations(conn: &Connection) -> Result<(), StoreError> {
         // An existing file with tables but no pinion meta row is someone else's database.
         let tables: i64 = conn
             .query_row(
@@ -286,22 +300,16 @@ impl SqliteStore {
                 Some(v) => v,
             }
         };
-        if current == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let mut sql = String::from("BEGIN IMMEDIATE;");
         for (n, migration) in MIGRATIONS.iter().filter(|(n, _)| *n > current) {
-            sql.push_str(migration);
-            sql.push_str(&format!(
-                "\nINSERT INTO meta(key, value) VALUES ('schema_version', '{n}')
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value;"
-            ));
+            conn.execute_batch(migration).map_err(map_err)?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [n.to_string()],
+            )
+            .map_err(map_err)?;
         }
-        sql.push_str("COMMIT;");
-        conn.execute_batch(&sql).map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            map_err(e)
-        })
+        Ok(())
     }
 
     fn read<R>(
@@ -557,6 +565,14 @@ impl Store for SqliteStore {
         let data = to_json(&new.started)?;
         self.write(move |c| {
             let now = new.now_ms as i64;
+            // Re-checked here: a concurrent `gc` must not leave a new instance pinned to a
+            // module it just deleted.
+            let module_exists: bool = c
+                .query_row("SELECT EXISTS(SELECT 1 FROM modules WHERE hash = ?1)", [&mh], |r| r.get(0))
+                .map_err(map_err)?;
+            if !module_exists {
+                return Err(StoreError::NotFound(format!("module {mh} (it was just garbage-collected)")));
+            }
             c.execute(
                 "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, runnable)
                  VALUES (?1, ?2, ?3, 'running', ?4, ?4, 1, 1)",
