@@ -8,8 +8,9 @@
 //! checks recorded ones.
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
-use std::path::Path;
-use std::process::Command;
+#[path = "guests.rs"]
+mod guests;
+
 use std::time::Instant;
 
 use pinion_abi::{ActivityOptions, RetryPolicy};
@@ -77,27 +78,8 @@ fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = root.join("target/wasm-guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(root.join("examples/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("cargo");
-    assert!(status.success());
-    let module = target.join("wasm32-wasip1/release/testkit.wasm");
+    let root = guests::root();
+    let module = guests::testkit_wasm();
     let bytes = std::fs::read(&module).unwrap();
     let hash = pinion_runtime::registry::hash_bytes(&bytes);
 

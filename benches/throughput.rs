@@ -4,34 +4,15 @@
 //! Run: `cargo bench -p pinion-runtime --bench throughput` (prints figures with units; it
 //! asserts nothing). The same measurement is available as `pinion bench --module testkit.wasm`.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "guests.rs"]
+mod guests;
 
 use pinion_runtime::bench::{run, BenchConfig};
 use pinion_runtime::store::sqlite::Synchronous;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = root.join("target").join("wasm-guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(root.join("examples/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building the example guests failed");
-    let module = target.join("wasm32-wasip1/release/testkit.wasm");
+    let root = guests::root();
+    let module = guests::testkit_wasm();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     println!("durable throughput, Steps workflow with 10 activities, synchronous=FULL");

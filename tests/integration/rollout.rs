@@ -329,22 +329,35 @@ fn tamper(db: &Path, id: &str, module: &str) {
     .unwrap();
 }
 
+/// Runs a hello-v1 instance `h` to its timer, points it at hello-v2 behind the engine's
+/// back, fires the timer and starts a worker: the rebuild then diverges.
+fn diverging_instance(
+    dir: &TempDir,
+    p: &Pinion,
+    clock: &ManualClock,
+    v1: &str,
+    v2: &str,
+) -> pinion_runtime::WorkerGuard {
+    {
+        let w = p.start_worker(quiet_worker()).unwrap();
+        p.start(&start_req("Hello", v1, r#"{"wait_ms": 60000}"#, "h"))
+            .unwrap();
+        w.wake();
+        wait_until("the timer", WAIT, || has_event(p, "h", timer_started));
+    }
+    tamper(&dir.db(), "h", v2);
+    clock.advance(Duration::from_secs(61));
+    let w = p.start_worker(quiet_worker()).unwrap();
+    w.wake();
+    w
+}
+
 #[test]
 fn a_blocked_instance_is_repaired_by_upgrading_it_to_a_compatible_module() {
     let dir = TempDir::new("repair");
     let (p, clock) = engine(&dir);
     let (v1, v2) = (deploy(&p, "hello-v1"), deploy(&p, "hello-v2"));
-    {
-        let w = p.start_worker(quiet_worker()).unwrap();
-        p.start(&start_req("Hello", &v1, r#"{"wait_ms": 60000}"#, "h"))
-            .unwrap();
-        w.wake();
-        wait_until("the timer", WAIT, || has_event(&p, "h", timer_started));
-    }
-    tamper(&dir.db(), "h", &v2);
-    clock.advance(Duration::from_secs(61));
-    let w = p.start_worker(quiet_worker()).unwrap();
-    w.wake();
+    let w = diverging_instance(&dir, &p, &clock, &v1, &v2);
     assert_eq!(p.wait("h", WAIT).unwrap().status, InstanceStatus::Blocked);
     let results = p
         .upgrade(&v1, &UpgradeSelector::Id("h".into()), false)
@@ -368,17 +381,7 @@ fn the_fail_policy_fails_a_diverging_instance_instead_of_blocking_it() {
             NondeterminismPolicy::Fail,
         )
         .unwrap();
-    {
-        let w = p.start_worker(quiet_worker()).unwrap();
-        p.start(&start_req("Hello", &v1, r#"{"wait_ms": 60000}"#, "h"))
-            .unwrap();
-        w.wake();
-        wait_until("the timer", WAIT, || has_event(&p, "h", timer_started));
-    }
-    tamper(&dir.db(), "h", &v2);
-    clock.advance(Duration::from_secs(61));
-    let w = p.start_worker(quiet_worker()).unwrap();
-    w.wake();
+    let _w = diverging_instance(&dir, &p, &clock, &v1, &v2);
     let rec = p.wait("h", WAIT).unwrap();
     assert_eq!(rec.status, InstanceStatus::Failed);
     let f = rec.failure.unwrap();

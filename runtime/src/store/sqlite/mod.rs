@@ -12,34 +12,34 @@
 //! same shape.)
 //!
 //! Reads use a small pool of separate connections; WAL lets them run beside the writer.
+//!
+//! Files: this one has the [`Store`] implementation; `writer.rs` the single writer thread;
+//! `schema.rs` connections, pragmas and numbered migrations; `rows.rs` row decoding;
+//! `import.rs` history import; `deploy.rs` the [`crate::store::DeploymentStore`] part.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pinion_abi::{ActivityOptions, Manifest};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
     InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError,
 };
-use crate::history::{
-    EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload,
-};
-
-/// Numbered migrations, applied in order in one transaction; `meta.schema_version` records
-/// the last one applied. Never edit a released migration: add the next one.
-const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("0001_schema.sql")),
-    (2, include_str!("0002_deployments.sql")),
-];
-/// The schema version this build reads and writes.
-const SCHEMA_VERSION: u32 = 2;
+use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleHash, Payload};
 
 mod deploy;
+mod import;
+mod rows;
+mod schema;
+mod writer;
+
+use rows::{finish_instance, finish_module, instance_from_row, module_from_row, INSTANCE_COLUMNS};
+use writer::{writer_loop, Op, WriteJob};
 
 /// `synchronous` pragma levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,40 +86,6 @@ impl Default for SqliteOptions {
             max_batch: 256,
             read_only: false,
         }
-    }
-}
-
-/// One caller's write: run inside the batch transaction, then told whether it committed.
-trait WriteOp: Send {
-    /// Runs the write; false when it failed (its savepoint is rolled back).
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the batch's fate is known.
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
-}
-
-type WriteJob = Box<dyn WriteOp>;
-
-struct Op<R, F> {
-    f: Option<F>,
-    result: Option<Result<R, StoreError>>,
-    reply: SyncSender<Result<R, StoreError>>,
-}
-
-impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp for Op<R, F> {
-    fn run(&mut self, conn: &Connection) -> bool {
-        let r = (self.f.take().expect("write op runs once"))(conn);
-        let ok = r.is_ok();
-        self.result = Some(r);
-        ok
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let answer = match (committed, self.result) {
-            (Ok(()), Some(r)) => r,
-            (Err(e), _) => Err(e),
-            (Ok(()), None) => Err(StoreError::Closed),
-        };
-        let _ = self.reply.send(answer);
     }
 }
 
@@ -214,104 +180,6 @@ impl SqliteStore {
         &self.path
     }
 
-    fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, rusqlite::Error> {
-        let flags = if options.read_only {
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        } else {
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        };
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(options.busy_timeout)?;
-        // The pragmas, in one place. journal_mode is persistent in the file; the others are
-        // per connection.
-        if !options.read_only {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
-        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "cache_size", -16_000)?;
-        Ok(conn)
-    }
-
-    /// The recorded schema version; `None` for a file that is not a pinion database.
-    fn schema_version(conn: &Connection) -> Result<Option<u32>, StoreError> {
-        let v: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .or_else(|e| match map_err(e) {
-                StoreError::Database(m) if m.contains("no such table") => Ok(None),
-                other => Err(other),
-            })?;
-        Ok(v.and_then(|v| v.parse().ok()))
-    }
-
-    fn check_schema(conn: &Connection) -> Result<(), StoreError> {
-        match Self::schema_version(conn)? {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(v) if v < SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
-                "database schema version {v} is older than this pinion's ({SCHEMA_VERSION}); open it once with a command that writes (for example `pinion list`) to migrate it"
-            ))),
-            Some(v) => Err(StoreError::Corrupt(format!(
-                "database schema version {v} is newer than this pinion supports ({SCHEMA_VERSION}); upgrade pinion"
-            ))),
-            None => Err(StoreError::Corrupt("the file is not a pinion database".into())),
-        }
-    }
-
-    fn migrate(conn: &Connection) -> Result<(), StoreError> {
-        // Fast path without the write lock: already current.
-        if matches!(Self::schema_version(conn), Ok(Some(SCHEMA_VERSION))) {
-            return Ok(());
-        }
-        // Read the version inside the write transaction, so two processes opening an old
-        // file at once cannot both apply the same migration.
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-        let result = Self::apply_migrations(conn);
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = conn.execute_batch(end).map_err(map_err);
-        result.and(ended)
-    }
-
-    fn apply_migrations(conn: &Connection) -> Result<(), StoreError> {
-        // An existing file with tables but no pinion meta row is someone else's database.
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(map_err)?;
-        let current = if tables == 0 {
-            0
-        } else {
-            match Self::schema_version(conn)? {
-                None => {
-                    return Err(StoreError::Corrupt(
-                        "the file is not a pinion database".into(),
-                    ))
-                }
-                Some(v) if v > SCHEMA_VERSION => return Self::check_schema(conn),
-                Some(v) => v,
-            }
-        };
-        for (n, migration) in MIGRATIONS.iter().filter(|(n, _)| *n > current) {
-            conn.execute_batch(migration).map_err(map_err)?;
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [n.to_string()],
-            )
-            .map_err(map_err)?;
-        }
-        Ok(())
-    }
-
     fn read<R>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError>,
@@ -375,100 +243,8 @@ impl Drop for SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = map_err(e);
-            for job in batch {
-                job.finish(Err(err.clone()));
-            }
-            continue;
-        }
-        for job in batch.iter_mut() {
-            let savepoint = conn.execute_batch("SAVEPOINT op");
-            let ok = job.run(&conn);
-            if savepoint.is_ok() {
-                let end = if ok {
-                    "RELEASE op"
-                } else {
-                    "ROLLBACK TO op; RELEASE op"
-                };
-                let _ = conn.execute_batch(end);
-            }
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(map_err);
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for job in batch {
-            job.finish(committed.clone());
-        }
-    }
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
-}
-
-fn instance_from_row(
-    row: &Row<'_>,
-) -> rusqlite::Result<(InstanceRecord, Option<String>, Option<String>)> {
-    let status: String = row.get(3)?;
-    Ok((
-        InstanceRecord {
-            id: InstanceId(row.get(0)?),
-            workflow_type: row.get(1)?,
-            module_hash: ModuleHash(row.get(2)?),
-            status: InstanceStatus::parse(&status).unwrap_or(InstanceStatus::Blocked),
-            created_at_ms: row.get::<_, i64>(4)? as u64,
-            updated_at_ms: row.get::<_, i64>(5)? as u64,
-            event_count: row.get::<_, i64>(6)? as u64,
-            result: None,
-            failure: None,
-            blocked_reason: row.get(9)?,
-            imported: row.get::<_, i64>(10)? != 0,
-        },
-        row.get(7)?,
-        row.get(8)?,
-    ))
-}
-
-fn finish_instance(
-    (mut rec, result, failure): (InstanceRecord, Option<String>, Option<String>),
-) -> Result<InstanceRecord, StoreError> {
-    if let Some(r) = result {
-        rec.result = Some(
-            Payload::from_json_bytes(r.as_bytes()).map_err(|e| corrupt("instance result", e))?,
-        );
-    }
-    if let Some(f) = failure {
-        rec.failure = Some(serde_json::from_str(&f).map_err(|e| corrupt("instance failure", e))?);
-    }
-    Ok(rec)
-}
-
-const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported";
-
-fn module_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-}
-
-fn finish_module(
-    (hash, size, manifest, at): (String, i64, String, i64),
-) -> Result<ModuleRecord, StoreError> {
-    Ok(ModuleRecord {
-        hash: ModuleHash(hash),
-        size: size as u64,
-        manifest: serde_json::from_str(&manifest).map_err(|e| corrupt("module manifest", e))?,
-        deployed_at_ms: at as u64,
-    })
 }
 
 fn mark_runnable(conn: &Connection, instance: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -998,51 +774,6 @@ impl Store for SqliteStore {
     }
 
     fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError> {
-        let mut events = Vec::with_capacity(export.events.len());
-        for e in &export.events {
-            events.push((e.id as i64, e.time_ms as i64, to_json(&e.kind)?));
-        }
-        let (id, wt, mh, status) = (
-            export.instance_id.0.clone(),
-            export.workflow_type.clone(),
-            export.module_hash.0.clone(),
-            export.status,
-        );
-        let created = export.events.first().map(|e| e.time_ms).unwrap_or(now_ms) as i64;
-        let (result, failure) = match export.events.last().map(|e| &e.kind) {
-            Some(EventKind::WorkflowCompleted { result }) => (Some(result.json().to_owned()), None),
-            Some(EventKind::WorkflowFailed { failure }) => (None, Some(to_json(failure)?)),
-            _ => (None, None),
-        };
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count,
-                                       runnable, result, failure, blocked_reason, imported)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, 1)",
-                params![
-                    id,
-                    wt,
-                    mh,
-                    status.as_str(),
-                    created,
-                    now_ms as i64,
-                    events.len() as i64,
-                    result,
-                    failure,
-                    (status == InstanceStatus::Blocked).then_some("imported while blocked")
-                ],
-            )
-            .map_err(|e| match map_err(e) {
-                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!("instance {id}")),
-                other => other,
-            })?;
-            let mut ins = c
-                .prepare_cached("INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(map_err)?;
-            for (eid, t, data) in &events {
-                ins.execute(params![id, eid, t, data]).map_err(map_err)?;
-            }
-            Ok(())
-        })
+        import::import_history(self, export, now_ms)
     }
 }
