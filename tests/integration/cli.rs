@@ -436,3 +436,58 @@ fn the_readme_safe_deployment_walkthrough_works_command_by_command() {
     assert_eq!(status("order-1")["status"], "running");
     assert_eq!(status("order-1")["module_hash"], v1.as_str());
 }
+
+#[test]
+fn run_against_a_database_a_server_owns_fails_before_deploying_anything() {
+    let dir = TempDir::new("cli-run-locked");
+    let db = dir.db();
+    ok(pinion(&db, &["list"]));
+    let _server = Server::start(&db);
+    wait_until(
+        "the server to take the worker lock",
+        Duration::from_secs(60),
+        || {
+            let o = pinion(&db, &["run", wasm("hello-v2").to_str().unwrap(), "Hello"]);
+            o.status.code() == Some(5)
+                && stderr(&o).contains("another pinion process is running workers")
+        },
+    );
+    let modules: Value = serde_json::from_str(&ok(pinion(&db, &["modules", "--json"]))).unwrap();
+    assert!(
+        modules.as_array().unwrap().is_empty(),
+        "nothing deployed: {modules}"
+    );
+    let list: Value = serde_json::from_str(&ok(pinion(&db, &["list", "--json"]))).unwrap();
+    assert!(list.as_array().unwrap().is_empty(), "nothing started");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = TempDir::new("cli-pipe");
+    let db = dir.db();
+    // Well over a pipe buffer (64 KiB) of output, so the writer really hits a closed pipe.
+    ok(pinion(
+        &db,
+        &[
+            "run",
+            wasm("testkit").to_str().unwrap(),
+            "Steps",
+            "--id",
+            "o",
+            "--input",
+            r#"{"n": 300}"#,
+        ],
+    ));
+    assert!(ok(pinion(&db, &["history", "o", "--json"])).len() > 100_000);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --db '{}' history o | head -c 1",
+            env!("CARGO_BIN_EXE_pinion"),
+            db.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), 1);
+}
