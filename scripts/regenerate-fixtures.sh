@@ -12,7 +12,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export PINION_DB="$work/fixtures.db"
 
-for wf in TypeChanged Removed Swapped TimerToActivity TimerDuration InputChanged PastEnd NeverCompletes ResultChanged Unchanged VersionRemoved VersionOutOfRange; do
+for wf in TypeChanged Removed Swapped TimerToActivity TimerDuration InputChanged PastEnd NeverCompletes ResultChanged Unchanged VersionRemoved VersionOutOfRange SignatureChanged; do
   "$PINION" run "$GUESTS/replay_v1.wasm" "$wf" --id "$wf" >/dev/null
 done
 rm -rf tests/fixtures/replay && mkdir -p tests/fixtures/replay

@@ -50,7 +50,7 @@ fn every_golden_history_is_compatible_with_the_module_that_recorded_it() {
         assert!(!report.result_differs);
         n += 1;
     }
-    assert_eq!(n, 12);
+    assert_eq!(n, 13);
     let foobar = replayer("foobar-v1", true)
         .replay_file(&fixtures("seeds").join("foobar-v1-completed.json"))
         .unwrap();
@@ -99,6 +99,20 @@ fn an_inserted_activity_is_a_divergence_at_the_displaced_event() {
             6,
             r#"ActivityScheduled{type: "Bar", seq: 2}"#,
             r#"ActivityScheduled{type: "SendNotification", seq: 2}"#
+        )
+    );
+}
+
+#[test]
+fn a_changed_activity_result_type_is_a_divergence() {
+    // Seed 002's first breaking change: Flag returned a bool, now a string.
+    let r = replay_fixture("replay-v2", "SignatureChanged");
+    assert_eq!(
+        diverged(&r),
+        (
+            6,
+            r#"ActivityScheduled{type: "Show", seq: 2}"#,
+            r#"WorkflowFailed{kind: "InvalidOutput"}"#
         )
     );
 }
@@ -280,7 +294,7 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(8), "{out}{err}");
-    assert!(out.contains("4 compatible, 8 diverged, 0 failed"), "{out}");
+    assert!(out.contains("4 compatible, 9 diverged, 0 failed"), "{out}");
     assert!(out.contains(r#"event #3: history has ActivityScheduled{type: "Foo", seq: 1}, code produced ActivityScheduled{type: "FooRenamed", seq: 1}"#));
     let o = pinion(
         &db,
@@ -295,8 +309,8 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     assert_eq!(o.status.code(), Some(0));
     let report: Value = serde_json::from_str(&text(&o).0).unwrap();
-    assert_eq!(report["summary"]["compatible"], 12);
-    assert_eq!(report["reports"].as_array().unwrap().len(), 12);
+    assert_eq!(report["summary"]["compatible"], 13);
+    assert_eq!(report["reports"].as_array().unwrap().len(), 13);
     // The candidate was never stored, and no database was created for file replay.
     assert!(!db.exists());
 }

@@ -84,6 +84,21 @@ async fn version_out_of_range(ctx: WorkflowContext, _: Value) -> Result<i32, Wor
     Ok(v)
 }
 
+/// Seed 002's first breaking change: v2 changes activity `Flag`'s result from bool to
+/// string (and `Show` takes what `Flag` returns).
+async fn signature_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let flag: bool = ctx.activity("Flag", &()).await?;
+    Ok(ctx.activity("Show", &flag).await?)
+}
+
+fn flag() -> Result<bool, ActivityError> {
+    Ok(true)
+}
+
+fn show(v: Value) -> Result<String, ActivityError> {
+    Ok(v.to_string())
+}
+
 fn foo() -> Result<String, ActivityError> {
     Ok("foo".into())
 }
@@ -117,8 +132,9 @@ pinion_sdk::export! {
         "NeverCompletes" => never_completes,
         "ResultChanged" => result_changed,
         "Unchanged" => unchanged,
+        "SignatureChanged" => signature_changed,
         "VersionRemoved" => version_removed,
         "VersionOutOfRange" => version_out_of_range,
     },
-    activities: { "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
+    activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
 }

@@ -82,6 +82,21 @@ async fn version_out_of_range(ctx: WorkflowContext, _: Value) -> Result<i32, Wor
     Ok(v)
 }
 
+/// Seed 002's first breaking change: `Flag` now returns a string. A v1 history recorded
+/// `true`, which no longer deserialises, so the workflow takes another path.
+async fn signature_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let flag: String = ctx.activity("Flag", &()).await?;
+    Ok(ctx.activity("Show", &flag).await?)
+}
+
+fn flag() -> Result<String, ActivityError> {
+    Ok("yes".into())
+}
+
+fn show(v: Value) -> Result<String, ActivityError> {
+    Ok(v.to_string())
+}
+
 fn foo() -> Result<String, ActivityError> {
     Ok("foo".into())
 }
@@ -119,8 +134,9 @@ pinion_sdk::export! {
         "NeverCompletes" => never_completes,
         "ResultChanged" => result_changed,
         "Unchanged" => unchanged,
+        "SignatureChanged" => signature_changed,
         "VersionRemoved" => version_removed,
         "VersionOutOfRange" => version_out_of_range,
     },
-    activities: { "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
+    activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
 }
