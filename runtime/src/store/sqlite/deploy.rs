@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{map_err, to_json, SqliteStore};
+use super::{exec, map_err, query_one, to_json, SqliteStore};
 use crate::history::{EventKind, InstanceId, ModuleHash};
 use crate::store::deploy::{
     AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy,
@@ -18,7 +18,7 @@ fn record_change(
     percent: Option<u8>,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(c,
         "INSERT INTO alias_history(name, action, module_hash, ramp_percent, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![name, action, hash, percent, now_ms as i64],
     )
@@ -41,7 +41,7 @@ impl DeploymentStore for SqliteStore {
     fn set_alias(&self, name: &str, hash: &ModuleHash, now_ms: u64) -> Result<(), StoreError> {
         let (name, hash) = (name.to_owned(), hash.0.clone());
         self.write(move |c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO aliases(name, module_hash, ramp_hash, ramp_percent, updated_at_ms) VALUES (?1, ?2, NULL, NULL, ?3)
                  ON CONFLICT(name) DO UPDATE SET module_hash = excluded.module_hash, ramp_hash = NULL, ramp_percent = NULL,
                                                  updated_at_ms = excluded.updated_at_ms",
@@ -92,7 +92,7 @@ impl DeploymentStore for SqliteStore {
 
     fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>, StoreError> {
         self.read(|c| {
-            c.query_row(
+            query_one(c,
                 "SELECT name, module_hash, ramp_hash, ramp_percent, updated_at_ms FROM aliases WHERE name = ?1",
                 [name],
                 alias_from_row,
@@ -175,8 +175,8 @@ impl DeploymentStore for SqliteStore {
             if in_use {
                 return Ok(false);
             }
-            c.execute("DELETE FROM policies WHERE module_hash = ?1", [&hash]).map_err(map_err)?;
-            Ok(c.execute("DELETE FROM modules WHERE hash = ?1", [&hash]).map_err(map_err)? == 1)
+            exec(c, "DELETE FROM policies WHERE module_hash = ?1", [&hash]).map_err(map_err)?;
+            Ok(exec(c, "DELETE FROM modules WHERE hash = ?1", [&hash]).map_err(map_err)? == 1)
         })
     }
 
@@ -202,20 +202,20 @@ impl DeploymentStore for SqliteStore {
                 )));
             }
             let event = to_json(&EventKind::ModuleUpgraded { from: ModuleHash(from), to: ModuleHash(to.clone()) })?;
-            c.execute(
+            exec(c,
                 "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)",
                 params![id, count + 1, now_ms as i64, event],
             )
             .map_err(map_err)?;
             // A blocked instance runs again: its waiting inputs (or its undelivered start)
             // are delivered by the next activation, on the new module.
-            c.execute(
+            exec(c,
                 "UPDATE instances SET module_hash = ?2, event_count = ?3, status = 'running', blocked_reason = NULL,
                         runnable = 1, updated_at_ms = ?4 WHERE id = ?1",
                 params![id, to, count + 1, now_ms as i64],
             )
             .map_err(map_err)?;
-            c.execute("UPDATE activity_tasks SET module_hash = ?2 WHERE instance_id = ?1", params![id, to]).map_err(map_err)?;
+            exec(c, "UPDATE activity_tasks SET module_hash = ?2 WHERE instance_id = ?1", params![id, to]).map_err(map_err)?;
             Ok(())
         })
     }
@@ -228,7 +228,8 @@ impl DeploymentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (hash, wt) = (hash.0.clone(), workflow_type.to_owned());
         self.write(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO policies(module_hash, workflow_type, policy) VALUES (?1, ?2, ?3)
                  ON CONFLICT(module_hash, workflow_type) DO UPDATE SET policy = excluded.policy",
                 params![hash, wt, policy.as_str()],
@@ -267,9 +268,9 @@ impl DeploymentStore for SqliteStore {
         let (id, failure) = (id.0.clone(), to_json(failure)?);
         self.write(move |c| {
             for table in ["activity_tasks", "timers", "inbox"] {
-                c.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
+                exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
             }
-            c.execute(
+            exec(c,
                 "UPDATE instances SET status = 'failed', failure = ?2, runnable = 0, updated_at_ms = ?3
                  WHERE id = ?1 AND status IN ('running', 'blocked')",
                 params![id, failure, now_ms as i64],

@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{map_err, to_json, SqliteStore};
+use super::{exec, map_err, to_json, SqliteStore};
 use crate::history::{EventKind, HistoryExport, InstanceStatus};
 use crate::store::StoreError;
 
@@ -29,7 +29,7 @@ pub(super) fn import_history(
         _ => (None, None),
     };
     store.write(move |c| {
-        c.execute(
+        exec(c,
             "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count,
                                    runnable, result, failure, blocked_reason, imported)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, 1)",
