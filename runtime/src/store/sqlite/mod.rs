@@ -141,6 +141,32 @@ fn query_one<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::
     c.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// Rows of `(id, time_ms, event JSON)` for one instance (history and inbox share the shape).
+fn event_rows(
+    c: &Connection,
+    sql: &str,
+    id: &InstanceId,
+    what: &str,
+) -> Result<Vec<(i64, u64, EventKind)>, StoreError> {
+    let mut st = c.prepare_cached(sql).map_err(map_err)?;
+    let rows = st
+        .query_map([&id.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(map_err)?;
+    rows.map(|r| {
+        let (rid, t, data) = r.map_err(map_err)?;
+        let kind = serde_json::from_str(&data)
+            .map_err(|e| corrupt(&format!("{what} {rid} of {id}"), e))?;
+        Ok((rid, t as u64, kind))
+    })
+    .collect()
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -441,62 +467,30 @@ impl Store for SqliteStore {
     }
 
     fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
-        self.read(|c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id",
-                )
-                .map_err(map_err)?;
-            let rows = st
-                .query_map([&id.0], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(map_err)?;
-            rows.map(|r| {
-                let (eid, t, data) = r.map_err(map_err)?;
-                let kind = serde_json::from_str(&data)
-                    .map_err(|e| corrupt(&format!("event {eid} of {id}"), e))?;
-                Ok(HistoryEvent {
+        let sql = "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id";
+        self.read(|c| event_rows(c, sql, id, "event")).map(|rows| {
+            rows.into_iter()
+                .map(|(eid, time_ms, kind)| HistoryEvent {
                     id: eid as u64,
-                    time_ms: t as u64,
+                    time_ms,
                     kind,
                 })
-            })
-            .collect()
+                .collect()
         })
     }
 
     fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError> {
-        self.read(|c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id",
-                )
-                .map_err(map_err)?;
-            let rows = st
-                .query_map([&id.0], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(map_err)?;
-            rows.map(|r| {
-                let (iid, t, data) = r.map_err(map_err)?;
-                let kind = serde_json::from_str(&data).map_err(|e| corrupt("inbox entry", e))?;
-                Ok(InboxEntry {
-                    id: iid,
-                    time_ms: t as u64,
-                    kind,
-                })
+        let sql = "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id";
+        self.read(|c| event_rows(c, sql, id, "inbox entry"))
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(eid, time_ms, kind)| InboxEntry {
+                        id: eid,
+                        time_ms,
+                        kind,
+                    })
+                    .collect()
             })
-            .collect()
-        })
     }
 
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
