@@ -299,13 +299,31 @@ impl Replayer {
         let manifest = sandbox
             .read_manifest(&loaded)
             .map_err(RegistryError::from)?;
-        Ok(Replayer {
+        Ok(Self::from_loaded(
             sandbox,
-            module: Arc::new(loaded),
-            hash: hash_bytes(bytes),
+            loaded,
+            hash_bytes(bytes),
             manifest,
             options,
-        })
+        ))
+    }
+
+    /// A replayer for a module that is already compiled and validated (a deploy candidate,
+    /// or a deployed module from the registry), so nothing is compiled again.
+    pub fn from_loaded(
+        sandbox: Arc<Sandbox>,
+        module: LoadedModule,
+        hash: ModuleHash,
+        manifest: Manifest,
+        options: ReplayOptions,
+    ) -> Replayer {
+        Replayer {
+            sandbox,
+            module: Arc::new(module),
+            hash,
+            manifest,
+            options,
+        }
     }
 
     /// The candidate's hash.

@@ -120,25 +120,19 @@ impl Pinion {
         }
     }
 
-    /// Replays the running instances of `bytes`' workflow types (at most `limit`, newest
-    /// first) against it, without storing anything.
+    /// Replays the running instances of the candidate's workflow types (at most `limit`,
+    /// newest first) against it, without storing anything.
     ///
     /// # Errors
-    /// The module is invalid, or storage fails.
+    /// Storage errors.
     pub fn verify_module(
         &self,
-        bytes: &[u8],
+        candidate: &Replayer,
         limit: u32,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
-        let replayer =
-            Replayer::with_sandbox(self.sandbox().clone(), bytes, ReplayOptions::default())
-                .map_err(|e| Error::Io {
-                    path: "candidate module".into(),
-                    reason: e.to_string(),
-                })?;
         let mut summary = ReplaySummary::default();
         let mut reports = Vec::new();
-        for ty in &replayer.manifest().workflows {
+        for ty in &candidate.manifest().workflows {
             let filter = InstanceFilter {
                 status: Some(InstanceStatus::Running),
                 workflow_type: Some(ty.clone()),
@@ -150,13 +144,29 @@ impl Pinion {
                     break;
                 }
                 if let Some(h) = self.store().export_history(&rec.id)? {
-                    let r = replayer.replay(&h);
+                    let r = candidate.replay(&h);
                     summary.add(&r);
                     reports.push(r);
                 }
             }
         }
         Ok((summary, reports))
+    }
+
+    /// A replayer for a deployed module, from the registry's compiled code.
+    ///
+    /// # Errors
+    /// Unknown module.
+    pub fn replayer_for(&self, module: &str) -> Result<Replayer, Error> {
+        let m = self.resolve_module(module)?;
+        let loaded = self.registry().load(&m.hash)?;
+        Ok(Replayer::from_loaded(
+            self.sandbox().clone(),
+            (*loaded).clone(),
+            m.hash,
+            m.manifest,
+            ReplayOptions::default(),
+        ))
     }
 
     /// Points an alias at a module (by hash or prefix), ending any ramp.

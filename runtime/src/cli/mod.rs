@@ -190,24 +190,44 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             alias,
             on_nondeterminism,
         } => {
-            if *verify {
-                let bytes = std::fs::read(file).map_err(|e| Error::Io {
-                    path: file.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                if !replay::verify(&cli.db, &bytes, *verify_limit, json)? {
-                    eprintln!("not deployed: the module is incompatible with running instances (see above)");
-                    return Ok(replay::EXIT_DIVERGED);
-                }
-            }
             let p = open(&cli)?;
             let bytes = std::fs::read(file).map_err(|e| Error::Io {
                 path: file.display().to_string(),
                 reason: e.to_string(),
             })?;
-            // Validate everything (module and flags) before anything is stored.
+            // Validate everything (module and flags), and verify, before anything is stored;
+            // the module is compiled once for all three.
             let validated = p.registry().validate(&bytes).map_err(Error::from)?;
             let policies = rollout::parse_policies(&validated.1.workflows, on_nondeterminism)?;
+            if *verify {
+                let candidate = crate::replay::Replayer::from_loaded(
+                    p.sandbox().clone(),
+                    validated.2.clone(),
+                    validated.0.clone(),
+                    validated.1.clone(),
+                    Default::default(),
+                );
+                let (summary, reports) = p.verify_module(&candidate, *verify_limit)?;
+                if !summary.ok() {
+                    if json {
+                        print_json(
+                            &json!({ "verified": false, "module": candidate.module_hash(), "summary": summary, "reports": reports }),
+                        );
+                    } else {
+                        for r in reports.iter().filter(|r| !r.is_compatible()) {
+                            println!("{r}");
+                        }
+                        eprintln!("not deployed: the module is incompatible with running instances: {summary}");
+                    }
+                    return Ok(replay::EXIT_DIVERGED);
+                }
+                if !json {
+                    eprintln!(
+                        "verify: replayed {} running instance(s): {summary}",
+                        reports.len()
+                    );
+                }
+            }
             let d = p
                 .registry()
                 .store_validated(&bytes, validated)

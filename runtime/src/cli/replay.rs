@@ -307,44 +307,6 @@ fn follow(db: &Path, json: bool, args: &ReplayArgs, replayer: &Replayer) -> Resu
     }
 }
 
-/// `pinion deploy --verify`: replays running instances of the module's workflow types
-/// against the candidate. Returns false (after printing the reports) if any diverged.
-pub fn verify(db: &Path, bytes: &[u8], limit: u32, json: bool) -> Result<bool, Failure> {
-    let replayer = Replayer::from_bytes(bytes, ReplayOptions::default()).map_err(|e| Failure {
-        code: 4,
-        error: e.into(),
-    })?;
-    if !db.exists() {
-        return Ok(true); // a new database has nothing to verify against
-    }
-    let p = open_read_only(db)?;
-    let mut hs = Vec::new();
-    for ty in &replayer.manifest().workflows {
-        let filter = InstanceFilter {
-            status: Some(InstanceStatus::Running),
-            workflow_type: Some(ty.clone()),
-            limit: Some(limit),
-            ..Default::default()
-        };
-        hs.extend(histories(&p, &filter, None)?);
-    }
-    hs.truncate(limit as usize);
-    let (summary, reports) = replay_all(&replayer, &hs, json);
-    if json {
-        if !summary.ok() {
-            print_json(
-                &json!({ "verified": false, "module": replayer.module_hash(), "summary": summary, "reports": reports }),
-            );
-        }
-    } else {
-        eprintln!(
-            "verify: replayed {} running instance(s): {summary}",
-            hs.len()
-        );
-    }
-    Ok(summary.ok())
-}
-
 /// `pinion history export | import`.
 pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i32, Failure> {
     match action {

@@ -73,13 +73,8 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
             verify_limit,
         } => {
             if *verify {
-                let m = p.registry().resolve(module).map_err(Error::from)?;
-                let bytes = p
-                    .store()
-                    .module_bytes(&m.hash)
-                    .map_err(Error::from)?
-                    .unwrap_or_default();
-                let (summary, reports) = p.verify_module(&bytes, *verify_limit)?;
+                let (summary, reports) =
+                    p.verify_module(&p.replayer_for(module)?, *verify_limit)?;
                 if !summary.ok() {
                     if json {
                         print_json(
