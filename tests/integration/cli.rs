@@ -10,15 +10,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn pinion(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pinion"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .expect("run pinion")
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }

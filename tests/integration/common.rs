@@ -2,7 +2,7 @@
 //! temporary databases, opening engines with a test clock, and bounded waits.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -130,4 +130,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Runs the real `pinion` binary on `db` with `args`.
+pub fn pinion(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run pinion")
 }

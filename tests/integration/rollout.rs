@@ -389,15 +389,6 @@ fn the_fail_policy_fails_a_diverging_instance_instead_of_blocking_it() {
     assert!(f.message.contains("[PN001]"), "{}", f.message);
 }
 
-fn pinion(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pinion"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn out(o: &Output) -> String {
     format!(
         "{}{}",
