@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::__rt::state::SharedRef;
-use crate::error::ActivityFailed;
+use crate::error::{ActivityFailed, Cancelled, CANCELLED_KIND};
 use crate::options::{duration_to_ms, ActivityOptions};
 
 /// Severity of a workflow log line.
@@ -106,8 +106,9 @@ impl WorkflowContext {
     /// The input is serialised to JSON. The result is deserialised from JSON into `O`; if that
     /// fails the future resolves to an [`ActivityFailed`] of kind `"InvalidOutput"`.
     ///
-    /// Dropping the future before it resolves does not cancel the activity (ABI v1 has no
-    /// activity cancellation); its result is ignored when it arrives.
+    /// Dropping the future before it resolves does not cancel the activity; its result is
+    /// ignored when it arrives. A cancellation of the workflow (`pinion cancel`) cancels it:
+    /// the future then resolves to an [`ActivityFailed`] of kind `"Cancelled"`.
     pub fn activity<O: DeserializeOwned>(
         &self,
         name: &str,
@@ -154,7 +155,9 @@ impl WorkflowContext {
     /// and counted from the current logical time.
     ///
     /// Dropping the future before it fires cancels the timer (`CancelTimer`), so the loser of
-    /// a [`select`](crate::select) does not linger in the host.
+    /// a [`select`](crate::select) does not linger in the host. If the workflow is cancelled
+    /// while the timer is pending, the timer is cancelled and the future resolves to
+    /// `Err(`[`Cancelled`]`)`, so `ctx.sleep(d).await?` stops the workflow.
     pub fn sleep(&self, duration: Duration) -> Timer {
         let seq = self
             .shared
@@ -180,7 +183,7 @@ impl WorkflowContext {
 
     /// 64 random bits from the instance's seeded PRNG (deterministic under replay).
     pub fn random_u64(&self) -> u64 {
-        self.shared.borrow_mut().rng.next_u64()
+        self.shared.borrow_mut().rng().next_u64()
     }
 
     /// A uniform random number in `lo..hi` from the seeded PRNG.
@@ -188,18 +191,18 @@ impl WorkflowContext {
     /// # Panics
     /// When `lo >= hi`.
     pub fn random_range(&self, lo: u64, hi: u64) -> u64 {
-        self.shared.borrow_mut().rng.range(lo, hi)
+        self.shared.borrow_mut().rng().range(lo, hi)
     }
 
     /// A uniform random float in `[0, 1)` from the seeded PRNG.
     pub fn random_f64(&self) -> f64 {
-        self.shared.borrow_mut().rng.next_f64()
+        self.shared.borrow_mut().rng().next_f64()
     }
 
     /// A random version-4-shaped UUID string (lowercase, hyphenated) from the seeded PRNG:
     /// stable under replay, so safe to use as an idempotency key for activities.
     pub fn uuid(&self) -> String {
-        self.shared.borrow_mut().rng.uuid()
+        self.shared.borrow_mut().rng().uuid()
     }
 
     /// True while the host is rebuilding this instance from history.
@@ -325,7 +328,17 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
             return Poll::Pending;
         };
         this.done = true;
-        Poll::Ready(decode_result(&this.activity_type, result))
+        Poll::Ready(match result {
+            Ok(result) => decode_result(&this.activity_type, result),
+            Err(reason) => Err(ActivityFailed {
+                activity_type: this.activity_type.clone(),
+                kind: CANCELLED_KIND.into(),
+                message: format!("cancelled before it finished: {reason}"),
+                attempts: 0,
+                timed_out: false,
+                non_retryable: true,
+            }),
+        })
     }
 }
 
@@ -361,8 +374,9 @@ fn decode_result<O: DeserializeOwned>(
     }
 }
 
-/// A durable timer, returned by [`WorkflowContext::sleep`]. Completes when the host fires it;
-/// cancels it when dropped before that.
+/// A durable timer, returned by [`WorkflowContext::sleep`]. Completes with `Ok(())` when the
+/// host fires it, or with `Err(Cancelled)` when the workflow is cancelled first; cancels the
+/// timer when dropped before either.
 #[must_use = "the timer is started either way; dropping this future cancels it"]
 pub struct Timer {
     shared: SharedRef,
@@ -387,14 +401,16 @@ impl Timer {
 }
 
 impl Future for Timer {
-    type Output = ();
+    type Output = Result<(), Cancelled>;
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.borrow().timer_fired(self.seq) {
-            self.done = true;
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = self.shared.borrow().timer_state(self.seq);
+        match state {
+            None => Poll::Pending,
+            Some(r) => {
+                self.done = true;
+                Poll::Ready(r.map_err(|reason| Cancelled { reason }))
+            }
         }
     }
 }

@@ -125,6 +125,11 @@ pub struct ActivityFailed {
 }
 
 impl ActivityFailed {
+    /// True when the activity was cancelled because the workflow was (kind `"Cancelled"`).
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == CANCELLED_KIND
+    }
+
     /// Builds the workflow-side view of a host-reported failure.
     pub(crate) fn from_failure(activity_type: &str, failure: Failure, timed_out: bool) -> Self {
         ActivityFailed {
@@ -155,6 +160,42 @@ impl fmt::Display for ActivityFailed {
 
 impl std::error::Error for ActivityFailed {}
 
+/// The kind of every error that reports a cancellation: [`Cancelled`], a cancelled
+/// activity's [`ActivityFailed`], and the [`WorkflowError`] they become through `?`.
+pub const CANCELLED_KIND: &str = "Cancelled";
+
+/// The workflow was asked to stop (`pinion cancel`) while it waited.
+///
+/// Every wait that was pending when the cancellation arrived (a timer, an activity, a
+/// signal) ends with this error; waits started afterwards run normally, so a workflow can
+/// clean up (for example run a compensating activity) before it returns. Propagating it
+/// with `?` ends the instance *cancelled* rather than failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The reason the requester gave.
+    pub reason: String,
+}
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reason.is_empty() {
+            f.write_str("the workflow was cancelled")
+        } else {
+            write!(f, "the workflow was cancelled: {}", self.reason)
+        }
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// Kind [`CANCELLED_KIND`]: returning it (after a cancellation request) ends the instance
+/// cancelled.
+impl From<Cancelled> for WorkflowError {
+    fn from(c: Cancelled) -> Self {
+        WorkflowError::new(CANCELLED_KIND, c.reason)
+    }
+}
+
 /// An error returned by a workflow: the instance fails with this kind and message.
 ///
 /// # Examples
@@ -179,6 +220,17 @@ impl WorkflowError {
             kind: kind.into(),
             message: message.into(),
         }
+    }
+
+    /// A [`CANCELLED_KIND`] error: returned after a cancellation request, it ends the
+    /// instance cancelled with this message as the reason.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        WorkflowError::new(CANCELLED_KIND, message)
+    }
+
+    /// True for errors of kind [`CANCELLED_KIND`].
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == CANCELLED_KIND
     }
 
     /// Converts to the wire shape. Workflows have no retry policy in ABI v1, so the flag only

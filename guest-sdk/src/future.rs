@@ -161,7 +161,7 @@ pub fn join_all<F: Future>(
 /// let charge = ctx.activity::<String>("charge_payment", &"order-1");
 /// match pinion_sdk::select(charge, ctx.sleep(Duration::from_secs(30))).await {
 ///     Either::Left(result) => { let charge_id = result?; }
-///     Either::Right(()) => { /* deadline passed; compensate */ }
+///     Either::Right(fired) => { fired?; /* deadline passed; compensate */ }
 /// }
 /// # Ok(()) }
 /// ```

@@ -9,7 +9,7 @@
 //! use std::time::Duration;
 //!
 //! async fn hello_workflow(ctx: WorkflowContext, wait_ms: u64) -> Result<String, WorkflowError> {
-//!     ctx.sleep(Duration::from_millis(wait_ms)).await;
+//!     ctx.sleep(Duration::from_millis(wait_ms)).await?;
 //!     let answer: String = ctx.activity("hello", &()).await?;
 //!     if answer == "Approved" {
 //!         Ok("Success".into())
@@ -72,7 +72,9 @@ mod error;
 pub mod future;
 mod macros;
 mod options;
+mod query;
 mod rng;
+mod signal;
 mod versioning;
 
 // Hidden: the runtime behind the generated exports. `rt/` rather than `__rt/` on disk.
@@ -82,9 +84,10 @@ pub mod __rt;
 
 pub use activity::ActivityContext;
 pub use context::{ActivityFuture, Level, Timer, WorkflowContext};
-pub use error::{ActivityError, ActivityFailed, WorkflowError};
+pub use error::{ActivityError, ActivityFailed, Cancelled, WorkflowError, CANCELLED_KIND};
 pub use future::{join, join3, join_all, select, select_all, Either};
 pub use options::{ActivityOptions, RetryPolicy};
 /// The wire types shared with the host, for code that needs them (tests, tooling).
 pub use pinion_abi as abi;
+pub use signal::{CancellationFuture, SignalFuture, SignalStream, INVALID_SIGNAL_KIND};
 pub use versioning::{VersionOption, DEFAULT_VERSION};

@@ -67,7 +67,7 @@
 ///
 /// On `wasm32` the macro generates the exports named in `pinion_abi::exports`:
 /// `pinion_abi_version`, `pinion_manifest`, `pinion_alloc`, `pinion_free`,
-/// `pinion_activate` and `pinion_run_activity`. On other targets (host-side tests) it only
+/// `pinion_activate`, `pinion_query` and `pinion_run_activity`. On other targets (host-side tests) it only
 /// generates the table, `__PINION_MODULE`, which tests can drive through the SDK's hidden
 /// runtime module.
 #[macro_export]
@@ -142,6 +142,14 @@ macro_rules! export {
         pub extern "C" fn pinion_activate(ptr: i32, len: i32) -> i64 {
             // SAFETY: the host passes a request buffer from pinion_alloc and gives it up.
             unsafe { $crate::__rt::activate_export(&__PINION_MODULE, ptr, len) }
+        }
+
+        #[cfg(target_family = "wasm")]
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn pinion_query(ptr: i32, len: i32) -> i64 {
+            // SAFETY: as for pinion_activate.
+            unsafe { $crate::__rt::query_export(ptr, len) }
         }
 
         #[cfg(target_family = "wasm")]

@@ -44,7 +44,10 @@ async fn race(ctx: WorkflowContext, input: RaceInput) -> Result<String, Workflow
     let slow = ctx.activity::<String>("slow", &());
     let winner = match select(slow, ctx.sleep(Duration::from_millis(input.timer_ms))).await {
         Either::Left(result) => result?,
-        Either::Right(()) => "timer".to_owned(),
+        Either::Right(fired) => {
+            fired?;
+            "timer".to_owned()
+        }
     };
     Ok(ctx.activity::<String>("echo", &winner).await?)
 }
@@ -93,7 +96,7 @@ async fn observe(ctx: WorkflowContext, _: ()) -> Result<Value, WorkflowError> {
 async fn clock(ctx: WorkflowContext, _: ()) -> Result<Value, WorkflowError> {
     let before = ctx.now_ms();
     let replaying_before = ctx.is_replaying();
-    ctx.sleep(Duration::from_micros(1500)).await;
+    ctx.sleep(Duration::from_micros(1500)).await?;
     Ok(json!({
         "before": before,
         "after": ctx.now_ms(),

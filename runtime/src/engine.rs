@@ -4,12 +4,17 @@
 //! history, modules) plus [`Pinion::start_worker`] to run the work. The CLI is a thin layer
 //! over this type, so anything the CLI can do a Rust program can do too.
 
+mod control;
+
+pub use control::{BulkOutcome, BulkSelector};
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::executor::ExecError;
 use crate::history::{
     EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION,
 };
@@ -17,7 +22,7 @@ use crate::registry::{Deployed, Registry, RegistryError};
 use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError};
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{Shared as WorkerShared, Worker, WorkerConfig};
 
 /// Errors of the library API.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,21 @@ pub enum Error {
     /// Another process runs a worker on this database.
     #[error("another pinion process is running workers on this database (lock file {0}); stop it, or let it run the work")]
     WorkerLocked(String),
+    /// The workflow could not answer a query.
+    #[error("query {name:?} on instance {id} failed: {kind}: {message}")]
+    Query {
+        /// The instance.
+        id: String,
+        /// The query name.
+        name: String,
+        /// `UnknownQuery`, `InvalidInput`, `NotStarted`, `ReadOnlyViolation`, `QueryFailed`.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The instance could not be rebuilt by replay (to answer a query).
+    #[error("cannot rebuild the instance by replay: {0}")]
+    Rebuild(Box<ExecError>),
     /// A file could not be read or written.
     #[error("{path}: {reason}")]
     Io {
@@ -135,6 +155,9 @@ pub struct Pinion {
     sandbox: Arc<Sandbox>,
     clock: Arc<dyn Clock>,
     db_path: PathBuf,
+    /// The worker this engine started, if it still runs: signals wake it, queries borrow
+    /// its cached runs.
+    worker: Mutex<Weak<WorkerShared>>,
 }
 
 fn random_u64() -> u64 {
@@ -173,6 +196,7 @@ impl Pinion {
             sandbox,
             clock: config.clock,
             db_path: config.db_path,
+            worker: Mutex::new(Weak::new()),
         })
     }
 
@@ -363,6 +387,7 @@ impl Pinion {
             self.clock.clone(),
             config,
         )?;
+        *self.worker.lock().expect("worker handle lock") = Arc::downgrade(worker.shared());
         Ok(WorkerGuard {
             worker: Some(worker),
             _lock: file,

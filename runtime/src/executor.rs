@@ -14,8 +14,10 @@
 //! | CancelTimer        | TimerCancelled       | seq                     | divergence |
 //! | RecordMarker       | MarkerRecorded       | marker id; for `version:` markers the recorded version lies in the produced [min, max] | divergence |
 //! | (nothing / other)  | deprecated `patch:` marker | —                 | skipped (Temporal's deprecate_patch rule) |
+//! | RequestCancelActivity | ActivityCancelled | seq                     | divergence |
 //! | CompleteWorkflow   | WorkflowCompleted    | (kind only)             | divergence |
 //! | FailWorkflow       | WorkflowFailed       | (kind only)             | divergence |
+//! | CancelWorkflow     | WorkflowCancelled    | (kind only)             | divergence |
 //! | a command          | nothing more         | —                       | divergence (extra command) |
 //! | nothing more       | a command            | —                       | divergence (missing command) |
 //!
@@ -32,7 +34,9 @@
 
 use std::fmt;
 
-use pinion_abi::{Activation, ActivityResult, Command, Completion, Failure, Job};
+use pinion_abi::{
+    Activation, ActivityResult, Command, Completion, Failure, Job, QueryRequest, QueryResponse,
+};
 
 use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
 use crate::sandbox::{LoadedModule, Sandbox, SandboxError, WorkflowInstance};
@@ -155,7 +159,8 @@ pub fn split_history(
                 now_ms: *now_ms,
                 commands: Vec::new(),
             }),
-            EventKind::ModuleUpgraded { .. } => {}
+            // Written by the host, not by the code: nothing to replay.
+            EventKind::ModuleUpgraded { .. } | EventKind::WorkflowTerminated { .. } => {}
             k if k.is_input() => inputs.push(event.clone()),
             _ => match activations.last_mut() {
                 Some(a) if inputs.is_empty() => a.commands.push(event.clone()),
@@ -198,6 +203,13 @@ pub fn job_for(instance: &InstanceId, kind: &EventKind) -> Option<Job> {
             result: ActivityResult::TimedOut(failure.clone()),
         },
         EventKind::TimerFired { seq } => Job::FireTimer { seq: *seq },
+        EventKind::SignalReceived { name, input } => Job::Signal {
+            name: name.clone(),
+            input: input.as_bytes().to_vec(),
+        },
+        EventKind::CancelRequested { reason } => Job::Cancel {
+            reason: reason.clone(),
+        },
         _ => return None,
     })
 }
@@ -217,6 +229,8 @@ pub fn render_command(c: &Command) -> String {
         Command::RecordMarker { id, .. } => format!("MarkerRecorded{{id: {id:?}}}"),
         Command::CompleteWorkflow { .. } => "WorkflowCompleted".into(),
         Command::FailWorkflow { failure } => format!("WorkflowFailed{{kind: {:?}}}", failure.kind),
+        Command::RequestCancelActivity { seq } => format!("ActivityCancelled{{seq: {seq}}}"),
+        Command::CancelWorkflow { .. } => "WorkflowCancelled".into(),
     }
 }
 
@@ -237,6 +251,7 @@ pub fn render_event(k: &EventKind) -> String {
         EventKind::WorkflowFailed { failure } => {
             format!("WorkflowFailed{{kind: {:?}}}", failure.kind)
         }
+        EventKind::ActivityCancelled { seq } => format!("ActivityCancelled{{seq: {seq}}}"),
         other => other.name().into(),
     }
 }
@@ -258,6 +273,10 @@ fn command_matches(c: &Command, k: &EventKind) -> bool {
         (Command::RecordMarker { id, .. }, EventKind::MarkerRecorded { id: i, .. }) => id == i,
         (Command::CompleteWorkflow { .. }, EventKind::WorkflowCompleted { .. }) => true,
         (Command::FailWorkflow { .. }, EventKind::WorkflowFailed { .. }) => true,
+        (Command::RequestCancelActivity { seq }, EventKind::ActivityCancelled { seq: s }) => {
+            seq == s
+        }
+        (Command::CancelWorkflow { .. }, EventKind::WorkflowCancelled { .. }) => true,
         _ => false,
     }
 }
@@ -442,6 +461,8 @@ pub struct LiveActivation {
     pub new_timers: Vec<NewTimer>,
     /// Timers cancelled.
     pub cancelled_timers: Vec<u32>,
+    /// Activities cancelled.
+    pub cancelled_activities: Vec<u32>,
     /// Resulting state.
     pub outcome: InstanceOutcome,
     /// Captured stdout and stderr of the activation.
@@ -532,12 +553,7 @@ impl WorkflowRun {
             &mut self.warnings,
         )?;
         self.last_now_ms = rec.now_ms;
-        if rec.commands.iter().any(|e| {
-            matches!(
-                e.kind,
-                EventKind::WorkflowCompleted { .. } | EventKind::WorkflowFailed { .. }
-            )
-        }) {
+        if rec.commands.iter().any(|e| e.kind.is_terminal()) {
             self.closed = true;
         }
         Ok(commands)
@@ -558,6 +574,19 @@ impl WorkflowRun {
         }
     }
 
+    /// Evaluates a query handler against the state after the last activation. Never
+    /// changes history; after `Err` or [`QueryResponse::Violated`] the run must be discarded
+    /// (its in-memory state may no longer match history).
+    ///
+    /// # Errors
+    /// Guest failures.
+    pub fn query(&mut self, request: &QueryRequest) -> Result<QueryResponse, ExecError> {
+        self.guest.query(request).map_err(|error| ExecError::Guest {
+            event_index: self.next_event_id,
+            error,
+        })
+    }
+
     /// Differences replay noticed that are not divergences (see [`Checks`]).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -568,7 +597,7 @@ impl WorkflowRun {
         self.next_event_id
     }
 
-    /// True once the workflow completed or failed.
+    /// True once the workflow completed, failed or was cancelled.
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -613,6 +642,7 @@ impl WorkflowRun {
             new_activities: Vec::new(),
             new_timers: Vec::new(),
             cancelled_timers: Vec::new(),
+            cancelled_activities: Vec::new(),
             outcome: InstanceOutcome::Running,
             output,
         };
@@ -672,6 +702,14 @@ impl WorkflowRun {
                 Command::FailWorkflow { failure } => {
                     live.outcome = InstanceOutcome::Failed(failure.clone());
                     EventKind::WorkflowFailed { failure }
+                }
+                Command::RequestCancelActivity { seq } => {
+                    live.cancelled_activities.push(seq);
+                    EventKind::ActivityCancelled { seq }
+                }
+                Command::CancelWorkflow { reason } => {
+                    live.outcome = InstanceOutcome::Cancelled(reason.clone());
+                    EventKind::WorkflowCancelled { reason }
                 }
             };
             live.events.push((next, kind));

@@ -238,6 +238,34 @@ pub enum EventKind {
         /// The error.
         failure: Failure,
     },
+    /// A signal was delivered to the workflow (`pinion signal`).
+    SignalReceived {
+        /// Signal name.
+        name: String,
+        /// Signal input.
+        input: Payload,
+    },
+    /// Somebody asked the workflow to stop (`pinion cancel`). Delivered once.
+    CancelRequested {
+        /// The requester's reason.
+        reason: String,
+    },
+    /// The workflow cancelled an activity that had not resolved (after a cancellation).
+    ActivityCancelled {
+        /// Activity sequence number.
+        seq: u32,
+    },
+    /// The workflow ended because it was cancelled.
+    WorkflowCancelled {
+        /// The reason it gave.
+        reason: String,
+    },
+    /// An operator ended the instance at once (`pinion terminate`). Appended by the host,
+    /// not by the code: replay skips it.
+    WorkflowTerminated {
+        /// The operator's reason.
+        reason: String,
+    },
     /// An operator moved the instance to another module after replay proved the new
     /// module compatible with this history (`pinion upgrade`). Neither input nor command:
     /// replay skips it.
@@ -266,6 +294,11 @@ impl EventKind {
             EventKind::WorkflowCompleted { .. } => "WorkflowCompleted",
             EventKind::WorkflowFailed { .. } => "WorkflowFailed",
             EventKind::ModuleUpgraded { .. } => "ModuleUpgraded",
+            EventKind::SignalReceived { .. } => "SignalReceived",
+            EventKind::CancelRequested { .. } => "CancelRequested",
+            EventKind::ActivityCancelled { .. } => "ActivityCancelled",
+            EventKind::WorkflowCancelled { .. } => "WorkflowCancelled",
+            EventKind::WorkflowTerminated { .. } => "WorkflowTerminated",
         }
     }
 
@@ -278,6 +311,8 @@ impl EventKind {
                 | EventKind::ActivityFailed { .. }
                 | EventKind::ActivityTimedOut { .. }
                 | EventKind::TimerFired { .. }
+                | EventKind::SignalReceived { .. }
+                | EventKind::CancelRequested { .. }
         )
     }
 
@@ -291,6 +326,19 @@ impl EventKind {
                 | EventKind::MarkerRecorded { .. }
                 | EventKind::WorkflowCompleted { .. }
                 | EventKind::WorkflowFailed { .. }
+                | EventKind::ActivityCancelled { .. }
+                | EventKind::WorkflowCancelled { .. }
+        )
+    }
+
+    /// True for the events that end an instance.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::WorkflowCompleted { .. }
+                | EventKind::WorkflowFailed { .. }
+                | EventKind::WorkflowCancelled { .. }
+                | EventKind::WorkflowTerminated { .. }
         )
     }
 
@@ -337,9 +385,17 @@ impl EventKind {
             } => {
                 format!("seq={seq} duration={duration_ms}ms")
             }
-            EventKind::TimerFired { seq } | EventKind::TimerCancelled { seq } => {
+            EventKind::TimerFired { seq }
+            | EventKind::TimerCancelled { seq }
+            | EventKind::ActivityCancelled { seq } => {
                 format!("seq={seq}")
             }
+            EventKind::SignalReceived { name, input } => {
+                format!("name={name:?} input={}", input.json())
+            }
+            EventKind::CancelRequested { reason }
+            | EventKind::WorkflowCancelled { reason }
+            | EventKind::WorkflowTerminated { reason } => format!("reason={reason:?}"),
             EventKind::MarkerRecorded { id, data } => format!("id={id:?} data={}", data.json()),
             EventKind::WorkflowCompleted { result } => format!("result={}", result.json()),
             EventKind::WorkflowFailed { failure } => {
@@ -354,7 +410,7 @@ impl EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceStatus {
-    /// Has work to do or is waiting on activities, timers.
+    /// Has work to do or is waiting on activities, timers, signals.
     Running,
     /// Stopped by a determinism error or a failed workflow task; waits for a fix.
     Blocked,
@@ -362,6 +418,10 @@ pub enum InstanceStatus {
     Completed,
     /// Returned an error.
     Failed,
+    /// Ended after a cancellation request.
+    Cancelled,
+    /// Ended by an operator (`pinion terminate`).
+    Terminated,
 }
 
 impl InstanceStatus {
@@ -372,6 +432,8 @@ impl InstanceStatus {
             InstanceStatus::Blocked => "blocked",
             InstanceStatus::Completed => "completed",
             InstanceStatus::Failed => "failed",
+            InstanceStatus::Cancelled => "cancelled",
+            InstanceStatus::Terminated => "terminated",
         }
     }
 
@@ -382,13 +444,21 @@ impl InstanceStatus {
             "blocked" => InstanceStatus::Blocked,
             "completed" => InstanceStatus::Completed,
             "failed" => InstanceStatus::Failed,
+            "cancelled" => InstanceStatus::Cancelled,
+            "terminated" => InstanceStatus::Terminated,
             _ => return None,
         })
     }
 
     /// True once the instance can never run again.
     pub fn is_closed(self) -> bool {
-        matches!(self, InstanceStatus::Completed | InstanceStatus::Failed)
+        matches!(
+            self,
+            InstanceStatus::Completed
+                | InstanceStatus::Failed
+                | InstanceStatus::Cancelled
+                | InstanceStatus::Terminated
+        )
     }
 }
 

@@ -131,6 +131,13 @@ impl RunCache {
         self.runs.remove(id).map(|(_, r)| r)
     }
 
+    /// Puts a run back unless a worker thread cached a newer one meanwhile.
+    fn put_if_absent(&mut self, id: InstanceId, run: WorkflowRun) {
+        if !self.runs.contains_key(&id) {
+            self.put(id, run);
+        }
+    }
+
     fn put(&mut self, id: InstanceId, run: WorkflowRun) {
         if self.capacity == 0 {
             return;
@@ -165,6 +172,29 @@ pub(crate) struct Shared {
     queue_cv: Condvar,
     cache: Mutex<RunCache>,
     activities_running: AtomicUsize,
+}
+
+impl Shared {
+    /// Takes the cached run of `id` if it is at the end of a history of `event_count`
+    /// events (a query borrows it; [`Shared::return_cached`] gives it back).
+    pub(crate) fn take_cached(&self, id: &InstanceId, event_count: u64) -> Option<WorkflowRun> {
+        let mut cache = self.cache.lock().expect("cache lock");
+        let run = cache.take(id)?;
+        if run.next_event_id() == event_count + 1 {
+            Some(run)
+        } else {
+            None
+        }
+    }
+
+    /// Gives back a run borrowed with [`Shared::take_cached`], or caches a freshly rebuilt
+    /// one, unless a worker thread cached a newer run meanwhile.
+    pub(crate) fn return_cached(&self, id: &InstanceId, run: WorkflowRun) {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .put_if_absent(id.clone(), run);
+    }
 }
 
 /// A running worker. Dropping it stops the threads (after their current task).
@@ -248,6 +278,11 @@ impl Worker {
     /// Wakes the workflow dispatcher (new instance started in this process).
     pub fn wake(&self) {
         self.shared.workflow_wake.notify();
+    }
+
+    /// The state shared by the worker's threads, for the engine in the same process.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Stops every thread after its current task and waits for them.
@@ -407,6 +442,7 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
         new_activities: live.new_activities,
         new_timers: live.new_timers,
         cancelled_timers: live.cancelled_timers,
+        cancelled_activities: live.cancelled_activities,
         outcome: live.outcome,
         now_ms: now,
     })?;

@@ -498,7 +498,8 @@ fn tiny_module(activate_result: &str) -> Vec<u8> {
           (func (export "pinion_alloc") (param i32) (result i32) (i32.const 2048))
           (func (export "pinion_free") (param i32 i32))
           (func (export "pinion_activate") (param i32 i32) (result {activate_result}) unreachable)
-          (func (export "pinion_run_activity") (param i32 i32) (result i64) unreachable))"#
+          (func (export "pinion_run_activity") (param i32 i32) (result i64) unreachable)
+          (func (export "pinion_query") (param i32 i32) (result i64) unreachable))"#
     ))
     .unwrap()
 }

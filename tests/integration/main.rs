@@ -11,4 +11,5 @@ mod determinism;
 mod engine;
 mod replay;
 mod rollout;
+mod signals;
 mod versioning;

@@ -28,16 +28,20 @@ struct Input {
 
 /// Sleeps for the input's `wait_ms` (a zero-length timer when there is none, so every run
 /// has the same shape), then returns the activity's result.
-async fn finish(ctx: &WorkflowContext, input: Option<Input>, result: String) -> String {
+async fn finish(
+    ctx: &WorkflowContext,
+    input: Option<Input>,
+    result: String,
+) -> Result<String, WorkflowError> {
     let wait_ms = input.unwrap_or_default().wait_ms;
-    ctx.sleep(Duration::from_millis(wait_ms)).await;
-    result
+    ctx.sleep(Duration::from_millis(wait_ms)).await?;
+    Ok(result)
 }
 
 /// FooActivity: the only logic v0.1 knows.
 async fn my_workflow(ctx: WorkflowContext, input: Option<Input>) -> Result<String, WorkflowError> {
     let result: String = ctx.activity("FooActivity", &()).await?;
-    Ok(finish(&ctx, input, result).await)
+    finish(&ctx, input, result).await
 }
 
 /// Returns `"foo"`.

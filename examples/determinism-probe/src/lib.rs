@@ -46,7 +46,7 @@ async fn probe(ctx: WorkflowContext, _input: Value) -> Result<Value, WorkflowErr
     let os_random_before = os_random_or_fail()?;
     let ctx_now_before = ctx.now_ms();
     let ctx_random = ctx.random_u64();
-    ctx.sleep(Duration::from_millis(1)).await;
+    ctx.sleep(Duration::from_millis(1)).await?;
     let sys_after = sys_now_ms();
     let os_random_after = os_random_or_fail()?;
     Ok(json!({

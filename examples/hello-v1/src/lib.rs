@@ -36,7 +36,7 @@ async fn hello_workflow(
 ) -> Result<String, WorkflowError> {
     let wait_ms = input.map_or_else(default_wait_ms, |i| i.wait_ms);
     ctx.info(format!("waiting {wait_ms} ms before asking for a verdict"));
-    ctx.sleep(Duration::from_millis(wait_ms)).await;
+    ctx.sleep(Duration::from_millis(wait_ms)).await?;
     let verdict: String = ctx.activity("hello", &()).await?;
     if verdict == "Approved" {
         Ok("Success".into())

@@ -158,7 +158,9 @@ async fn process_order(ctx: WorkflowContext, order: Order) -> Result<Receipt, Wo
             release(&ctx, &reservation_id).await?;
             return Err(payment_error(failed));
         }
-        Either::Right(()) => {
+        Either::Right(fired) => {
+            // A cancellation of the order while it waits for payment also lands here.
+            fired?;
             release(&ctx, &reservation_id).await?;
             return Err(WorkflowError::new(
                 "PaymentDeadlineExceeded",

@@ -31,13 +31,13 @@ async fn swapped(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError
 
 /// v2 replaces the timer by an activity.
 async fn timer_to_activity(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
-    ctx.sleep(Duration::from_millis(10)).await;
+    ctx.sleep(Duration::from_millis(10)).await?;
     Ok(ctx.activity("X", &()).await?)
 }
 
 /// v2 sleeps 20 ms instead of 10 ms.
 async fn timer_duration(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
-    ctx.sleep(Duration::from_millis(10)).await;
+    ctx.sleep(Duration::from_millis(10)).await?;
     Ok("slept".into())
 }
 
@@ -65,7 +65,7 @@ async fn result_changed(ctx: WorkflowContext, _: Value) -> Result<String, Workfl
 /// Unchanged in v2.
 async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
     let a: String = ctx.activity("A", &()).await?;
-    ctx.sleep(Duration::from_millis(5)).await;
+    ctx.sleep(Duration::from_millis(5)).await?;
     Ok(a)
 }
 

@@ -32,7 +32,7 @@ async fn timer_to_activity(ctx: WorkflowContext, _: Value) -> Result<String, Wor
 
 /// Timer duration changed: 10 ms → 20 ms (a warning, not a divergence).
 async fn timer_duration(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
-    ctx.sleep(Duration::from_millis(20)).await;
+    ctx.sleep(Duration::from_millis(20)).await?;
     Ok("slept".into())
 }
 
@@ -64,7 +64,7 @@ async fn result_changed(ctx: WorkflowContext, _: Value) -> Result<String, Workfl
 /// Unchanged from v1.
 async fn unchanged(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
     let a: String = ctx.activity("A", &()).await?;
-    ctx.sleep(Duration::from_millis(5)).await;
+    ctx.sleep(Duration::from_millis(5)).await?;
     Ok(a)
 }
 

@@ -13,6 +13,9 @@
 //! | `Spin` | ignored | never: loops until the host's fuel limit stops it |
 //! | `Hog` | ignored | never: allocates 1 MiB chunks until the host's memory limit stops it |
 //! | `Typed` | `{count: u32, name: string}` | `"name:count"`; anything else fails with `InvalidInput` |
+//! | `Approval` | `{order: string}` | `"<order> approved by <who>"` after signal `approve` (a string); query `state`; on cancel runs `release` and ends cancelled |
+//! | `Collect` | `{count: n}` | the sum of `n` signals `add` (numbers); query `total` (sum so far) and `seen` (signals read) |
+//! | `Busy` | `{ms}` | never on its own: activity `slow` for `ms` of real time, with a one-hour timer beside it; on cancel runs `release` and ends cancelled |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
 //! (produces `testkit.wasm`).
@@ -20,8 +23,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use pinion_sdk::{
-    join3, select, ActivityContext, ActivityError, ActivityOptions, Either, RetryPolicy,
+    join, join3, select, ActivityContext, ActivityError, ActivityOptions, Either, RetryPolicy,
     WorkflowContext, WorkflowError,
 };
 use serde::{Deserialize, Serialize};
@@ -55,7 +61,10 @@ async fn race(ctx: WorkflowContext, input: RaceInput) -> Result<String, Workflow
     let slow = ctx.activity_with::<String>("slow", &input.activity_ms, options);
     match select(slow, ctx.sleep(Duration::from_millis(input.timer_ms))).await {
         Either::Left(result) => Ok(result?),
-        Either::Right(()) => Ok("timer".into()),
+        Either::Right(fired) => {
+            fired?;
+            Ok("timer".into())
+        }
     }
 }
 
@@ -112,7 +121,7 @@ async fn timeout(ctx: WorkflowContext, input: Option<MsInput>) -> Result<Value, 
 
 async fn sleep(ctx: WorkflowContext, input: MsInput) -> Result<Value, WorkflowError> {
     let before = ctx.now_ms();
-    ctx.sleep(Duration::from_millis(input.ms)).await;
+    ctx.sleep(Duration::from_millis(input.ms)).await?;
     Ok(json!({ "before": before, "after": ctx.now_ms() }))
 }
 
@@ -207,6 +216,80 @@ fn step(x: u64) -> Result<u64, ActivityError> {
     Ok(x + 1)
 }
 
+#[derive(Deserialize)]
+struct ApprovalInput {
+    order: String,
+}
+
+/// Waits for a human: signal `approve` carries who approved. Query `state` answers
+/// `"waiting"`, then `"approved"`. A cancellation while waiting releases the order first.
+async fn approval(ctx: WorkflowContext, input: ApprovalInput) -> Result<String, WorkflowError> {
+    let state = Rc::new(RefCell::new("waiting".to_owned()));
+    let s = state.clone();
+    ctx.register_query("state", move |(): ()| s.borrow().clone());
+    match ctx.signal::<String>("approve").await {
+        Ok(who) => {
+            *state.borrow_mut() = "approved".into();
+            Ok(format!("{} approved by {who}", input.order))
+        }
+        Err(e) if e.is_cancelled() => {
+            *state.borrow_mut() = "releasing".into();
+            let _: () = ctx.activity("release", &input.order).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CollectInput {
+    count: u32,
+}
+
+/// Sums `count` signals named `add`; signals may arrive before the workflow waits.
+async fn collect(ctx: WorkflowContext, input: CollectInput) -> Result<i64, WorkflowError> {
+    let total = Rc::new(RefCell::new((0i64, 0u32)));
+    let t = total.clone();
+    ctx.register_query("total", move |(): ()| t.borrow().0);
+    let t = total.clone();
+    ctx.register_query("seen", move |(): ()| t.borrow().1);
+    let mut adds = ctx.signals::<i64>("add");
+    for _ in 0..input.count {
+        let x = adds.recv().await?;
+        let mut t = total.borrow_mut();
+        t.0 += x;
+        t.1 += 1;
+    }
+    let sum = total.borrow().0;
+    Ok(sum)
+}
+
+#[derive(Deserialize)]
+struct BusyInput {
+    ms: u64,
+}
+
+/// An activity and a long timer at once, so a cancellation has both to cancel.
+async fn busy(ctx: WorkflowContext, input: BusyInput) -> Result<String, WorkflowError> {
+    let options = ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_millis(input.ms) + Duration::from_secs(30))
+        .retry_policy(RetryPolicy::no_retries());
+    let work = ctx.activity_with::<String>("slow", &input.ms, options);
+    let timer = ctx.sleep(Duration::from_secs(3600));
+    let (work, timer) = join(work, timer).await;
+    if let Some(reason) = ctx.cancel_requested() {
+        let _: () = ctx.activity("release", &"busy").await?;
+        return Err(WorkflowError::cancelled(reason));
+    }
+    timer?;
+    Ok(work?)
+}
+
+fn release(what: String) -> Result<(), ActivityError> {
+    println!("released {what}");
+    Ok(())
+}
+
 pinion_sdk::export! {
     version: "v1",
     workflows: {
@@ -221,6 +304,9 @@ pinion_sdk::export! {
         "Spin" => spin,
         "Hog" => hog,
         "Typed" => typed,
+        "Approval" => approval,
+        "Collect" => collect,
+        "Busy" => busy,
     },
     activities: {
         "double" => double,
@@ -228,5 +314,6 @@ pinion_sdk::export! {
         "flaky" => flaky,
         "hang" => hang,
         "step" => step,
+        "release" => release,
     },
 }

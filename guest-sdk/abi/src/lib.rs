@@ -54,6 +54,10 @@ pub mod exports {
     /// `(ptr: i32, len: i32) -> i64`: run an [`ActivityInvocation`](super::ActivityInvocation),
     /// return a packed pointer to an [`ActivityOutcome`](super::ActivityOutcome).
     pub const RUN_ACTIVITY: &str = "pinion_run_activity";
+    /// `(ptr: i32, len: i32) -> i64`: evaluate a [`QueryRequest`](super::QueryRequest) against
+    /// the workflow instance this wasm instance hosts, return a packed pointer to a
+    /// [`QueryResponse`](super::QueryResponse). Never changes what later activations produce.
+    pub const QUERY: &str = "pinion_query";
     /// The exported linear memory.
     pub const MEMORY: &str = "memory";
 }
@@ -132,6 +136,23 @@ pub enum Job {
         /// Marker data, as recorded.
         data: Vec<u8>,
     },
+    /// A signal arrived. Signals are buffered per name in arrival order until the workflow
+    /// reads them, so a signal sent before the workflow waits is never lost.
+    Signal {
+        /// Signal name.
+        name: String,
+        /// Signal input (JSON bytes).
+        input: Vec<u8>,
+    },
+    /// Somebody asked the workflow to stop. Every wait started before this job (activities,
+    /// timers, signals) resolves as cancelled, and pending activities and timers are
+    /// cancelled with [`Command::RequestCancelActivity`] / [`Command::CancelTimer`]; the
+    /// workflow may clean up and then ends with [`Command::CancelWorkflow`]. Delivered at most
+    /// once per instance.
+    Cancel {
+        /// Why, as given by the requester.
+        reason: String,
+    },
 }
 
 /// How an activity ended, as seen by the workflow.
@@ -200,6 +221,18 @@ pub enum Command {
     FailWorkflow {
         /// Why.
         failure: Failure,
+    },
+    /// Cancel an activity that has not resolved (after [`Job::Cancel`]). A queued attempt
+    /// never runs; a running attempt finishes but its result is discarded.
+    RequestCancelActivity {
+        /// The activity's sequence number.
+        seq: u32,
+    },
+    /// The workflow ended because it was cancelled (it returned a `Cancelled` error after
+    /// [`Job::Cancel`]).
+    CancelWorkflow {
+        /// The cancellation's reason or the workflow's final message.
+        reason: String,
     },
 }
 
@@ -271,6 +304,30 @@ pub enum ActivityOutcome {
     Completed(Vec<u8>),
     /// Returned an error; the host decides whether to retry.
     Failed(Failure),
+}
+
+/// A request to evaluate a query handler, sent to the live workflow instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    /// The handler's name, as the workflow registered it.
+    pub name: String,
+    /// Query input (JSON bytes).
+    pub input: Vec<u8>,
+}
+
+/// The answer to a [`QueryRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QueryResponse {
+    /// The handler's result (JSON bytes).
+    Answered(Vec<u8>),
+    /// The query could not be answered: kind `UnknownQuery`, `InvalidInput`, `NotStarted` or
+    /// `QueryFailed`. The instance's state is unchanged.
+    Failed(Failure),
+    /// The handler tried to change the workflow (issue a command or draw a random number).
+    /// Queries are read-only: the SDK discarded what the handler did, but the instance's
+    /// in-memory state may be disturbed, so the host must drop this wasm instance and
+    /// rebuild it from history before its next activation.
+    Violated(Failure),
 }
 
 /// Encodes a message with postcard.

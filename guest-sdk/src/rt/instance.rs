@@ -30,10 +30,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use pinion_abi::{Activation, Command, Completion, Failure, Job};
+use pinion_abi::{Activation, Command, Completion, Failure, Job, QueryRequest, QueryResponse};
 use std::cell::RefCell;
 
-use super::state::{Shared, SharedRef};
+use super::state::{QueryError, Shared, SharedRef};
 use super::Module;
 use crate::context::WorkflowContext;
 use crate::error::WorkflowError;
@@ -155,6 +155,8 @@ impl Instance {
                     Job::ResolveActivity { seq, result } => shared.resolve_activity(seq, result)?,
                     Job::FireTimer { seq } => shared.fire_timer(seq)?,
                     Job::Marker { id, data } => shared.markers.deliver(id, &data)?,
+                    Job::Signal { name, input } => shared.deliver_signal(name, input),
+                    Job::Cancel { reason } => shared.cancel(reason)?,
                 }
             }
         }
@@ -163,18 +165,102 @@ impl Instance {
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(result) = root.as_mut().poll(&mut cx) {
                 run.root = None;
+                let mut shared = run.shared.borrow_mut();
                 let command = match result {
                     Ok(result) => Command::CompleteWorkflow { result },
+                    // A cancellation error ends the instance cancelled only when a
+                    // cancellation was requested; otherwise it is an ordinary failure.
+                    Err(e) if e.is_cancelled() && shared.cancel_reason.is_some() => {
+                        Command::CancelWorkflow { reason: e.message }
+                    }
                     Err(e) => Command::FailWorkflow {
                         failure: e.into_failure(),
                     },
                 };
-                let mut shared = run.shared.borrow_mut();
                 shared.push(command);
                 shared.closed = true;
             }
         }
         Ok(run.shared.borrow_mut().take_commands())
+    }
+}
+
+impl Instance {
+    /// Evaluates a query handler against the current state. Nothing the handler does reaches
+    /// the next activation: commands are dropped and reported as a violation.
+    pub fn query(&mut self, request: QueryRequest) -> QueryResponse {
+        let failed = |kind: &str, message: String| {
+            QueryResponse::Failed(Failure {
+                kind: kind.into(),
+                message,
+                non_retryable: true,
+                attempts: 0,
+            })
+        };
+        let Some(run) = &self.run else {
+            return failed(
+                "NotStarted",
+                "the workflow has not run its first activation yet".into(),
+            );
+        };
+        // The handler is taken out while it runs: it may borrow the shared state itself.
+        let handler = {
+            let mut shared = run.shared.borrow_mut();
+            match shared.queries.0.remove(&request.name) {
+                Some(h) => {
+                    shared.in_query = true;
+                    shared.query_violation = None;
+                    h
+                }
+                None => {
+                    let known: Vec<&str> = shared.queries.0.keys().map(String::as_str).collect();
+                    return failed(
+                        "UnknownQuery",
+                        format!(
+                            "the workflow has no query handler named \"{}\"; registered: {}",
+                            request.name,
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        };
+        let answer = handler(&request.input);
+        let mut shared = run.shared.borrow_mut();
+        shared.in_query = false;
+        shared.queries.0.insert(request.name.clone(), handler);
+        if let Some(what) = shared.query_violation.take() {
+            return QueryResponse::Violated(Failure {
+                kind: "ReadOnlyViolation".into(),
+                message: format!(
+                    "query handler \"{}\" tried to {what}; query handlers may only read workflow state",
+                    request.name
+                ),
+                non_retryable: true,
+                attempts: 0,
+            });
+        }
+        match answer {
+            Ok(bytes) => QueryResponse::Answered(bytes),
+            Err(QueryError::InvalidInput(e)) => failed(
+                "InvalidInput",
+                format!(
+                    "input of query \"{}\" does not fit the handler: {e}",
+                    request.name
+                ),
+            ),
+            Err(QueryError::InvalidOutput(e)) => failed(
+                "QueryFailed",
+                format!(
+                    "the answer of query \"{}\" does not serialise to JSON: {e}",
+                    request.name
+                ),
+            ),
+        }
     }
 }
 
@@ -230,5 +316,7 @@ fn job_name(job: &Job) -> &'static str {
         Job::ResolveActivity { .. } => "ResolveActivity",
         Job::FireTimer { .. } => "FireTimer",
         Job::Marker { .. } => "Marker",
+        Job::Signal { .. } => "Signal",
+        Job::Cancel { .. } => "Cancel",
     }
 }

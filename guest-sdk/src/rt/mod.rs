@@ -24,7 +24,10 @@ pub(crate) mod state;
 
 use std::cell::RefCell;
 
-use pinion_abi::{Activation, ActivityInvocation, ActivityOutcome, Completion, Failure, Manifest};
+use pinion_abi::{
+    Activation, ActivityInvocation, ActivityOutcome, Completion, Failure, Manifest, QueryRequest,
+    QueryResponse,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -143,6 +146,21 @@ pub fn activate_bytes(module: &Module, request: &[u8]) -> Vec<u8> {
     encode(&completion)
 }
 
+/// Decodes a query request, evaluates it against this wasm instance's workflow, encodes the
+/// response.
+pub fn query_bytes(request: &[u8]) -> Vec<u8> {
+    let response = match pinion_abi::decode::<QueryRequest>(request) {
+        Ok(query) => INSTANCE.with_borrow_mut(|instance| instance.query(query)),
+        Err(e) => QueryResponse::Failed(Failure {
+            kind: "InvalidQuery".into(),
+            message: format!("malformed query request ({} bytes): {e}", request.len()),
+            non_retryable: true,
+            attempts: 0,
+        }),
+    };
+    encode(&response)
+}
+
 /// Decodes an invocation, runs the activity, encodes the outcome.
 pub fn run_activity_bytes(module: &Module, request: &[u8]) -> Vec<u8> {
     let outcome = match pinion_abi::decode::<ActivityInvocation>(request) {
@@ -224,6 +242,16 @@ pub unsafe fn activate_export(module: &Module, ptr: i32, len: i32) -> i64 {
     // SAFETY: forwarded to the caller.
     let request = unsafe { take(ptr, len) };
     respond(activate_bytes(module, &request))
+}
+
+/// `pinion_query`.
+///
+/// # Safety
+/// As for [`activate_export`].
+pub unsafe fn query_export(ptr: i32, len: i32) -> i64 {
+    // SAFETY: forwarded to the caller.
+    let request = unsafe { take(ptr, len) };
+    respond(query_bytes(&request))
 }
 
 /// `pinion_run_activity`.

@@ -20,19 +20,31 @@
 //! | Resolved | error: resolved twice | → Consumed (value returned) | → Consumed |
 //! | Consumed | error: resolved twice | — | — |
 //! | Abandoned | → Consumed (result ignored) | — | — |
+//! | Cancelled | ignored (raced the cancellation) | ready: `Cancelled` error | — |
+//!
+//! `Job::Cancel` moves every Pending or Abandoned activity to Cancelled and emits
+//! `RequestCancelActivity` for it.
 //!
 //! Timers:
 //!
 //! | state | job `FireTimer` | future polled | future dropped |
 //! | --- | --- | --- | --- |
-//! | Pending | → Fired | stays Pending | → Cancelled, emits `CancelTimer` |
+//! | Pending | → Fired | stays Pending | → Dropped, emits `CancelTimer` |
 //! | Fired | error: fired twice | ready | nothing |
-//! | Cancelled | ignored (the host raced the cancel) | — | — |
+//! | Dropped | ignored (the host raced the cancel) | — | — |
+//! | Cancelled | ignored (the host raced the cancel) | ready: `Cancelled` error | nothing |
+//!
+//! `Job::Cancel` moves every Pending timer to Cancelled and emits `CancelTimer` for it.
+//!
+//! Signals are buffered per name, in arrival order, until a signal future takes them; a
+//! signal future created before `Job::Cancel` reports the cancellation once no signal of its
+//! name is buffered.
 //!
 //! A job naming a sequence number the workflow never issued is an error: the host and the
 //! code disagree about history, and continuing would only hide it.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use pinion_abi::{ActivityOptions, ActivityResult, Command};
@@ -50,6 +62,7 @@ enum ActivitySlot {
     Resolved(ActivityResult),
     Consumed,
     Abandoned,
+    Cancelled,
 }
 
 /// Where one timer stands. See the module docs for the transitions.
@@ -57,7 +70,32 @@ enum ActivitySlot {
 enum TimerSlot {
     Pending,
     Fired,
+    /// The future was dropped before the timer fired.
+    Dropped,
+    /// Cancelled by `Job::Cancel`; the future reports it.
     Cancelled,
+}
+
+/// A query handler: raw JSON input to raw JSON output, or an error message.
+pub(crate) type QueryFn = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, QueryError>>;
+
+/// Why a handler could not answer.
+#[derive(Debug)]
+pub(crate) enum QueryError {
+    /// The input does not deserialise into the handler's input type.
+    InvalidInput(String),
+    /// The output does not serialise to JSON.
+    InvalidOutput(String),
+}
+
+/// Registered query handlers, by name.
+#[derive(Default)]
+pub(crate) struct QueryHandlers(pub(crate) BTreeMap<String, QueryFn>);
+
+impl std::fmt::Debug for QueryHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// Mutable state of one workflow instance.
@@ -73,6 +111,16 @@ pub(crate) struct Shared {
     pub(crate) closed: bool,
     /// Markers delivered by the host and the versioning decisions already made.
     pub(crate) markers: Markers,
+    /// The reason given with `Job::Cancel`, once it arrived.
+    pub(crate) cancel_reason: Option<String>,
+    /// Registered query handlers.
+    pub(crate) queries: QueryHandlers,
+    /// True while a query handler runs: anything that would change the workflow is refused
+    /// and recorded in `query_violation`.
+    pub(crate) in_query: bool,
+    /// What a query handler tried to do that queries may not.
+    pub(crate) query_violation: Option<String>,
+    signals: BTreeMap<String, VecDeque<Vec<u8>>>,
     commands: Vec<Command>,
     activities: Vec<ActivitySlot>,
     timers: Vec<TimerSlot>,
@@ -87,17 +135,88 @@ impl Shared {
             rng: Rng::new(random_seed),
             closed: false,
             markers: Markers::default(),
+            cancel_reason: None,
+            queries: QueryHandlers::default(),
+            in_query: false,
+            query_violation: None,
+            signals: BTreeMap::new(),
             commands: Vec::new(),
             activities: Vec::new(),
             timers: Vec::new(),
         }
     }
 
-    /// Records a command, unless the workflow has already finished.
+    /// Records a command, unless the workflow has already finished. During a query the
+    /// command is dropped and the query is marked as violating read-only access.
     pub(crate) fn push(&mut self, command: Command) {
+        if self.in_query {
+            self.violate("issue a command");
+            return;
+        }
         if !self.closed {
             self.commands.push(command);
         }
+    }
+
+    /// Notes that a query handler tried to change the workflow.
+    pub(crate) fn violate(&mut self, what: &str) {
+        if self.in_query && self.query_violation.is_none() {
+            self.query_violation = Some(what.to_owned());
+        }
+    }
+
+    /// The PRNG, for a draw. A draw during a query is a violation (it would shift every
+    /// later draw of the workflow).
+    pub(crate) fn rng(&mut self) -> &mut Rng {
+        self.violate("draw a random number");
+        &mut self.rng
+    }
+
+    /// Applies `Job::Signal`: buffers the input under its name.
+    pub(crate) fn deliver_signal(&mut self, name: String, input: Vec<u8>) {
+        self.signals.entry(name).or_default().push_back(input);
+    }
+
+    /// Takes the oldest buffered signal of this name.
+    pub(crate) fn take_signal(&mut self, name: &str) -> Option<Vec<u8>> {
+        if self.in_query {
+            self.violate("consume a signal");
+            return None;
+        }
+        let queue = self.signals.get_mut(name)?;
+        let input = queue.pop_front();
+        if queue.is_empty() {
+            self.signals.remove(name);
+        }
+        input
+    }
+
+    /// Applies `Job::Cancel`: every pending activity and timer is cancelled (and the host
+    /// told so), and waits started from now on run normally.
+    pub(crate) fn cancel(&mut self, reason: String) -> Result<(), String> {
+        if self.cancel_reason.is_some() {
+            return Err("the workflow was cancelled twice".into());
+        }
+        self.cancel_reason = Some(reason);
+        for (i, slot) in self.activities.iter_mut().enumerate() {
+            if matches!(slot, ActivitySlot::Pending | ActivitySlot::Abandoned) {
+                *slot = ActivitySlot::Cancelled;
+                let seq = seq_of(i + 1);
+                if !self.closed {
+                    self.commands.push(Command::RequestCancelActivity { seq });
+                }
+            }
+        }
+        for (i, slot) in self.timers.iter_mut().enumerate() {
+            if *slot == TimerSlot::Pending {
+                *slot = TimerSlot::Cancelled;
+                if !self.closed {
+                    self.commands
+                        .push(Command::CancelTimer { seq: seq_of(i + 1) });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Hands over the commands issued since the last call.
@@ -143,6 +262,7 @@ impl Shared {
         match slot {
             ActivitySlot::Pending => *slot = ActivitySlot::Resolved(result),
             ActivitySlot::Abandoned => *slot = ActivitySlot::Consumed,
+            ActivitySlot::Cancelled => {}
             ActivitySlot::Resolved(_) | ActivitySlot::Consumed => {
                 return Err(format!("activity {seq} was resolved twice"));
             }
@@ -156,17 +276,25 @@ impl Shared {
             .ok_or_else(|| format!("timer {seq} fired but the workflow never started it"))?;
         match slot {
             TimerSlot::Pending => *slot = TimerSlot::Fired,
-            TimerSlot::Cancelled => {}
+            TimerSlot::Dropped | TimerSlot::Cancelled => {}
             TimerSlot::Fired => return Err(format!("timer {seq} fired twice")),
         }
         Ok(())
     }
 
-    /// Takes a resolved activity's result, if it has arrived.
-    pub(crate) fn take_activity_result(&mut self, seq: u32) -> Option<ActivityResult> {
+    /// Takes a resolved activity's result, if it has arrived; `Err` with the cancellation
+    /// reason when the activity was cancelled.
+    pub(crate) fn take_activity_result(
+        &mut self,
+        seq: u32,
+    ) -> Option<Result<ActivityResult, String>> {
         let slot = slot_mut(&mut self.activities, seq)?;
         match std::mem::replace(slot, ActivitySlot::Consumed) {
-            ActivitySlot::Resolved(result) => Some(result),
+            ActivitySlot::Resolved(result) => Some(Ok(result)),
+            ActivitySlot::Cancelled => {
+                *slot = ActivitySlot::Cancelled;
+                Some(Err(self.cancel_reason.clone().unwrap_or_default()))
+            }
             other => {
                 *slot = other;
                 None
@@ -180,15 +308,21 @@ impl Shared {
         if let Some(slot) = slot_mut(&mut self.activities, seq) {
             *slot = match slot {
                 ActivitySlot::Pending => ActivitySlot::Abandoned,
+                ActivitySlot::Cancelled => ActivitySlot::Cancelled,
                 _ => ActivitySlot::Consumed,
             };
         }
     }
 
-    /// Whether the timer has fired.
-    pub(crate) fn timer_fired(&self, seq: u32) -> bool {
+    /// Whether the timer has fired (`Some(Ok)`), was cancelled by `Job::Cancel`
+    /// (`Some(Err(reason))`), or is still pending (`None`).
+    pub(crate) fn timer_state(&self, seq: u32) -> Option<Result<(), String>> {
         let index = usize::try_from(seq).unwrap_or(usize::MAX).wrapping_sub(1);
-        self.timers.get(index) == Some(&TimerSlot::Fired)
+        match self.timers.get(index) {
+            Some(TimerSlot::Fired) => Some(Ok(())),
+            Some(TimerSlot::Cancelled) => Some(Err(self.cancel_reason.clone().unwrap_or_default())),
+            _ => None,
+        }
     }
 
     /// The timer's future was dropped: cancel it if it is still pending, so the host does not
@@ -199,7 +333,7 @@ impl Shared {
         }
         if let Some(slot) = slot_mut(&mut self.timers, seq) {
             if *slot == TimerSlot::Pending {
-                *slot = TimerSlot::Cancelled;
+                *slot = TimerSlot::Dropped;
                 self.push(Command::CancelTimer { seq });
             }
         }

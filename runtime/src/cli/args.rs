@@ -84,9 +84,38 @@ pub enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Send a signal to a running instance. It is stored durably and delivered in arrival
+    /// order; the workflow reads it when it waits for a signal of that name.
+    Signal {
+        /// Instance id.
+        id: String,
+        /// Signal name.
+        name: String,
+        /// Signal input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+    },
+    /// Ask a workflow's query handler about its current state. Read-only: the instance's
+    /// history does not change.
+    Query {
+        /// Instance id.
+        id: String,
+        /// Query name.
+        name: String,
+        /// Query input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+    },
+    /// Ask running instances to stop: the workflow observes the cancellation, its
+    /// activities and timers are cancelled, and it ends cancelled after any cleanup.
+    /// One instance by id, or every running and blocked instance matching the filters.
+    Cancel(StopArgs),
+    /// End running instances at once, without running their code. One instance by id, or
+    /// every running and blocked instance matching the filters.
+    Terminate(StopArgs),
     /// List instances, newest first.
     List {
-        /// Only this status (running, blocked, completed, failed).
+        /// Only this status (running, blocked, completed, failed, cancelled, terminated).
         #[arg(long)]
         status: Option<String>,
         /// Only this workflow type.
@@ -182,6 +211,26 @@ pub struct StartArgs {
     /// Instance id (generated when absent).
     #[arg(long)]
     pub id: Option<String>,
+}
+
+/// Which instances `cancel` and `terminate` stop.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Instance id (or use the filters for a bulk stop).
+    #[arg(required_unless_present_any = ["module", "workflow_type"], conflicts_with_all = ["module", "workflow_type"])]
+    pub id: Option<String>,
+    /// Why (recorded in history and shown by `status`).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Bulk: instances pinned to this module (hash, prefix or alias).
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Bulk: instances of this workflow type.
+    #[arg(long)]
+    pub workflow_type: Option<String>,
+    /// Bulk: only list the instances that would be stopped.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `pinion server` options.

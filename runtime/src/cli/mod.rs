@@ -10,11 +10,12 @@
 //! | 3 | not found: unknown instance, module or workflow type |
 //! | 4 | invalid input: not a module, not JSON, bad id |
 //! | 5 | database unavailable: locked, unreadable, not a pinion database |
-//! | 6 | the workflow failed or is blocked (`result`, `run`) |
+//! | 6 | the workflow did not complete: failed, cancelled, terminated or blocked (`result`, `run`) |
 //! | 7 | timed out waiting |
 //! | 8 | replay found a divergence or failure (`replay`, `deploy --verify`) |
 
 pub mod args;
+mod control;
 mod replay;
 mod rollout;
 
@@ -54,7 +55,10 @@ fn exit_code(e: &Error) -> i32 {
         | Error::InvalidInstanceId(_)
         | Error::Io { .. }
         | Error::Imported(_) => 4,
-        Error::Store(StoreError::AlreadyExists(_)) => 4,
+        Error::Store(StoreError::AlreadyExists(_) | StoreError::NotAccepting { .. }) => 4,
+        Error::Query { kind, .. } if kind == "UnknownQuery" => 3,
+        Error::Query { kind, .. } if kind == "InvalidInput" => 4,
+        Error::Rebuild(_) => 8,
         Error::Store(StoreError::Open { .. } | StoreError::Locked(_) | StoreError::Corrupt(_)) => 5,
         Error::Registry(RegistryError::Store(StoreError::Locked(_))) => 5,
         Error::WorkerLocked(_) => 5,
@@ -125,6 +129,7 @@ fn instance_json(r: &InstanceRecord) -> serde_json::Value {
         "failure": r.failure,
         "blocked_reason": r.blocked_reason,
         "imported": r.imported,
+        "cancel_requested": r.cancel_requested,
     })
 }
 
@@ -143,6 +148,9 @@ fn print_instance(r: &InstanceRecord) {
     if let Some(b) = &r.blocked_reason {
         println!("blocked:       {b}");
     }
+    if r.cancel_requested && !r.status.is_closed() {
+        println!("cancel:        requested");
+    }
 }
 
 /// Prints a closed instance's outcome; returns the exit code it implies.
@@ -154,11 +162,12 @@ fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
             InstanceStatus::Completed => {
                 println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null"))
             }
-            InstanceStatus::Failed => {
+            InstanceStatus::Failed | InstanceStatus::Cancelled | InstanceStatus::Terminated => {
                 let f = r.failure.as_ref();
                 eprintln!(
-                    "instance {} failed: {}: {}",
+                    "instance {} {}: {}: {}",
                     r.id,
+                    r.status,
                     f.map(|f| f.kind.as_str()).unwrap_or("?"),
                     f.map(|f| f.message.as_str()).unwrap_or("?")
                 );
@@ -356,7 +365,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| Failure {
                     code: 4,
                     error: anyhow::anyhow!(
-                        "unknown status `{s}`; use running, blocked, completed or failed"
+                        "unknown status `{s}`; use running, blocked, completed, failed, cancelled or terminated"
                     ),
                 })?),
             };
@@ -434,6 +443,12 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 }
             }
             Ok(0)
+        }
+        Command::Signal { id, name, input } => control::signal(&open(&cli)?, json, id, name, input),
+        Command::Query { id, name, input } => control::query(&open(&cli)?, json, id, name, input),
+        Command::Cancel(args) => control::stop(&open(&cli)?, json, control::Stop::Cancel, args),
+        Command::Terminate(args) => {
+            control::stop(&open(&cli)?, json, control::Stop::Terminate, args)
         }
         Command::Replay(args) => replay::replay(&cli.db, json, args),
         Command::Modules => rollout::modules(&open(&cli)?, json),

@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pinion_abi::{exports, Activation, ActivityInvocation, ActivityOutcome, Completion, Manifest};
+use pinion_abi::{
+    exports, Activation, ActivityInvocation, ActivityOutcome, Completion, Manifest, QueryRequest,
+    QueryResponse,
+};
 use wasmtime::{
     Config, Engine, Instance, InstancePre, Linker, Memory, Module, OptLevel, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc,
@@ -302,13 +305,14 @@ impl Sandbox {
         use wasmtime::ValType::{I32, I64};
         // Every ABI export, with the signature the host calls it with: a module that gets
         // one wrong is rejected here, not when its first instance runs.
-        let signatures: [(&str, &[wasmtime::ValType], &[wasmtime::ValType]); 6] = [
+        let signatures: [(&str, &[wasmtime::ValType], &[wasmtime::ValType]); 7] = [
             (exports::ABI_VERSION, &[], &[I32]),
             (exports::MANIFEST, &[], &[I64]),
             (exports::ALLOC, &[I32], &[I32]),
             (exports::FREE, &[I32, I32], &[]),
             (exports::ACTIVATE, &[I32, I32], &[I64]),
             (exports::RUN_ACTIVITY, &[I32, I32], &[I64]),
+            (exports::QUERY, &[I32, I32], &[I64]),
         ];
         if !matches!(
             module.get_export(exports::MEMORY),
@@ -443,9 +447,11 @@ impl Sandbox {
             },
         )?;
         let activate = inner.func(exports::ACTIVATE)?;
+        let query = inner.func(exports::QUERY)?;
         Ok(WorkflowInstance {
             inner,
             activate,
+            query,
             fuel: self.limits.fuel_per_activation,
         })
     }
@@ -585,6 +591,7 @@ impl GuestInstance {
 pub struct WorkflowInstance {
     inner: GuestInstance,
     activate: TypedFunc<(i32, i32), i64>,
+    query: TypedFunc<(i32, i32), i64>,
     fuel: u64,
 }
 
@@ -610,6 +617,39 @@ impl WorkflowInstance {
             })?;
         pinion_abi::decode(&out)
             .map_err(|e| SandboxError::Abi(format!("completion does not decode: {e}")))
+    }
+
+    /// Evaluates a query handler. Whatever the handler does to the host side of the sandbox
+    /// is undone: the WASI random stream is restored (a draw would otherwise shift every
+    /// later draw of the workflow) and its output is discarded. The guest refuses commands
+    /// itself (`QueryResponse::Violated`).
+    ///
+    /// # Errors
+    /// Traps, fuel exhaustion, memory limits, or a response that does not decode. After an
+    /// error the instance must be discarded.
+    pub fn query(&mut self, request: &QueryRequest) -> Result<QueryResponse, SandboxError> {
+        let saved_rng = match &self.inner.store.data().kind {
+            GuestKind::Workflow { rng, .. } => Some(rng.clone()),
+            GuestKind::Activity { .. } => None,
+        };
+        let saved_output = self.take_output();
+        self.inner.store.set_fuel(self.fuel).map_err(setup)?;
+        let bytes = pinion_abi::encode(request).map_err(|e| SandboxError::Abi(e.to_string()))?;
+        let f = self.query.clone();
+        let out = self
+            .inner
+            .call_with_buffer(&f, &bytes)
+            .map_err(|e| match e {
+                SandboxError::OutOfFuel(_) => SandboxError::OutOfFuel(self.fuel),
+                other => other,
+            });
+        let state = self.inner.store.data_mut();
+        if let (GuestKind::Workflow { rng, .. }, Some(saved)) = (&mut state.kind, saved_rng) {
+            *rng = saved;
+        }
+        (state.stdout, state.stderr) = saved_output;
+        pinion_abi::decode(&out?)
+            .map_err(|e| SandboxError::Abi(format!("query response does not decode: {e}")))
     }
 
     /// Takes what the guest wrote to stdout and stderr since the last call.

@@ -57,6 +57,16 @@ pub enum StoreError {
     /// Stored data could not be decoded: the file is damaged or from a newer pinion.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The instance can take no more input: it has ended, or it is an imported history.
+    #[error("instance {id} is {state}: {hint}")]
+    NotAccepting {
+        /// The instance.
+        id: String,
+        /// Its state, in words (`completed`, `an imported history`, ...).
+        state: String,
+        /// What the caller can do instead.
+        hint: String,
+    },
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -110,6 +120,8 @@ pub struct InstanceRecord {
     pub blocked_reason: Option<String>,
     /// True for a history imported from elsewhere: it never runs.
     pub imported: bool,
+    /// True once a cancellation was requested (it is delivered once).
+    pub cancel_requested: bool,
 }
 
 /// Filter for [`Store::list_instances`].
@@ -201,6 +213,8 @@ pub enum InstanceOutcome {
     Completed(Payload),
     /// Failed with an error.
     Failed(pinion_abi::Failure),
+    /// Ended after a cancellation request, with the workflow's final reason.
+    Cancelled(String),
 }
 
 /// Everything one activation changes, committed in one transaction.
@@ -220,6 +234,9 @@ pub struct ActivationCommit {
     pub new_timers: Vec<NewTimer>,
     /// Timers cancelled.
     pub cancelled_timers: Vec<u32>,
+    /// Activities cancelled: their task rows go, so a queued attempt never runs and a
+    /// running attempt's result is discarded.
+    pub cancelled_activities: Vec<u32>,
     /// Resulting state.
     pub outcome: InstanceOutcome,
     /// Commit time.
@@ -303,6 +320,39 @@ pub trait Store: DeploymentStore + Send + Sync + 'static {
     fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
     /// Moves every timer due at `now_ms` into its instance's inbox. Returns how many fired.
     fn fire_due_timers(&self, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// Queues a signal for a running or blocked instance (blocked: delivered once it is
+    /// unblocked).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::NotAccepting`] for an ended or imported instance.
+    fn signal(
+        &self,
+        id: &InstanceId,
+        name: &str,
+        input: &Payload,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Queues a cancellation request. Returns false (and changes nothing) when one was
+    /// requested before: a cancellation is delivered once.
+    ///
+    /// # Errors
+    /// As for [`Store::signal`].
+    fn request_cancel(
+        &self,
+        id: &InstanceId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a running or blocked instance at once: appends `WorkflowTerminated`, drops its
+    /// activities, timers and undelivered input, and marks it terminated, in one
+    /// transaction. A worker mid-activation then fails to commit (history moved).
+    ///
+    /// # Errors
+    /// As for [`Store::signal`].
+    fn terminate(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError>;
 
     /// Stores an exported history as an instance that never runs (no tasks, not runnable):
     /// for replay and inspection. Fails if the id exists.

@@ -285,6 +285,17 @@ impl Drop for SqliteStore {
     }
 }
 
+/// The failure recorded for an instance that was cancelled or terminated: the kind says
+/// which, the message is the reason.
+fn reason_failure(kind: &str, reason: &str) -> pinion_abi::Failure {
+    pinion_abi::Failure {
+        kind: kind.into(),
+        message: reason.into(),
+        non_retryable: true,
+        attempts: 0,
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
 }
@@ -311,6 +322,37 @@ fn push_inbox(
     )
     .map_err(map_err)?;
     mark_runnable(conn, instance, now_ms)
+}
+
+/// The state of an instance that may take input (running or blocked, not imported):
+/// `(event_count, cancel_requested)`.
+fn accepting(conn: &Connection, id: &str) -> Result<(i64, bool), StoreError> {
+    let row: Option<(String, i64, i64, i64)> = query_one(
+        conn,
+        "SELECT status, event_count, imported, cancel_requested FROM instances WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .optional()
+    .map_err(map_err)?;
+    let Some((status, count, imported, cancel_requested)) = row else {
+        return Err(StoreError::NotFound(format!("instance {id}")));
+    };
+    if imported != 0 {
+        return Err(StoreError::NotAccepting {
+            id: id.to_owned(),
+            state: "an imported history".into(),
+            hint: "it is kept for replay and never runs".into(),
+        });
+    }
+    if status != "running" && status != "blocked" {
+        return Err(StoreError::NotAccepting {
+            id: id.to_owned(),
+            state: status,
+            hint: "it has ended and takes no more input".into(),
+        });
+    }
+    Ok((count, cancel_requested != 0))
 }
 
 impl Store for SqliteStore {
@@ -525,6 +567,11 @@ impl Store for SqliteStore {
             InstanceOutcome::Running => (None, None, "running"),
             InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
             InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
+            InstanceOutcome::Cancelled(reason) => (
+                None,
+                Some(to_json(&reason_failure("Cancelled", reason))?),
+                "cancelled",
+            ),
         };
         self.write(move |c| {
             let id = &commit.instance_id.0;
@@ -574,6 +621,12 @@ impl Store for SqliteStore {
                 for seq in &commit.cancelled_timers {
                     d.execute(params![id, seq]).map_err(map_err)?;
                 }
+                let mut d = c
+                    .prepare_cached("DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2")
+                    .map_err(map_err)?;
+                for seq in &commit.cancelled_activities {
+                    d.execute(params![id, seq]).map_err(map_err)?;
+                }
                 let pending: i64 = c
                     .query_row("SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)", [id], |r| r.get(0))
                     .map_err(map_err)?;
@@ -583,6 +636,17 @@ impl Store for SqliteStore {
                 )
                 .map_err(map_err)?;
             } else {
+                // Input that arrived while this activation ran (a signal, typically) must not
+                // vanish with the instance: refuse to close, so the worker redoes the
+                // activation with that input delivered and recorded.
+                let late: bool = c
+                    .query_row("SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)", [id], |r| r.get(0))
+                    .map_err(map_err)?;
+                if late {
+                    return Err(StoreError::Conflict(format!(
+                        "instance {id}: new input arrived while its final activation ran; redoing it with that input"
+                    )));
+                }
                 for table in ["activity_tasks", "timers", "inbox"] {
                     exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [id]).map_err(map_err)?;
                 }
@@ -787,6 +851,82 @@ impl Store for SqliteStore {
                 push_inbox(c, instance, now_ms, &EventKind::TimerFired { seq: *seq })?;
             }
             Ok(due.len() as u64)
+        })
+    }
+
+    fn signal(
+        &self,
+        id: &InstanceId,
+        name: &str,
+        input: &Payload,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (id, kind) = (
+            id.0.clone(),
+            EventKind::SignalReceived {
+                name: name.to_owned(),
+                input: input.clone(),
+            },
+        );
+        self.write(move |c| {
+            accepting(c, &id)?;
+            push_inbox(c, &id, now_ms, &kind)
+        })
+    }
+
+    fn request_cancel(
+        &self,
+        id: &InstanceId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (id, kind) = (
+            id.0.clone(),
+            EventKind::CancelRequested {
+                reason: reason.to_owned(),
+            },
+        );
+        self.write(move |c| {
+            let (_, already) = accepting(c, &id)?;
+            if already {
+                return Ok(false);
+            }
+            exec(
+                c,
+                "UPDATE instances SET cancel_requested = 1 WHERE id = ?1",
+                [&id],
+            )
+            .map_err(map_err)?;
+            push_inbox(c, &id, now_ms, &kind)?;
+            Ok(true)
+        })
+    }
+
+    fn terminate(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        let id = id.0.clone();
+        let event = to_json(&EventKind::WorkflowTerminated {
+            reason: reason.to_owned(),
+        })?;
+        let failure = to_json(&reason_failure("Terminated", reason))?;
+        self.write(move |c| {
+            let (count, _) = accepting(c, &id)?;
+            exec(
+                c,
+                "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                params![id, count + 1, now_ms as i64, event],
+            )
+            .map_err(map_err)?;
+            for table in ["activity_tasks", "timers", "inbox"] {
+                exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
+            }
+            exec(
+                c,
+                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = 'terminated',
+                 failure = ?4, blocked_reason = NULL WHERE id = ?1",
+                params![id, count + 1, now_ms as i64, failure],
+            )
+            .map_err(map_err)?;
+            Ok(())
         })
     }
 

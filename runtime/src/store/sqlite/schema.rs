@@ -13,9 +13,10 @@ use crate::store::StoreError;
 pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("0001_schema.sql")),
     (2, include_str!("0002_deployments.sql")),
+    (3, include_str!("0003_signals.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 impl SqliteStore {
     pub(super) fn connect(
