@@ -15,6 +15,13 @@ export PINION_DB="$work/fixtures.db"
 for wf in TypeChanged Removed Swapped TimerToActivity TimerDuration InputChanged PastEnd NeverCompletes ResultChanged Unchanged VersionRemoved VersionOutOfRange SignatureChanged; do
   "$PINION" run "$GUESTS/replay_v1.wasm" "$wf" --id "$wf" >/dev/null
 done
+# SignalChanged needs a signal: start it, signal it, and let a server run it to the end.
+v1=$("$PINION" deploy "$GUESTS/replay_v1.wasm" 2>/dev/null)
+"$PINION" start SignalChanged --module "$v1" --id SignalChanged >/dev/null
+"$PINION" signal SignalChanged approve --input '"alice"' >/dev/null
+"$PINION" server & server=$!
+until "$PINION" result SignalChanged >/dev/null 2>&1; do sleep 0.1; done
+kill "$server"; wait "$server" || true
 rm -rf tests/fixtures/replay && mkdir -p tests/fixtures/replay
 "$PINION" history export --all --out tests/fixtures/replay
 

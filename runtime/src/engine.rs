@@ -46,8 +46,9 @@ pub enum Error {
         /// What it exports.
         available: Vec<String>,
     },
-    /// Workflow input is not valid JSON.
-    #[error("workflow input is not valid JSON: {0}")]
+    /// Bad input from the caller (workflow, signal or query input that is not JSON, a bad
+    /// percentage, ...); the message says what and why.
+    #[error("{0}")]
     InvalidInput(String),
     /// Instance id is not acceptable.
     #[error(
@@ -278,7 +279,7 @@ impl Pinion {
             });
         }
         let input = Payload::from_json_bytes(req.input_json.as_bytes())
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+            .map_err(|e| Error::InvalidInput(format!("workflow input is not valid JSON: {e}")))?;
         let id = InstanceId(id);
         let now = self.clock.now_ms();
         self.store.create_instance(NewInstance {

@@ -482,3 +482,94 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert_eq!(o.stdout.len(), 1);
 }
+
+#[test]
+fn signal_query_cancel_and_terminate_from_the_command_line_while_a_server_runs() {
+    let dir = TempDir::new("cli-signal");
+    let db = dir.db();
+    let kit = ok(pinion(&db, &["deploy", wasm("testkit").to_str().unwrap()]));
+    let start = |wf: &str, input: &str, id: &str| {
+        ok(pinion(
+            &db,
+            &["start", wf, "--module", &kit, "--input", input, "--id", id],
+        ))
+    };
+    // Sent before any worker runs: buffered durably in the database.
+    start("Collect", r#"{"count": 2}"#, "c1");
+    ok(pinion(&db, &["signal", "c1", "add", "--input", "40"]));
+    start("Approval", r#"{"order": "o-7"}"#, "a1");
+    start("Approval", r#"{"order": "o-8"}"#, "a2");
+    start("Sleep", r#"{"ms": 3600000}"#, "s1");
+    let _server = Server::start(&db);
+    wait_until("the approval to wait", Duration::from_secs(60), || {
+        stdout(&pinion(&db, &["query", "a1", "state"])) == r#""waiting""#
+    });
+    wait_until(
+        "c1 to read the first signal",
+        Duration::from_secs(60),
+        || stdout(&pinion(&db, &["query", "c1", "seen"])) == "1",
+    );
+    let q: Value =
+        serde_json::from_str(&ok(pinion(&db, &["query", "c1", "total", "--json"]))).unwrap();
+    assert_eq!(q["result"], 40);
+    ok(pinion(&db, &["signal", "c1", "add", "--input", "2"]));
+    assert_eq!(
+        ok(pinion(&db, &["result", "c1", "--wait", "--timeout", "60"])),
+        "42"
+    );
+
+    ok(pinion(
+        &db,
+        &["signal", "a1", "approve", "--input", r#""bob""#],
+    ));
+    assert_eq!(
+        ok(pinion(&db, &["result", "a1", "--wait", "--timeout", "60"])),
+        r#""o-7 approved by bob""#
+    );
+
+    let out = ok(pinion(&db, &["cancel", "a2", "--reason", "out of stock"]));
+    assert!(out.contains("cancellation requested"), "{out}");
+    let o = pinion(&db, &["result", "a2", "--wait", "--timeout", "60"]);
+    fails_with(&o, 6, "cancelled: Cancelled: out of stock");
+
+    // Bulk terminate by workflow type, with a dry run first.
+    let out = ok(pinion(
+        &db,
+        &["terminate", "--workflow-type", "Sleep", "--dry-run"],
+    ));
+    assert!(
+        out.contains("s1: would be terminated") && out.contains("1 instance(s) selected"),
+        "{out}"
+    );
+    let out = ok(pinion(
+        &db,
+        &[
+            "terminate",
+            "--workflow-type",
+            "Sleep",
+            "--reason",
+            "bad release",
+        ],
+    ));
+    assert!(out.contains("s1: terminated"), "{out}");
+    let status: Value =
+        serde_json::from_str(&ok(pinion(&db, &["status", "s1", "--json"]))).unwrap();
+    assert_eq!(status["status"], "terminated");
+
+    // Errors: unknown instance, ended instance, unknown query, bad JSON, missing target.
+    fails_with(
+        &pinion(&db, &["signal", "nope", "x"]),
+        3,
+        "no instance with id `nope`",
+    );
+    fails_with(&pinion(&db, &["signal", "a1", "x"]), 4, "completed");
+    fails_with(&pinion(&db, &["terminate", "s1"]), 4, "terminated");
+    fails_with(&pinion(&db, &["query", "a1", "nope"]), 3, "UnknownQuery");
+    fails_with(
+        &pinion(&db, &["signal", "c1", "x", "--input", "{oops"]),
+        4,
+        "not valid JSON",
+    );
+    let o = pinion(&db, &["cancel"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -50,7 +50,7 @@ fn every_golden_history_is_compatible_with_the_module_that_recorded_it() {
         assert!(!report.result_differs);
         n += 1;
     }
-    assert_eq!(n, 13);
+    assert_eq!(n, 14);
     let foobar = replayer("foobar-v1", true)
         .replay_file(&fixtures("seeds").join("foobar-v1-completed.json"))
         .unwrap();
@@ -285,7 +285,7 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(8), "{out}{err}");
-    assert!(out.contains("4 compatible, 9 diverged, 0 failed"), "{out}");
+    assert!(out.contains("4 compatible, 10 diverged, 0 failed"), "{out}");
     assert!(out.contains(r#"event #3: history has ActivityScheduled{type: "Foo", seq: 1}, code produced ActivityScheduled{type: "FooRenamed", seq: 1}"#));
     let o = pinion(
         &db,
@@ -300,8 +300,8 @@ fn replay_cli_reads_history_files_prints_a_summary_and_exits_non_zero_on_diverge
     );
     assert_eq!(o.status.code(), Some(0));
     let report: Value = serde_json::from_str(&text(&o).0).unwrap();
-    assert_eq!(report["summary"]["compatible"], 13);
-    assert_eq!(report["reports"].as_array().unwrap().len(), 13);
+    assert_eq!(report["summary"]["compatible"], 14);
+    assert_eq!(report["reports"].as_array().unwrap().len(), 14);
     // The candidate was never stored, and no database was created for file replay.
     assert!(!db.exists());
 }
@@ -571,4 +571,19 @@ fn follow_mode_reports_each_new_divergence_once() {
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
     shadow.kill().unwrap();
     let _ = shadow.wait();
+}
+
+#[test]
+fn changed_signal_handling_is_a_divergence() {
+    // v1 shipped right after signal `approve`; v2 also waits for `countersign`, so at the
+    // activation that delivered `approve` the recorded Echo has no counterpart.
+    let r = replay_fixture("replay-v2", "SignalChanged");
+    assert_eq!(
+        diverged(&r),
+        (
+            4,
+            r#"ActivityScheduled{type: "Echo", seq: 1}"#,
+            "no further command"
+        )
+    );
 }

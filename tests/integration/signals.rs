@@ -115,7 +115,10 @@ fn bad_signals_are_refused_with_clear_errors() {
     p.start(&start_req("Echo", &m, "1", "done")).unwrap();
     let err = p.signal("done", "add", "{not json").unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
-    assert!(err.to_string().contains("signal input"), "{err}");
+    assert!(
+        err.to_string().contains("signal input is not valid JSON"),
+        "{err}"
+    );
     let err = p.signal("done", "", "1").unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     let w = p.start_worker(quiet_worker()).unwrap();

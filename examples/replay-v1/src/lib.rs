@@ -119,6 +119,12 @@ fn echo(v: Value) -> Result<String, ActivityError> {
     Ok(v.to_string())
 }
 
+/// Waits for signal `approve`, then calls `Echo` with it. v2 also waits for `countersign`.
+async fn signal_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let who: String = ctx.signal("approve").await?;
+    Ok(ctx.activity("Echo", &who).await?)
+}
+
 pinion_sdk::export! {
     version: "v1",
     workflows: {
@@ -135,6 +141,7 @@ pinion_sdk::export! {
         "SignatureChanged" => signature_changed,
         "VersionRemoved" => version_removed,
         "VersionOutOfRange" => version_out_of_range,
+        "SignalChanged" => signal_changed,
     },
     activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
 }

@@ -121,6 +121,14 @@ fn echo(v: Value) -> Result<String, ActivityError> {
     Ok(v.to_string())
 }
 
+/// v1 called `Echo` right after signal `approve`; this waits for `countersign` too, so the
+/// recorded `Echo` has no counterpart when only `approve` was delivered.
+async fn signal_changed(ctx: WorkflowContext, _: Value) -> Result<String, WorkflowError> {
+    let who: String = ctx.signal("approve").await?;
+    let second: String = ctx.signal("countersign").await?;
+    Ok(ctx.activity("Echo", &format!("{who}+{second}")).await?)
+}
+
 pinion_sdk::export! {
     version: "v2",
     workflows: {
@@ -137,6 +145,7 @@ pinion_sdk::export! {
         "SignatureChanged" => signature_changed,
         "VersionRemoved" => version_removed,
         "VersionOutOfRange" => version_out_of_range,
+        "SignalChanged" => signal_changed,
     },
     activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
 }

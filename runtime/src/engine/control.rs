@@ -43,7 +43,7 @@ fn parse_input(input_json: &str, what: &str) -> Result<Payload, Error> {
         input_json
     };
     Payload::from_json_bytes(text.as_bytes())
-        .map_err(|e| Error::InvalidInput(format!("{what} input: {e}")))
+        .map_err(|e| Error::InvalidInput(format!("{what} input is not valid JSON: {e}")))
 }
 
 impl Pinion {
