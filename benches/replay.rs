@@ -43,6 +43,8 @@ fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
         random_seed: 7,
         determinism_rules: DETERMINISM_RULES_VERSION,
         version_label: None,
+        parent: None,
+        continued_from_run: None,
     });
     for seq in 1..=n {
         push(EventKind::WorkflowTaskCompleted {

@@ -404,7 +404,7 @@ impl Future for Timer {
     type Output = Result<(), Cancelled>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = self.shared.borrow().timer_state(self.seq);
+        let state = self.shared.borrow_mut().timer_state(self.seq);
         match state {
             None => Poll::Pending,
             Some(r) => {

@@ -67,6 +67,7 @@
 #![deny(missing_docs)]
 
 mod activity;
+mod child;
 mod context;
 mod error;
 pub mod future;
@@ -83,6 +84,7 @@ mod versioning;
 pub mod __rt;
 
 pub use activity::ActivityContext;
+pub use child::{ChildFuture, ChildOptions, ContinueAsNewOptions, CONTINUE_AS_NEW_KIND};
 pub use context::{ActivityFuture, Level, Timer, WorkflowContext};
 pub use error::{ActivityError, ActivityFailed, Cancelled, WorkflowError, CANCELLED_KIND};
 pub use future::{join, join3, join_all, select, select_all, Either};

@@ -9,7 +9,10 @@
 //! A **cancellation** (`pinion cancel <id>`) is delivered once. Every wait pending at that
 //! moment ends with a cancellation error: activities (kind `"Cancelled"`, and the host stops
 //! them), timers ([`Cancelled`]), signal waits (a [`WorkflowError`] of kind `"Cancelled"`).
-//! Waits started afterwards run normally, so the workflow can clean up; when it then returns
+//! Waits started after the code has *seen* the cancellation (one of those errors, or
+//! [`WorkflowContext::cancelled`] / [`WorkflowContext::cancel_requested`]) run normally, so
+//! the workflow can clean up; waits started before it has seen it (a cancellation that
+//! arrived before the code first ran) are cancelled at once; when it then returns
 //! a `"Cancelled"` error (the `?` of any of those errors does) the instance ends *cancelled*.
 
 use std::fmt;
@@ -72,7 +75,7 @@ impl WorkflowContext {
 
     /// The reason given with the cancellation, once one was delivered.
     pub fn cancel_requested(&self) -> Option<String> {
-        self.shared().borrow().cancel_reason.clone()
+        self.shared().borrow_mut().observe_cancel()
     }
 }
 
@@ -88,7 +91,10 @@ pub struct SignalFuture<T> {
 
 impl<T> SignalFuture<T> {
     fn new(shared: SharedRef, name: &str) -> Self {
-        let cancellable = shared.borrow().cancel_reason.is_none();
+        let cancellable = {
+            let s = shared.borrow();
+            s.cancel_reason.is_none() || s.cancel_unobserved()
+        };
         SignalFuture {
             shared,
             name: name.to_owned(),
@@ -115,13 +121,12 @@ impl<T: DeserializeOwned> Future for SignalFuture<T> {
         if let Some(input) = shared.take_signal(&this.name) {
             return Poll::Ready(decode_signal(&this.name, &input));
         }
-        match &shared.cancel_reason {
-            Some(reason) if this.cancellable => Poll::Ready(Err(Cancelled {
-                reason: reason.clone(),
+        if this.cancellable {
+            if let Some(reason) = shared.observe_cancel() {
+                return Poll::Ready(Err(Cancelled { reason }.into()));
             }
-            .into())),
-            _ => Poll::Pending,
         }
+        Poll::Pending
     }
 }
 
@@ -177,10 +182,8 @@ impl Future for CancellationFuture {
     type Output = Cancelled;
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Cancelled> {
-        match &self.shared.borrow().cancel_reason {
-            Some(reason) => Poll::Ready(Cancelled {
-                reason: reason.clone(),
-            }),
+        match self.shared.borrow_mut().observe_cancel() {
+            Some(reason) => Poll::Ready(Cancelled { reason }),
             None => Poll::Pending,
         }
     }

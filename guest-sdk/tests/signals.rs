@@ -306,3 +306,25 @@ fn a_query_handler_that_issues_a_command_or_draws_randomness_is_refused() {
     );
     assert_eq!(completed(&c), json!(7));
 }
+
+#[test]
+fn a_cancellation_delivered_with_the_start_stops_waits_the_code_has_not_seen_it_for() {
+    // Sleep: the timer is never started; the workflow ends cancelled at once.
+    let mut i = Instance::new();
+    assert_eq!(
+        run(&mut i, vec![start("Sleeper"), cancel("too late")]),
+        vec![Command::CancelWorkflow {
+            reason: "too late".into()
+        }]
+    );
+    // A signal wait is cancelled too, and cleanup after seeing it runs normally.
+    let mut i = Instance::new();
+    let c = run(&mut i, vec![start("Cancellable"), cancel("early")]);
+    // work and timer were never issued; the cleanup activity is (seq 2, after the
+    // cancelled seq 1).
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(
+        matches!(&c[0], Command::ScheduleActivity { seq: 2, activity_type, .. } if activity_type == "cleanup"),
+        "{c:?}"
+    );
+}

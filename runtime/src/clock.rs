@@ -51,6 +51,18 @@ impl Clock for ManualClock {
     }
 }
 
+/// 64 bits from the OS random source: instance ids and the random seeds recorded in start
+/// events. The OS source is only unavailable on broken systems; then the clock mixed with
+/// the address of a local stands in rather than failing a start.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let x = &b as *const _ as u64;
+        b = (x ^ SystemClock.now_ms().rotate_left(17)).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{random_u64, Clock, SystemClock};
 use crate::executor::ExecError;
 use crate::history::{
     EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION,
@@ -161,17 +161,6 @@ pub struct Pinion {
     worker: Mutex<Weak<WorkerShared>>,
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // The OS random source is only unavailable on broken systems; fall back to the clock
-    // mixed with the address of a local rather than failing a start.
-    if getrandom::fill(&mut b).is_err() {
-        let x = &b as *const _ as u64;
-        b = (x ^ SystemClock.now_ms().rotate_left(17)).to_le_bytes();
-    }
-    u64::from_le_bytes(b)
-}
-
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 200 && id.chars().all(|c| !c.is_whitespace() && !c.is_control())
 }
@@ -292,6 +281,8 @@ impl Pinion {
                 random_seed: random_u64(),
                 determinism_rules: DETERMINISM_RULES_VERSION,
                 version_label: module.manifest.version_label.clone(),
+                parent: None,
+                continued_from_run: None,
             },
         })?;
         Ok(id)

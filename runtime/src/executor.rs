@@ -18,6 +18,9 @@
 //! | CompleteWorkflow   | WorkflowCompleted    | (kind only)             | divergence |
 //! | FailWorkflow       | WorkflowFailed       | (kind only)             | divergence |
 //! | CancelWorkflow     | WorkflowCancelled    | (kind only)             | divergence |
+//! | StartChild         | ChildWorkflowInitiated | seq, workflow type    | divergence |
+//! | RequestCancelChild | ChildCancelRequested | seq                     | divergence |
+//! | ContinueAsNew      | WorkflowContinuedAsNew | (kind only)           | divergence |
 //! | a command          | nothing more         | —                       | divergence (extra command) |
 //! | nothing more       | a command            | —                       | divergence (missing command) |
 //!
@@ -35,12 +38,25 @@
 use std::fmt;
 
 use pinion_abi::{
-    Activation, ActivityResult, Command, Completion, Failure, Job, QueryRequest, QueryResponse,
+    Activation, ActivityResult, ChildResult, Command, Completion, Failure, Job, ModuleChoice,
+    QueryRequest, QueryResponse,
 };
 
-use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
+use crate::clock::random_u64;
+use crate::history::{
+    EventKind, HistoryEvent, InstanceId, ModuleHash, ParentRef, Payload, DETERMINISM_RULES_VERSION,
+};
 use crate::sandbox::{LoadedModule, Sandbox, SandboxError, WorkflowInstance};
-use crate::store::{InstanceOutcome, NewActivityTask, NewTimer};
+use crate::store::{InstanceOutcome, NewActivityTask, NewChild, NewTimer};
+
+/// A module chosen for a child or a continued run: its hash and version label.
+pub type ResolvedModule = (ModuleHash, Option<String>);
+
+/// Turns a [`ModuleChoice`] into a deployed module that exports `workflow_type`, for the
+/// instance `id` (an alias ramp picks by id); `Err` says why not. The worker implements it
+/// with the registry; replay never needs it.
+pub type ModuleResolver<'a> =
+    &'a dyn Fn(&ModuleChoice, &str, &str) -> Result<ResolvedModule, String>;
 
 /// A determinism error: the code no longer does what history recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +226,14 @@ pub fn job_for(instance: &InstanceId, kind: &EventKind) -> Option<Job> {
         EventKind::CancelRequested { reason } => Job::Cancel {
             reason: reason.clone(),
         },
+        EventKind::ChildWorkflowCompleted { seq, result, .. } => Job::ResolveChild {
+            seq: *seq,
+            result: ChildResult::Completed(result.as_bytes().to_vec()),
+        },
+        EventKind::ChildWorkflowFailed { seq, failure, .. } => Job::ResolveChild {
+            seq: *seq,
+            result: ChildResult::Failed(failure.clone()),
+        },
         _ => return None,
     })
 }
@@ -231,6 +255,11 @@ pub fn render_command(c: &Command) -> String {
         Command::FailWorkflow { failure } => format!("WorkflowFailed{{kind: {:?}}}", failure.kind),
         Command::RequestCancelActivity { seq } => format!("ActivityCancelled{{seq: {seq}}}"),
         Command::CancelWorkflow { .. } => "WorkflowCancelled".into(),
+        Command::StartChild {
+            seq, workflow_type, ..
+        } => format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}}}"),
+        Command::RequestCancelChild { seq } => format!("ChildCancelRequested{{seq: {seq}}}"),
+        Command::ContinueAsNew { .. } => "WorkflowContinuedAsNew".into(),
     }
 }
 
@@ -252,6 +281,10 @@ pub fn render_event(k: &EventKind) -> String {
             format!("WorkflowFailed{{kind: {:?}}}", failure.kind)
         }
         EventKind::ActivityCancelled { seq } => format!("ActivityCancelled{{seq: {seq}}}"),
+        EventKind::ChildWorkflowInitiated {
+            seq, workflow_type, ..
+        } => format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}}}"),
+        EventKind::ChildCancelRequested { seq } => format!("ChildCancelRequested{{seq: {seq}}}"),
         other => other.name().into(),
     }
 }
@@ -277,6 +310,20 @@ fn command_matches(c: &Command, k: &EventKind) -> bool {
             seq == s
         }
         (Command::CancelWorkflow { .. }, EventKind::WorkflowCancelled { .. }) => true,
+        (
+            Command::StartChild {
+                seq, workflow_type, ..
+            },
+            EventKind::ChildWorkflowInitiated {
+                seq: s,
+                workflow_type: t,
+                ..
+            },
+        ) => seq == s && workflow_type == t,
+        (Command::RequestCancelChild { seq }, EventKind::ChildCancelRequested { seq: s }) => {
+            seq == s
+        }
+        (Command::ContinueAsNew { .. }, EventKind::WorkflowContinuedAsNew { .. }) => true,
         _ => false,
     }
 }
@@ -463,6 +510,10 @@ pub struct LiveActivation {
     pub cancelled_timers: Vec<u32>,
     /// Activities cancelled.
     pub cancelled_activities: Vec<u32>,
+    /// Children to start.
+    pub new_children: Vec<NewChild>,
+    /// Children asked to stop.
+    pub cancelled_children: Vec<u32>,
     /// Resulting state.
     pub outcome: InstanceOutcome,
     /// Captured stdout and stderr of the activation.
@@ -472,6 +523,8 @@ pub struct LiveActivation {
 /// A workflow instance's code, positioned at the end of its history.
 pub struct WorkflowRun {
     instance_id: InstanceId,
+    workflow_type: String,
+    parent: Option<ParentRef>,
     checks: Checks,
     warnings: Vec<String>,
     guest: WorkflowInstance,
@@ -494,8 +547,13 @@ impl WorkflowRun {
         checks: Checks,
     ) -> Result<(WorkflowRun, Vec<HistoryEvent>), ExecError> {
         let (activations, pending) = split_history(instance_id, history)?;
-        let seed = match &history[0].kind {
-            EventKind::WorkflowStarted { random_seed, .. } => *random_seed,
+        let (seed, workflow_type, parent) = match &history[0].kind {
+            EventKind::WorkflowStarted {
+                random_seed,
+                workflow_type,
+                parent,
+                ..
+            } => (*random_seed, workflow_type.clone(), parent.clone()),
             _ => unreachable!("split_history checked event 1"),
         };
         let guest = sandbox
@@ -506,6 +564,8 @@ impl WorkflowRun {
             })?;
         let mut run = WorkflowRun {
             instance_id: instance_id.clone(),
+            workflow_type,
+            parent,
             checks,
             warnings: Vec::new(),
             guest,
@@ -614,6 +674,7 @@ impl WorkflowRun {
         inputs: &[EventKind],
         inputs_recorded: usize,
         now_ms: u64,
+        resolve: ModuleResolver<'_>,
     ) -> Result<LiveActivation, ExecError> {
         let now_ms = now_ms.max(self.last_now_ms);
         let jobs: Vec<Job> = inputs
@@ -643,6 +704,8 @@ impl WorkflowRun {
             new_timers: Vec::new(),
             cancelled_timers: Vec::new(),
             cancelled_activities: Vec::new(),
+            new_children: Vec::new(),
+            cancelled_children: Vec::new(),
             outcome: InstanceOutcome::Running,
             output,
         };
@@ -710,6 +773,80 @@ impl WorkflowRun {
                 Command::CancelWorkflow { reason } => {
                     live.outcome = InstanceOutcome::Cancelled(reason.clone());
                     EventKind::WorkflowCancelled { reason }
+                }
+                Command::StartChild {
+                    seq,
+                    workflow_type,
+                    input,
+                    id,
+                    module,
+                } => {
+                    let input = payload(&input, "child workflow input")?;
+                    let child_id = InstanceId(
+                        id.unwrap_or_else(|| format!("{}-child-{seq}", self.instance_id)),
+                    );
+                    let resolved = resolve(&module, &child_id.0, &workflow_type);
+                    let module_hash = resolved.as_ref().ok().map(|(h, _)| h.clone());
+                    live.new_children.push(NewChild {
+                        seq,
+                        id: child_id.clone(),
+                        started: resolved.map(|(module_hash, version_label)| {
+                            EventKind::WorkflowStarted {
+                                workflow_type: workflow_type.clone(),
+                                module_hash,
+                                input: input.clone(),
+                                random_seed: random_u64(),
+                                determinism_rules: DETERMINISM_RULES_VERSION,
+                                version_label,
+                                parent: Some(ParentRef {
+                                    id: self.instance_id.clone(),
+                                    seq,
+                                }),
+                                continued_from_run: None,
+                            }
+                        }),
+                    });
+                    EventKind::ChildWorkflowInitiated {
+                        seq,
+                        child_id,
+                        workflow_type,
+                        input,
+                        module_hash,
+                    }
+                }
+                Command::RequestCancelChild { seq } => {
+                    live.cancelled_children.push(seq);
+                    EventKind::ChildCancelRequested { seq }
+                }
+                Command::ContinueAsNew {
+                    input,
+                    workflow_type,
+                    module,
+                } => {
+                    let input = payload(&input, "continue-as-new input")?;
+                    let workflow_type = workflow_type.unwrap_or_else(|| self.workflow_type.clone());
+                    let (module_hash, version_label) =
+                        resolve(&module, &self.instance_id.0, &workflow_type).map_err(|why| {
+                            ExecError::Sdk {
+                                event_index: self.next_event_id,
+                                message: format!("cannot continue as new: {why}"),
+                            }
+                        })?;
+                    live.outcome = InstanceOutcome::ContinuedAsNew(EventKind::WorkflowStarted {
+                        workflow_type: workflow_type.clone(),
+                        module_hash: module_hash.clone(),
+                        input: input.clone(),
+                        random_seed: random_u64(),
+                        determinism_rules: DETERMINISM_RULES_VERSION,
+                        version_label,
+                        parent: self.parent.clone(),
+                        continued_from_run: None,
+                    });
+                    EventKind::WorkflowContinuedAsNew {
+                        input,
+                        workflow_type,
+                        module_hash,
+                    }
                 }
             };
             live.events.push((next, kind));

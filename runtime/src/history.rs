@@ -161,6 +161,13 @@ pub enum EventKind {
         /// The module's version label, if it declares one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version_label: Option<String>,
+        /// For a child workflow: the parent instance and the child's sequence number there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+        /// For a run started by continue-as-new: the number of the run before it (runs are
+        /// numbered from 1 per instance id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continued_from_run: Option<u32>,
     },
     /// End of one activation; the inputs before it were delivered together at `now_ms`.
     WorkflowTaskCompleted {
@@ -266,6 +273,55 @@ pub enum EventKind {
         /// The operator's reason.
         reason: String,
     },
+    /// The workflow started a child workflow (or tried to: `module_hash` is `None` when the
+    /// module could not be resolved, and a `ChildWorkflowFailed` follows).
+    ChildWorkflowInitiated {
+        /// Child sequence number within the parent.
+        seq: u32,
+        /// The child's instance id.
+        child_id: InstanceId,
+        /// The child's workflow type.
+        workflow_type: String,
+        /// The child's input.
+        input: Payload,
+        /// The module the child is pinned to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        module_hash: Option<ModuleHash>,
+    },
+    /// A child workflow returned a value.
+    ChildWorkflowCompleted {
+        /// Child sequence number.
+        seq: u32,
+        /// The child's instance id.
+        child_id: InstanceId,
+        /// Its result.
+        result: Payload,
+    },
+    /// A child workflow failed, was cancelled or terminated, or could not start (the kind
+    /// says which).
+    ChildWorkflowFailed {
+        /// Child sequence number.
+        seq: u32,
+        /// The child's instance id.
+        child_id: InstanceId,
+        /// Why.
+        failure: Failure,
+    },
+    /// The workflow asked a running child to stop (after its own cancellation).
+    ChildCancelRequested {
+        /// Child sequence number.
+        seq: u32,
+    },
+    /// The run ended and the workflow started again under the same id with a fresh
+    /// history (this one is archived as a numbered run).
+    WorkflowContinuedAsNew {
+        /// Input of the new run.
+        input: Payload,
+        /// Workflow type of the new run.
+        workflow_type: String,
+        /// Module of the new run.
+        module_hash: ModuleHash,
+    },
     /// An operator moved the instance to another module after replay proved the new
     /// module compatible with this history (`pinion upgrade`). Neither input nor command:
     /// replay skips it.
@@ -299,6 +355,11 @@ impl EventKind {
             EventKind::ActivityCancelled { .. } => "ActivityCancelled",
             EventKind::WorkflowCancelled { .. } => "WorkflowCancelled",
             EventKind::WorkflowTerminated { .. } => "WorkflowTerminated",
+            EventKind::ChildWorkflowInitiated { .. } => "ChildWorkflowInitiated",
+            EventKind::ChildWorkflowCompleted { .. } => "ChildWorkflowCompleted",
+            EventKind::ChildWorkflowFailed { .. } => "ChildWorkflowFailed",
+            EventKind::ChildCancelRequested { .. } => "ChildCancelRequested",
+            EventKind::WorkflowContinuedAsNew { .. } => "WorkflowContinuedAsNew",
         }
     }
 
@@ -313,6 +374,8 @@ impl EventKind {
                 | EventKind::TimerFired { .. }
                 | EventKind::SignalReceived { .. }
                 | EventKind::CancelRequested { .. }
+                | EventKind::ChildWorkflowCompleted { .. }
+                | EventKind::ChildWorkflowFailed { .. }
         )
     }
 
@@ -328,6 +391,9 @@ impl EventKind {
                 | EventKind::WorkflowFailed { .. }
                 | EventKind::ActivityCancelled { .. }
                 | EventKind::WorkflowCancelled { .. }
+                | EventKind::ChildWorkflowInitiated { .. }
+                | EventKind::ChildCancelRequested { .. }
+                | EventKind::WorkflowContinuedAsNew { .. }
         )
     }
 
@@ -339,6 +405,7 @@ impl EventKind {
                 | EventKind::WorkflowFailed { .. }
                 | EventKind::WorkflowCancelled { .. }
                 | EventKind::WorkflowTerminated { .. }
+                | EventKind::WorkflowContinuedAsNew { .. }
         )
     }
 
@@ -387,9 +454,42 @@ impl EventKind {
             }
             EventKind::TimerFired { seq }
             | EventKind::TimerCancelled { seq }
-            | EventKind::ActivityCancelled { seq } => {
+            | EventKind::ActivityCancelled { seq }
+            | EventKind::ChildCancelRequested { seq } => {
                 format!("seq={seq}")
             }
+            EventKind::ChildWorkflowInitiated {
+                seq,
+                child_id,
+                workflow_type,
+                module_hash,
+                ..
+            } => format!(
+                "seq={seq} child={child_id} type={workflow_type:?} module={}",
+                module_hash.as_ref().map_or("(unresolved)", |m| m.short())
+            ),
+            EventKind::ChildWorkflowCompleted {
+                seq,
+                child_id,
+                result,
+            } => format!("seq={seq} child={child_id} result={}", result.json()),
+            EventKind::ChildWorkflowFailed {
+                seq,
+                child_id,
+                failure,
+            } => format!(
+                "seq={seq} child={child_id} {}: {}",
+                failure.kind, failure.message
+            ),
+            EventKind::WorkflowContinuedAsNew {
+                input,
+                workflow_type,
+                module_hash,
+            } => format!(
+                "{workflow_type} on {} input={}",
+                module_hash.short(),
+                input.json()
+            ),
             EventKind::SignalReceived { name, input } => {
                 format!("name={name:?} input={}", input.json())
             }
@@ -404,6 +504,15 @@ impl EventKind {
             EventKind::ModuleUpgraded { from, to } => format!("{} -> {}", from.short(), to.short()),
         }
     }
+}
+
+/// A child's link to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// The parent instance.
+    pub id: InstanceId,
+    /// The child's sequence number in the parent.
+    pub seq: u32,
 }
 
 /// Lifecycle state of an instance.

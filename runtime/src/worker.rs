@@ -24,11 +24,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure};
+use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure, ModuleChoice};
 
 use crate::clock::Clock;
-use crate::executor::{Checks, ExecError, WorkflowRun};
-use crate::history::{EventKind, InstanceId, InstanceStatus, Payload};
+use crate::executor::{Checks, ExecError, ResolvedModule, WorkflowRun};
+use crate::history::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{
@@ -428,7 +428,10 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
         return Ok(());
     }
     let now = s.clock.now_ms();
-    let live = match run.run_live(&inputs, recorded, now) {
+    let resolve = |choice: &ModuleChoice, id: &str, workflow_type: &str| {
+        resolve_module(s, &rec.module_hash, choice, id, workflow_type)
+    };
+    let live = match run.run_live(&inputs, recorded, now, &resolve) {
         Ok(l) => l,
         Err(e) => return block(s, id, &e),
     };
@@ -443,6 +446,8 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
         new_timers: live.new_timers,
         cancelled_timers: live.cancelled_timers,
         cancelled_activities: live.cancelled_activities,
+        new_children: live.new_children,
+        cancelled_children: live.cancelled_children,
         outcome: live.outcome,
         now_ms: now,
     })?;
@@ -456,6 +461,35 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
         s.timer_wake.notify();
     }
     Ok(())
+}
+
+/// Resolves the module a child or a continued run asks for (see
+/// [`crate::executor::ModuleResolver`]).
+fn resolve_module(
+    s: &Shared,
+    current: &ModuleHash,
+    choice: &ModuleChoice,
+    id: &str,
+    workflow_type: &str,
+) -> Result<ResolvedModule, String> {
+    let module = match choice {
+        ModuleChoice::Current => s.registry.resolve(&current.0),
+        ModuleChoice::Module(spec) => s.registry.resolve(spec),
+        ModuleChoice::Alias(name) => match s.store.get_alias(name) {
+            Ok(Some(alias)) => s.registry.resolve(&alias.module_for(id).0),
+            Ok(None) => return Err(format!("no alias named `{name}`")),
+            Err(e) => return Err(e.to_string()),
+        },
+    }
+    .map_err(|e| e.to_string())?;
+    if !module.manifest.workflows.iter().any(|w| w == workflow_type) {
+        return Err(format!(
+            "module {} has no workflow type `{workflow_type}`; it exports: {}",
+            module.hash.short(),
+            module.manifest.workflows.join(", ")
+        ));
+    }
+    Ok((module.hash, module.manifest.version_label))
 }
 
 /// Stops an instance that cannot go on: blocked (waiting for an upgrade), or failed when

@@ -541,6 +541,11 @@ fn signal_query_cancel_and_terminate_from_the_command_line_while_a_server_runs()
         out.contains("s1: would be terminated") && out.contains("1 instance(s) selected"),
         "{out}"
     );
+    let out = ok(pinion(&db, &["cancel", "s1", "--dry-run"]));
+    assert_eq!(out, "s1: would be cancelled");
+    let status: Value =
+        serde_json::from_str(&ok(pinion(&db, &["status", "s1", "--json"]))).unwrap();
+    assert_eq!(status["status"], "running", "a dry run changes nothing");
     let out = ok(pinion(
         &db,
         &[

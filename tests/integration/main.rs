@@ -6,6 +6,7 @@
 
 mod common;
 
+mod children;
 mod cli;
 mod determinism;
 mod engine;

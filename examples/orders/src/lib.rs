@@ -154,12 +154,17 @@ async fn process_order(ctx: WorkflowContext, order: Order) -> Result<Receipt, Wo
     let deadline = ctx.sleep(Duration::from_millis(order.payment_deadline_ms));
     let charge_id = match select(charge, deadline).await {
         Either::Left(Ok(charge_id)) => charge_id,
+        // A cancellation of the order while it waits for payment cancels the charge: release
+        // the stock, then end cancelled.
+        Either::Left(Err(failed)) if failed.is_cancelled() => {
+            release(&ctx, &reservation_id).await?;
+            return Err(failed.into());
+        }
         Either::Left(Err(failed)) => {
             release(&ctx, &reservation_id).await?;
             return Err(payment_error(failed));
         }
         Either::Right(fired) => {
-            // A cancellation of the order while it waits for payment also lands here.
             fired?;
             release(&ctx, &reservation_id).await?;
             return Err(WorkflowError::new(

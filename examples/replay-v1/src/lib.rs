@@ -125,6 +125,35 @@ async fn signal_changed(ctx: WorkflowContext, _: Value) -> Result<String, Workfl
     Ok(ctx.activity("Echo", &who).await?)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CountdownInput {
+    n: u32,
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+/// Not a divergence case: identical in v1 and v2, so the continue-as-new test can move a
+/// running instance from one module to the other. Each run records the module's label and
+/// continues (on `alias`'s module when given) until `n` reaches 0.
+async fn countdown(
+    ctx: WorkflowContext,
+    mut input: CountdownInput,
+) -> Result<Value, WorkflowError> {
+    let label: String = ctx.activity("Echo", &ctx.version_label()).await?;
+    input.labels.push(label);
+    if input.n == 0 {
+        return Ok(serde_json::json!(input.labels));
+    }
+    input.n -= 1;
+    let options = match &input.alias {
+        Some(a) => pinion_sdk::ContinueAsNewOptions::new().alias(a.clone()),
+        None => pinion_sdk::ContinueAsNewOptions::new(),
+    };
+    Err(ctx.continue_as_new_with(&input, options))
+}
+
 pinion_sdk::export! {
     version: "v1",
     workflows: {
@@ -142,6 +171,7 @@ pinion_sdk::export! {
         "VersionRemoved" => version_removed,
         "VersionOutOfRange" => version_out_of_range,
         "SignalChanged" => signal_changed,
+        "Countdown" => countdown,
     },
     activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
 }

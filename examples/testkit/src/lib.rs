@@ -15,6 +15,7 @@
 //! | `Typed` | `{count: u32, name: string}` | `"name:count"`; anything else fails with `InvalidInput` |
 //! | `Approval` | `{order: string}` | `"<order> approved by <who>"` after signal `approve` (a string); query `state`; on cancel runs `release` and ends cancelled |
 //! | `Collect` | `{count: n}` | the sum of `n` signals `add` (numbers); query `total` (sum so far) and `seen` (signals read) |
+//! | `Family` | `{children: n, alias?, approval?}` | sum of `n` child `Steps` runs (`n = 1..`) on the parent's module or `alias`'s; with `approval`, the result of one child `Approval` |
 //! | `Busy` | `{ms}` | never on its own: activity `slow` for `ms` of real time, with a one-hour timer beside it; on cancel runs `release` and ends cancelled |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
@@ -27,8 +28,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use pinion_sdk::{
-    join, join3, select, ActivityContext, ActivityError, ActivityOptions, Either, RetryPolicy,
-    WorkflowContext, WorkflowError,
+    join, join3, join_all, select, ActivityContext, ActivityError, ActivityOptions, ChildOptions,
+    Either, RetryPolicy, WorkflowContext, WorkflowError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -285,6 +286,39 @@ async fn busy(ctx: WorkflowContext, input: BusyInput) -> Result<String, Workflow
     Ok(work?)
 }
 
+#[derive(Deserialize)]
+struct FamilyInput {
+    #[serde(default)]
+    children: u32,
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default)]
+    approval: bool,
+}
+
+/// Runs child workflows and sums their results.
+async fn family(ctx: WorkflowContext, input: FamilyInput) -> Result<Value, WorkflowError> {
+    if input.approval {
+        let r: String = ctx
+            .child_workflow("Approval", &json!({ "order": "child-order" }))
+            .await?;
+        return Ok(json!(r));
+    }
+    let children = (0..input.children).map(|i| {
+        let options = match &input.alias {
+            Some(a) => ChildOptions::new().alias(a.clone()),
+            None => ChildOptions::new(),
+        };
+        ctx.child_workflow_with::<u64>("Steps", &json!({ "n": i + 1 }), options)
+    });
+    let results: Vec<Result<u64, WorkflowError>> = join_all(children.collect::<Vec<_>>()).await;
+    let mut sum = 0u64;
+    for r in results {
+        sum += r?;
+    }
+    Ok(json!(sum))
+}
+
 fn release(what: String) -> Result<(), ActivityError> {
     println!("released {what}");
     Ok(())
@@ -307,6 +341,7 @@ pinion_sdk::export! {
         "Approval" => approval,
         "Collect" => collect,
         "Busy" => busy,
+        "Family" => family,
     },
     activities: {
         "double" => double,

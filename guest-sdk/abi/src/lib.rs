@@ -153,6 +153,37 @@ pub enum Job {
         /// Why, as given by the requester.
         reason: String,
     },
+    /// A child workflow started with [`Command::StartChild`] `seq` has ended (or could not
+    /// start).
+    ResolveChild {
+        /// Sequence number the guest gave the child.
+        seq: u32,
+        /// How it ended.
+        result: ChildResult,
+    },
+}
+
+/// How a child workflow ended, as its parent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChildResult {
+    /// The child returned a value (JSON payload).
+    Completed(Vec<u8>),
+    /// The child failed, was cancelled (kind `Cancelled`), was terminated (kind
+    /// `Terminated`) or could not be started (kind `ChildStartFailed`).
+    Failed(Failure),
+}
+
+/// Which module a child workflow or a continued run runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleChoice {
+    /// The module the issuing instance runs on now.
+    #[default]
+    Current,
+    /// The module this alias points at (or ramps to, for the new instance's id) when the
+    /// command is executed.
+    Alias(String),
+    /// A deployed module, by full hash or unique prefix.
+    Module(String),
 }
 
 /// How an activity ended, as seen by the workflow.
@@ -233,6 +264,36 @@ pub enum Command {
     CancelWorkflow {
         /// The cancellation's reason or the workflow's final message.
         reason: String,
+    },
+    /// Start a child workflow; its end arrives as [`Job::ResolveChild`].
+    StartChild {
+        /// Per-instance sequence number, counting children from 1.
+        seq: u32,
+        /// Workflow type the chosen module exports.
+        workflow_type: String,
+        /// Input payload (JSON bytes).
+        input: Vec<u8>,
+        /// The child's instance id; `None` lets the host derive `<parent id>-child-<seq>`.
+        id: Option<String>,
+        /// Which module the child is pinned to.
+        module: ModuleChoice,
+    },
+    /// Ask a child that has not ended to stop (after [`Job::Cancel`]): the child receives a
+    /// cancellation, and its end still arrives as [`Job::ResolveChild`].
+    RequestCancelChild {
+        /// The child's sequence number.
+        seq: u32,
+    },
+    /// End this run and start the workflow again under the same instance id with a fresh
+    /// history: the way a long-running instance keeps its history short and moves to new
+    /// code.
+    ContinueAsNew {
+        /// Input of the new run (JSON bytes).
+        input: Vec<u8>,
+        /// Workflow type of the new run; `None` keeps the current one.
+        workflow_type: Option<String>,
+        /// Module of the new run.
+        module: ModuleChoice,
     },
 }
 

@@ -157,6 +157,7 @@ impl Instance {
                     Job::Marker { id, data } => shared.markers.deliver(id, &data)?,
                     Job::Signal { name, input } => shared.deliver_signal(name, input),
                     Job::Cancel { reason } => shared.cancel(reason)?,
+                    Job::ResolveChild { seq, result } => shared.resolve_child(seq, result)?,
                 }
             }
         }
@@ -172,6 +173,14 @@ impl Instance {
                     // cancellation was requested; otherwise it is an ordinary failure.
                     Err(e) if e.is_cancelled() && shared.cancel_reason.is_some() => {
                         Command::CancelWorkflow { reason: e.message }
+                    }
+                    Err(e) if e.kind == crate::CONTINUE_AS_NEW_KIND => {
+                        match shared.continue_as_new.take() {
+                            Some(command) => command,
+                            None => Command::FailWorkflow {
+                                failure: e.into_failure(),
+                            },
+                        }
                     }
                     Err(e) => Command::FailWorkflow {
                         failure: e.into_failure(),
@@ -318,5 +327,6 @@ fn job_name(job: &Job) -> &'static str {
         Job::Marker { .. } => "Marker",
         Job::Signal { .. } => "Signal",
         Job::Cancel { .. } => "Cancel",
+        Job::ResolveChild { .. } => "ResolveChild",
     }
 }

@@ -47,7 +47,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use pinion_abi::{ActivityOptions, ActivityResult, Command};
+use pinion_abi::{ActivityOptions, ActivityResult, ChildResult, Command, ModuleChoice};
 
 use crate::rng::Rng;
 use crate::versioning::Markers;
@@ -74,6 +74,17 @@ enum TimerSlot {
     Dropped,
     /// Cancelled by `Job::Cancel`; the future reports it.
     Cancelled,
+}
+
+/// Where one child workflow stands: Pending until its end arrives (a cancellation asks the
+/// child to stop but still waits for its end), then Resolved, then Consumed once the future
+/// took it. A dropped future's child keeps running; its result is ignored.
+#[derive(Debug)]
+enum ChildSlot {
+    Pending,
+    Resolved(ChildResult),
+    Consumed,
+    Abandoned,
 }
 
 /// A query handler: raw JSON input to raw JSON output, or an error message.
@@ -113,6 +124,10 @@ pub(crate) struct Shared {
     pub(crate) markers: Markers,
     /// The reason given with `Job::Cancel`, once it arrived.
     pub(crate) cancel_reason: Option<String>,
+    /// True once the code has seen the cancellation (a wait reported it, or it asked).
+    /// Until then, waits it starts are cancelled at once: a cancellation that arrives before
+    /// the code first runs must still stop it. Afterwards waits run normally (cleanup).
+    pub(crate) cancel_observed: bool,
     /// Registered query handlers.
     pub(crate) queries: QueryHandlers,
     /// True while a query handler runs: anything that would change the workflow is refused
@@ -120,7 +135,11 @@ pub(crate) struct Shared {
     pub(crate) in_query: bool,
     /// What a query handler tried to do that queries may not.
     pub(crate) query_violation: Option<String>,
+    /// The continue-as-new the workflow asked for, issued when its root future returns the
+    /// matching error.
+    pub(crate) continue_as_new: Option<Command>,
     signals: BTreeMap<String, VecDeque<Vec<u8>>>,
+    children: Vec<ChildSlot>,
     commands: Vec<Command>,
     activities: Vec<ActivitySlot>,
     timers: Vec<TimerSlot>,
@@ -136,10 +155,13 @@ impl Shared {
             closed: false,
             markers: Markers::default(),
             cancel_reason: None,
+            cancel_observed: false,
             queries: QueryHandlers::default(),
             in_query: false,
             query_violation: None,
+            continue_as_new: None,
             signals: BTreeMap::new(),
+            children: Vec::new(),
             commands: Vec::new(),
             activities: Vec::new(),
             timers: Vec::new(),
@@ -207,6 +229,12 @@ impl Shared {
                 }
             }
         }
+        for (i, slot) in self.children.iter().enumerate() {
+            if matches!(slot, ChildSlot::Pending) && !self.closed {
+                self.commands
+                    .push(Command::RequestCancelChild { seq: seq_of(i + 1) });
+            }
+        }
         for (i, slot) in self.timers.iter_mut().enumerate() {
             if *slot == TimerSlot::Pending {
                 *slot = TimerSlot::Cancelled;
@@ -224,13 +252,33 @@ impl Shared {
         std::mem::take(&mut self.commands)
     }
 
-    /// Issues `ScheduleActivity` with the next activity sequence number and returns it.
+    /// True when a wait started now must be cancelled at once: a cancellation arrived and
+    /// the code has not seen it yet.
+    pub(crate) fn cancel_unobserved(&self) -> bool {
+        self.cancel_reason.is_some() && !self.cancel_observed
+    }
+
+    /// The cancellation reason, recording that the code has now seen it.
+    pub(crate) fn observe_cancel(&mut self) -> Option<String> {
+        if self.cancel_reason.is_some() && !self.in_query {
+            self.cancel_observed = true;
+        }
+        self.cancel_reason.clone()
+    }
+
+    /// Issues `ScheduleActivity` with the next activity sequence number and returns it
+    /// (or, while a cancellation is unobserved, schedules nothing: the future reports the
+    /// cancellation).
     pub(crate) fn schedule_activity(
         &mut self,
         activity_type: String,
         input: Vec<u8>,
         options: ActivityOptions,
     ) -> u32 {
+        if self.cancel_unobserved() {
+            self.activities.push(ActivitySlot::Cancelled);
+            return seq_of(self.activities.len());
+        }
         self.activities.push(ActivitySlot::Pending);
         let seq = seq_of(self.activities.len());
         self.push(Command::ScheduleActivity {
@@ -244,10 +292,82 @@ impl Shared {
 
     /// Issues `StartTimer` with the next timer sequence number and returns it.
     pub(crate) fn start_timer(&mut self, duration_ms: u64) -> u32 {
+        if self.cancel_unobserved() {
+            self.timers.push(TimerSlot::Cancelled);
+            return seq_of(self.timers.len());
+        }
         self.timers.push(TimerSlot::Pending);
         let seq = seq_of(self.timers.len());
         self.push(Command::StartTimer { seq, duration_ms });
         seq
+    }
+
+    /// Issues `StartChild` with the next child sequence number and returns it.
+    pub(crate) fn start_child(
+        &mut self,
+        workflow_type: String,
+        input: Vec<u8>,
+        id: Option<String>,
+        module: ModuleChoice,
+    ) -> u32 {
+        if self.cancel_unobserved() {
+            let reason = self.cancel_reason.clone().unwrap_or_default();
+            self.children.push(ChildSlot::Resolved(ChildResult::Failed(
+                pinion_abi::Failure {
+                    kind: "Cancelled".into(),
+                    message: format!("not started: the workflow was cancelled: {reason}"),
+                    non_retryable: true,
+                    attempts: 0,
+                },
+            )));
+            return seq_of(self.children.len());
+        }
+        self.children.push(ChildSlot::Pending);
+        let seq = seq_of(self.children.len());
+        self.push(Command::StartChild {
+            seq,
+            workflow_type,
+            input,
+            id,
+            module,
+        });
+        seq
+    }
+
+    /// Applies `Job::ResolveChild`.
+    pub(crate) fn resolve_child(&mut self, seq: u32, result: ChildResult) -> Result<(), String> {
+        let slot = slot_mut(&mut self.children, seq)
+            .ok_or_else(|| format!("child {seq} was resolved but the workflow never started it"))?;
+        match slot {
+            ChildSlot::Pending => *slot = ChildSlot::Resolved(result),
+            ChildSlot::Abandoned => *slot = ChildSlot::Consumed,
+            ChildSlot::Resolved(_) | ChildSlot::Consumed => {
+                return Err(format!("child {seq} was resolved twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a child's result, if it has arrived.
+    pub(crate) fn take_child_result(&mut self, seq: u32) -> Option<ChildResult> {
+        let slot = slot_mut(&mut self.children, seq)?;
+        match std::mem::replace(slot, ChildSlot::Consumed) {
+            ChildSlot::Resolved(result) => Some(result),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// The child's future was dropped: its result is to be ignored.
+    pub(crate) fn abandon_child(&mut self, seq: u32) {
+        if let Some(slot) = slot_mut(&mut self.children, seq) {
+            *slot = match slot {
+                ChildSlot::Pending => ChildSlot::Abandoned,
+                _ => ChildSlot::Consumed,
+            };
+        }
     }
 
     /// Applies `Job::ResolveActivity`.
@@ -293,7 +413,7 @@ impl Shared {
             ActivitySlot::Resolved(result) => Some(Ok(result)),
             ActivitySlot::Cancelled => {
                 *slot = ActivitySlot::Cancelled;
-                Some(Err(self.cancel_reason.clone().unwrap_or_default()))
+                Some(Err(self.observe_cancel().unwrap_or_default()))
             }
             other => {
                 *slot = other;
@@ -316,11 +436,11 @@ impl Shared {
 
     /// Whether the timer has fired (`Some(Ok)`), was cancelled by `Job::Cancel`
     /// (`Some(Err(reason))`), or is still pending (`None`).
-    pub(crate) fn timer_state(&self, seq: u32) -> Option<Result<(), String>> {
+    pub(crate) fn timer_state(&mut self, seq: u32) -> Option<Result<(), String>> {
         let index = usize::try_from(seq).unwrap_or(usize::MAX).wrapping_sub(1);
         match self.timers.get(index) {
             Some(TimerSlot::Fired) => Some(Ok(())),
-            Some(TimerSlot::Cancelled) => Some(Err(self.cancel_reason.clone().unwrap_or_default())),
+            Some(TimerSlot::Cancelled) => Some(Err(self.observe_cancel().unwrap_or_default())),
             _ => None,
         }
     }

@@ -73,7 +73,8 @@ pub enum Command {
         /// Instance id.
         id: String,
     },
-    /// Print an instance's result (exit code 0 completed, 6 failed or blocked).
+    /// Print an instance's result (exit code 0 completed; 6 failed, cancelled, terminated
+    /// or blocked).
     Result {
         /// Instance id.
         id: String,
@@ -288,7 +289,7 @@ pub struct FilterArgs {
     /// Only this workflow type.
     #[arg(long)]
     pub workflow_type: Option<String>,
-    /// running, completed, failed, blocked or all.
+    /// running, blocked, completed, failed, cancelled, terminated or all.
     #[arg(long)]
     pub status: Option<String>,
     /// Only instances started within this long (e.g. 30s, 15m, 2h, 7d).

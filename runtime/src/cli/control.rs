@@ -54,10 +54,31 @@ impl Stop {
             Stop::Terminate => "terminated",
         }
     }
+
+    fn would(self) -> &'static str {
+        match self {
+            Stop::Cancel => "would be cancelled",
+            Stop::Terminate => "would be terminated",
+        }
+    }
 }
 
 /// `pinion cancel|terminate (ID | --module M --workflow-type T) [--reason R] [--dry-run]`.
 pub(super) fn stop(p: &Pinion, json: bool, verb: Stop, args: &StopArgs) -> Result<i32, Failure> {
+    if let (Some(id), true) = (&args.id, args.dry_run) {
+        let rec = p.status(id)?;
+        let state = if rec.status.is_closed() {
+            format!("not stopped: it is already {}", rec.status)
+        } else {
+            verb.would().to_owned()
+        };
+        if json {
+            print_json(&json!({ "dry_run": true, "instances": [id], "result": state }));
+        } else {
+            println!("{id}: {state}");
+        }
+        return Ok(0);
+    }
     if let Some(id) = &args.id {
         let fresh = match verb {
             Stop::Cancel => p.cancel(id, &args.reason)?,
@@ -91,7 +112,7 @@ pub(super) fn stop(p: &Pinion, json: bool, verb: Stop, args: &StopArgs) -> Resul
             print_json(&json!({ "dry_run": true, "instances": ids }));
         } else {
             for id in &ids {
-                println!("{id}: would be {}", verb.done());
+                println!("{id}: {}", verb.would());
             }
             println!("{} instance(s) selected", ids.len());
         }

@@ -70,7 +70,7 @@ fn to_filter(
         Some("all") => None,
         Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
             usage(format!(
-                "unknown status `{s}`; use running, completed, failed, blocked or all"
+                "unknown status `{s}`; use running, blocked, completed, failed, cancelled, terminated or all"
             ))
         })?),
     };

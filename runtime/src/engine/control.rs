@@ -104,7 +104,7 @@ impl Pinion {
         Ok(())
     }
 
-    /// The running and blocked instances a bulk operation selects, oldest first.
+    /// The running and blocked instances a bulk operation selects, ordered by id.
     ///
     /// # Errors
     /// Storage errors.

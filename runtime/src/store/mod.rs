@@ -215,6 +215,21 @@ pub enum InstanceOutcome {
     Failed(pinion_abi::Failure),
     /// Ended after a cancellation request, with the workflow's final reason.
     Cancelled(String),
+    /// Ended this run; the instance starts again with this `WorkflowStarted` event (the
+    /// store fills in `continued_from_run`).
+    ContinuedAsNew(EventKind),
+}
+
+/// A child workflow to create with its parent's activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChild {
+    /// The child's sequence number in the parent.
+    pub seq: u32,
+    /// The child's instance id.
+    pub id: InstanceId,
+    /// Its `WorkflowStarted` event, or why it cannot start (the parent then receives a
+    /// `ChildWorkflowFailed` of kind `ChildStartFailed`).
+    pub started: Result<EventKind, String>,
 }
 
 /// Everything one activation changes, committed in one transaction.
@@ -237,6 +252,10 @@ pub struct ActivationCommit {
     /// Activities cancelled: their task rows go, so a queued attempt never runs and a
     /// running attempt's result is discarded.
     pub cancelled_activities: Vec<u32>,
+    /// Children to create (each in the same transaction).
+    pub new_children: Vec<NewChild>,
+    /// Children to send a cancellation to.
+    pub cancelled_children: Vec<u32>,
     /// Resulting state.
     pub outcome: InstanceOutcome,
     /// Commit time.

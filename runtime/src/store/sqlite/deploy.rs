@@ -265,17 +265,20 @@ impl DeploymentStore for SqliteStore {
         failure: &pinion_abi::Failure,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let (id, failure) = (id.0.clone(), to_json(failure)?);
+        let (id, failure, failure_json) = (id.0.clone(), failure.clone(), to_json(failure)?);
         self.write(move |c| {
             for table in ["activity_tasks", "timers", "inbox"] {
                 exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
             }
-            exec(c,
+            let n = exec(c,
                 "UPDATE instances SET status = 'failed', failure = ?2, runnable = 0, updated_at_ms = ?3
                  WHERE id = ?1 AND status IN ('running', 'blocked')",
-                params![id, failure, now_ms as i64],
+                params![id, failure_json, now_ms as i64],
             )
             .map_err(map_err)?;
+            if n == 1 {
+                super::lifecycle::ended(c, &id, super::lifecycle::Ending::Failed(&failure), now_ms)?;
+            }
             Ok(())
         })
     }

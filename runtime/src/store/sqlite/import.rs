@@ -26,6 +26,14 @@ pub(super) fn import_history(
     let (result, failure) = match export.events.last().map(|e| &e.kind) {
         Some(EventKind::WorkflowCompleted { result }) => (Some(result.json().to_owned()), None),
         Some(EventKind::WorkflowFailed { failure }) => (None, Some(to_json(failure)?)),
+        Some(EventKind::WorkflowCancelled { reason }) => (
+            None,
+            Some(to_json(&super::reason_failure("Cancelled", reason))?),
+        ),
+        Some(EventKind::WorkflowTerminated { reason }) => (
+            None,
+            Some(to_json(&super::reason_failure("Terminated", reason))?),
+        ),
         _ => (None, None),
     };
     store.write(move |c| {

@@ -34,6 +34,7 @@ use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleH
 
 mod deploy;
 mod import;
+mod lifecycle;
 mod rows;
 mod schema;
 mod writer;
@@ -414,41 +415,7 @@ impl Store for SqliteStore {
     }
 
     fn create_instance(&self, new: NewInstance) -> Result<(), StoreError> {
-        let EventKind::WorkflowStarted {
-            workflow_type,
-            module_hash,
-            ..
-        } = &new.started
-        else {
-            return Err(StoreError::Database(
-                "create_instance needs a WorkflowStarted event".into(),
-            ));
-        };
-        let (wt, mh) = (workflow_type.clone(), module_hash.0.clone());
-        let data = to_json(&new.started)?;
-        self.write(move |c| {
-            let now = new.now_ms as i64;
-            // Re-checked here: a concurrent `gc` must not leave a new instance pinned to a
-            // module it just deleted.
-            let module_exists: bool = c
-                .query_row("SELECT EXISTS(SELECT 1 FROM modules WHERE hash = ?1)", [&mh], |r| r.get(0))
-                .map_err(map_err)?;
-            if !module_exists {
-                return Err(StoreError::NotFound(format!("module {mh} (it was just garbage-collected)")));
-            }
-            exec(c,
-                "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, runnable)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?4, 1, 1)",
-                params![new.id.0, wt, mh, now],
-            )
-            .map_err(|e| match map_err(e) {
-                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!("instance {}", new.id)),
-                other => other,
-            })?;
-            exec(c, "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, 1, ?2, ?3)", params![new.id.0, now, data])
-                .map_err(map_err)?;
-            Ok(())
-        })
+        self.write(move |c| lifecycle::insert_instance(c, &new.id, &new.started, new.now_ms))
     }
 
     fn get_instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
@@ -572,6 +539,11 @@ impl Store for SqliteStore {
                 Some(to_json(&reason_failure("Cancelled", reason))?),
                 "cancelled",
             ),
+            InstanceOutcome::ContinuedAsNew(_) => (None, None, "continued"),
+        };
+        let cancelled = match &commit.outcome {
+            InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
+            _ => reason_failure("Cancelled", ""),
         };
         self.write(move |c| {
             let id = &commit.instance_id.0;
@@ -601,7 +573,24 @@ impl Store for SqliteStore {
                     del.execute(params![iid, id]).map_err(map_err)?;
                 }
             }
+            let start_children = |c: &Connection| -> Result<(), StoreError> {
+                for child in &commit.new_children {
+                    lifecycle::start_child(c, id, child.seq, &child.id, &child.started, commit.now_ms)?;
+                }
+                for seq in &commit.cancelled_children {
+                    lifecycle::cancel_child(c, id, *seq, &format!("its parent {id} was cancelled"), commit.now_ms)?;
+                }
+                Ok(())
+            };
+            if let InstanceOutcome::ContinuedAsNew(started) = &commit.outcome {
+                // The old run's children cannot report to the new run, which never started
+                // them: they end with the run.
+                start_children(c)?;
+                lifecycle::terminate_children(c, id, commit.now_ms)?;
+                return lifecycle::continue_as_new(c, id, started, commit.now_ms);
+            }
             if status == "running" {
+                start_children(c)?;
                 let mut ins = c
                     .prepare_cached(
                         "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms)
@@ -647,15 +636,20 @@ impl Store for SqliteStore {
                         "instance {id}: new input arrived while its final activation ran; redoing it with that input"
                     )));
                 }
-                for table in ["activity_tasks", "timers", "inbox"] {
-                    exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [id]).map_err(map_err)?;
-                }
+                start_children(c)?;
+                lifecycle::clear_work(c, id)?;
                 exec(c,
                     "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = ?4, result = ?5, failure = ?6
                      WHERE id = ?1",
                     params![id, count + encoded.len() as i64, now, status, result, failure],
                 )
                 .map_err(map_err)?;
+                let ending = match &commit.outcome {
+                    InstanceOutcome::Completed(p) => lifecycle::Ending::Completed(p),
+                    InstanceOutcome::Failed(f) => lifecycle::Ending::Failed(f),
+                    _ => lifecycle::Ending::Failed(&cancelled),
+                };
+                lifecycle::ended(c, id, ending, commit.now_ms)?;
             }
             Ok(())
         })
@@ -903,31 +897,8 @@ impl Store for SqliteStore {
     }
 
     fn terminate(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError> {
-        let id = id.0.clone();
-        let event = to_json(&EventKind::WorkflowTerminated {
-            reason: reason.to_owned(),
-        })?;
-        let failure = to_json(&reason_failure("Terminated", reason))?;
-        self.write(move |c| {
-            let (count, _) = accepting(c, &id)?;
-            exec(
-                c,
-                "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)",
-                params![id, count + 1, now_ms as i64, event],
-            )
-            .map_err(map_err)?;
-            for table in ["activity_tasks", "timers", "inbox"] {
-                exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
-            }
-            exec(
-                c,
-                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = 'terminated',
-                 failure = ?4, blocked_reason = NULL WHERE id = ?1",
-                params![id, count + 1, now_ms as i64, failure],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
+        let (id, reason) = (id.0.clone(), reason.to_owned());
+        self.write(move |c| lifecycle::terminate(c, &id, &reason, now_ms))
     }
 
     fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError> {

@@ -14,9 +14,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("0001_schema.sql")),
     (2, include_str!("0002_deployments.sql")),
     (3, include_str!("0003_signals.sql")),
+    (4, include_str!("0004_children.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 3;
+pub(super) const SCHEMA_VERSION: u32 = 4;
 
 impl SqliteStore {
     pub(super) fn connect(

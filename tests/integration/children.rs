@@ -1,0 +1,204 @@
+//! Child workflows and continue-as-new through the library API, with real modules.
+
+use std::time::Duration;
+
+use pinion_runtime::{EventKind, InstanceStatus, Pinion};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn deploy(p: &Pinion, guest: &str) -> String {
+    p.deploy(&wasm_bytes(guest)).expect("deploy").hash.0
+}
+
+fn kinds(p: &Pinion, id: &str) -> Vec<EventKind> {
+    p.history(id).unwrap().into_iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn a_parent_awaits_its_children_each_an_instance_with_its_own_history() {
+    let dir = TempDir::new("children");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Family", &kit, r#"{"children": 3}"#, "fam"))
+        .unwrap();
+    let rec = p.wait("fam", WAIT).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    // Steps(n) returns n: 1 + 2 + 3.
+    assert_eq!(rec.result.unwrap().to_value(), json!(6));
+    for seq in 1..=3u32 {
+        let child = format!("fam-child-{seq}");
+        let c = p.status(&child).unwrap();
+        assert_eq!(c.status, InstanceStatus::Completed);
+        assert_eq!(
+            c.module_hash.0, kit,
+            "pinned to the parent's module by default"
+        );
+        match &kinds(&p, &child)[0] {
+            EventKind::WorkflowStarted { parent, .. } => {
+                let parent = parent.as_ref().expect("a child knows its parent");
+                assert_eq!((parent.id.0.as_str(), parent.seq), ("fam", seq));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let history = kinds(&p, "fam");
+    assert_eq!(
+        history
+            .iter()
+            .filter(|k| matches!(k, EventKind::ChildWorkflowInitiated { .. }))
+            .count(),
+        3
+    );
+    assert_eq!(
+        history
+            .iter()
+            .filter(|k| matches!(k, EventKind::ChildWorkflowCompleted { .. }))
+            .count(),
+        3
+    );
+    w.shutdown();
+}
+
+#[test]
+fn a_child_pinned_by_alias_runs_on_the_alias_module_and_a_missing_alias_fails_the_start() {
+    let dir = TempDir::new("children-alias");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let hello = deploy(&p, "hello-v1");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    // No alias yet: the child cannot start, and the parent sees why.
+    p.start(&start_req(
+        "Family",
+        &kit,
+        r#"{"children": 1, "alias": "kit"}"#,
+        "f1",
+    ))
+    .unwrap();
+    let rec = p.wait("f1", WAIT).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Failed);
+    let failure = rec.failure.unwrap();
+    assert_eq!(failure.kind, "ChildStartFailed");
+    assert!(
+        failure.message.contains("no alias named `kit`"),
+        "{failure:?}"
+    );
+    // An alias to a module without the workflow type is refused the same way.
+    p.set_alias("kit", &hello).unwrap();
+    p.start(&start_req(
+        "Family",
+        &kit,
+        r#"{"children": 1, "alias": "kit"}"#,
+        "f2",
+    ))
+    .unwrap();
+    let rec = p.wait("f2", WAIT).unwrap();
+    assert!(
+        rec.failure
+            .unwrap()
+            .message
+            .contains("has no workflow type `Steps`"),
+        "the child's module must export the type"
+    );
+    p.set_alias("kit", &kit).unwrap();
+    p.start(&start_req(
+        "Family",
+        &kit,
+        r#"{"children": 2, "alias": "kit"}"#,
+        "f3",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.wait("f3", WAIT).unwrap().result.unwrap().to_value(),
+        json!(3)
+    );
+    w.shutdown();
+}
+
+#[test]
+fn cancelling_a_parent_cancels_its_child_which_cleans_up_before_the_parent_ends() {
+    let dir = TempDir::new("children-cancel");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Family", &kit, r#"{"approval": true}"#, "pc"))
+        .unwrap();
+    wait_until("the child to wait for approval", WAIT, || {
+        p.query("pc-child-1", "state", "null")
+            .map(|v| v.to_value() == json!("waiting"))
+            .unwrap_or(false)
+    });
+    p.cancel("pc", "order withdrawn").unwrap();
+    let parent = p.wait("pc", WAIT).unwrap();
+    assert_eq!(parent.status, InstanceStatus::Cancelled, "{parent:?}");
+    let child = p.status("pc-child-1").unwrap();
+    assert_eq!(child.status, InstanceStatus::Cancelled);
+    assert!(kinds(&p, "pc-child-1")
+        .iter()
+        .any(|k| matches!(k, EventKind::ActivityScheduled { activity_type, .. } if activity_type == "release")));
+    assert!(kinds(&p, "pc").contains(&EventKind::ChildCancelRequested { seq: 1 }));
+    w.shutdown();
+}
+
+#[test]
+fn terminating_a_parent_terminates_its_running_children() {
+    let dir = TempDir::new("children-terminate");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Family", &kit, r#"{"approval": true}"#, "pt"))
+        .unwrap();
+    wait_until("the child to start", WAIT, || {
+        p.status("pt-child-1").is_ok()
+    });
+    p.terminate("pt", "stop everything").unwrap();
+    assert_eq!(
+        p.status("pt-child-1").unwrap().status,
+        InstanceStatus::Terminated
+    );
+    w.shutdown();
+}
+
+#[test]
+fn continue_as_new_starts_a_fresh_history_and_can_move_to_the_alias_module() {
+    let dir = TempDir::new("can");
+    let p = open(&dir.db());
+    let v1 = deploy(&p, "replay-v1");
+    let v2 = deploy(&p, "replay-v2");
+    p.set_alias("lab", &v1).unwrap();
+    let w = p.start_worker(quiet_worker()).unwrap();
+    // Same module: three runs under one id.
+    p.start(&start_req("Countdown", &v1, r#"{"n": 2}"#, "cd"))
+        .unwrap();
+    let rec = p.wait("cd", WAIT).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    let labels: Vec<Value> = serde_json::from_value(rec.result.unwrap().to_value()).unwrap();
+    assert_eq!(labels.len(), 3);
+    // The current history is the last run's only: it starts fresh and says where from.
+    let history = kinds(&p, "cd");
+    match &history[0] {
+        EventKind::WorkflowStarted {
+            continued_from_run, ..
+        } => assert_eq!(*continued_from_run, Some(2)),
+        other => panic!("{other:?}"),
+    }
+    assert!(history.len() < 10, "{history:#?}");
+    // Moving to new code: the alias is switched to v2 while the instance runs on v1.
+    p.set_alias("lab", &v2).unwrap();
+    p.start(&start_req(
+        "Countdown",
+        &v1,
+        r#"{"n": 1, "alias": "lab"}"#,
+        "mv",
+    ))
+    .unwrap();
+    let rec = p.wait("mv", WAIT).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    assert_eq!(rec.module_hash.0, v2, "the instance now runs on v2");
+    let labels: Vec<String> = serde_json::from_value(rec.result.unwrap().to_value()).unwrap();
+    assert_eq!(labels, vec![r#""v1""#, r#""v2""#]);
+    w.shutdown();
+}
