@@ -10,7 +10,8 @@
 //! **Continue-as-new** ends the current run and starts the workflow again under the same
 //! instance id with a fresh history and new input, optionally on another module (an
 //! alias's current one): how a long-running instance keeps its history short and moves to
-//! new code. Signals not yet delivered carry over to the new run.
+//! new code. Signals the run received but never read, and signals not yet delivered, carry
+//! over to the new run.
 
 use std::fmt;
 use std::future::Future;
@@ -168,6 +169,7 @@ impl WorkflowContext {
                     input,
                     workflow_type: options.workflow_type,
                     module: options.module,
+                    unread_signals: Vec::new(),
                 });
                 WorkflowError::new(CONTINUE_AS_NEW_KIND, "continued as new")
             }

@@ -328,3 +328,50 @@ fn a_cancellation_delivered_with_the_start_stops_waits_the_code_has_not_seen_it_
         "{c:?}"
     );
 }
+
+/// Reads one `add` signal, then continues as new.
+async fn once_then_continue(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    let _: i64 = ctx.signal("add").await?;
+    Err(ctx.continue_as_new(&json!({ "next": true })))
+}
+
+mod carry {
+    use super::*;
+
+    pinion_sdk::export! { workflows: { "Once" => once_then_continue } }
+
+    #[test]
+    fn continue_as_new_carries_the_signals_the_run_never_read() {
+        let mut i = Instance::new();
+        let activation = Activation {
+            now_ms: 1,
+            is_replaying: false,
+            jobs: vec![
+                start("Once"),
+                signal("add", "1"),
+                signal("add", "2"),
+                signal("other", r#""x""#),
+            ],
+        };
+        match i.activate(&__PINION_MODULE, activation) {
+            Completion::Commands(c) => match c.as_slice() {
+                [Command::ContinueAsNew {
+                    input,
+                    unread_signals,
+                    ..
+                }] => {
+                    assert_eq!(input, br#"{"next":true}"#);
+                    assert_eq!(
+                        unread_signals,
+                        &vec![
+                            ("add".to_owned(), b"2".to_vec()),
+                            ("other".to_owned(), br#""x""#.to_vec())
+                        ]
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            Completion::Error(e) => panic!("{e}"),
+        }
+    }
+}

@@ -822,7 +822,15 @@ impl WorkflowRun {
                     input,
                     workflow_type,
                     module,
+                    unread_signals,
                 } => {
+                    let mut unread = Vec::with_capacity(unread_signals.len());
+                    for (name, input) in unread_signals {
+                        unread.push(EventKind::SignalReceived {
+                            name,
+                            input: payload(&input, "signal")?,
+                        });
+                    }
                     let input = payload(&input, "continue-as-new input")?;
                     let workflow_type = workflow_type.unwrap_or_else(|| self.workflow_type.clone());
                     let (module_hash, version_label) =
@@ -832,16 +840,19 @@ impl WorkflowRun {
                                 message: format!("cannot continue as new: {why}"),
                             }
                         })?;
-                    live.outcome = InstanceOutcome::ContinuedAsNew(EventKind::WorkflowStarted {
-                        workflow_type: workflow_type.clone(),
-                        module_hash: module_hash.clone(),
-                        input: input.clone(),
-                        random_seed: random_u64(),
-                        determinism_rules: DETERMINISM_RULES_VERSION,
-                        version_label,
-                        parent: self.parent.clone(),
-                        continued_from_run: None,
-                    });
+                    live.outcome = InstanceOutcome::ContinuedAsNew(
+                        EventKind::WorkflowStarted {
+                            workflow_type: workflow_type.clone(),
+                            module_hash: module_hash.clone(),
+                            input: input.clone(),
+                            random_seed: random_u64(),
+                            determinism_rules: DETERMINISM_RULES_VERSION,
+                            version_label,
+                            parent: self.parent.clone(),
+                            continued_from_run: None,
+                        },
+                        unread,
+                    );
                     EventKind::WorkflowContinuedAsNew {
                         input,
                         workflow_type,

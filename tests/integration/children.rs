@@ -202,3 +202,22 @@ fn continue_as_new_starts_a_fresh_history_and_can_move_to_the_alias_module() {
     assert_eq!(labels, vec![r#""v1""#, r#""v2""#]);
     w.shutdown();
 }
+
+#[test]
+fn signals_received_but_unread_when_a_run_continues_as_new_reach_the_next_run() {
+    let dir = TempDir::new("can-signals");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    p.start(&start_req("Rounds", &kit, r#"{"rounds": 3}"#, "r"))
+        .unwrap();
+    // All three arrive before the first activation, so the first run receives all of them
+    // and reads only one; the other two must be carried to the next runs.
+    for x in ["1", "10", "100"] {
+        p.signal("r", "add", x).unwrap();
+    }
+    let w = p.start_worker(quiet_worker()).unwrap();
+    let rec = p.wait("r", WAIT).unwrap();
+    w.shutdown();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    assert_eq!(rec.result.unwrap().to_value(), json!(111));
+}

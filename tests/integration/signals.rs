@@ -368,3 +368,83 @@ fn bulk_stop_selects_running_and_blocked_instances_by_module_and_type() {
     assert!(p.select_open(&BulkSelector::default()).unwrap().is_empty());
     w.shutdown();
 }
+
+#[test]
+fn an_instance_does_not_close_while_undelivered_input_waits_in_its_inbox() {
+    use pinion_runtime::store::{ActivationCommit, InstanceOutcome};
+    // The store's rule behind "an accepted signal is never lost", without racing threads:
+    // a final activation that did not consume a signal which arrived meanwhile is refused.
+    let dir = TempDir::new("late-input");
+    let p = open(&dir.db());
+    let m = deploy(&p, "testkit");
+    let id = p.start(&start_req("Echo", &m, "1", "late")).unwrap();
+    p.signal("late", "add", "5").unwrap();
+    let inbox = p.store().load_inbox(&id).unwrap();
+    assert_eq!(inbox.len(), 1);
+    let commit = |consumed: Vec<i64>| ActivationCommit {
+        instance_id: id.clone(),
+        expected_next_event: 2,
+        events: vec![
+            (2, EventKind::WorkflowTaskCompleted { now_ms: 1 }),
+            (
+                3,
+                EventKind::WorkflowCompleted {
+                    result: pinion_runtime::Payload::null(),
+                },
+            ),
+        ],
+        consumed_inbox: consumed,
+        new_activities: vec![],
+        new_timers: vec![],
+        cancelled_timers: vec![],
+        cancelled_activities: vec![],
+        new_children: vec![],
+        cancelled_children: vec![],
+        outcome: InstanceOutcome::Completed(pinion_runtime::Payload::null()),
+        now_ms: 1,
+    };
+    let err = p.store().commit_activation(commit(vec![])).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(p.status("late").unwrap().status, InstanceStatus::Running);
+    assert_eq!(
+        p.store().load_inbox(&id).unwrap().len(),
+        1,
+        "the signal is kept"
+    );
+    // Delivered with the activation, the same close is accepted.
+    p.store()
+        .commit_activation(commit(vec![inbox[0].id]))
+        .unwrap();
+    assert_eq!(p.status("late").unwrap().status, InstanceStatus::Completed);
+}
+
+#[test]
+fn an_exported_cancelled_history_imports_with_its_reason() {
+    let dir = TempDir::new("import-cancelled");
+    let p = open(&dir.db());
+    let m = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Approval", &m, r#"{"order": "o"}"#, "ic"))
+        .unwrap();
+    wait_started(&p, "ic");
+    p.cancel("ic", "no stock").unwrap();
+    assert_eq!(
+        p.wait("ic", WAIT).unwrap().status,
+        InstanceStatus::Cancelled
+    );
+    w.shutdown();
+    let export = p
+        .store()
+        .export_history(&p.status("ic").unwrap().id)
+        .unwrap()
+        .unwrap();
+    let other_dir = TempDir::new("import-cancelled-2");
+    let other = open(&other_dir.db());
+    other.store().import_history(&export, 1).unwrap();
+    let rec = other.status("ic").unwrap();
+    assert_eq!(rec.status, InstanceStatus::Cancelled);
+    assert_eq!(
+        rec.failure.map(|f| (f.kind, f.message)),
+        Some(("Cancelled".into(), "no stock".into()))
+    );
+}

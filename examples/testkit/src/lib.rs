@@ -16,6 +16,7 @@
 //! | `Approval` | `{order: string}` | `"<order> approved by <who>"` after signal `approve` (a string); query `state`; on cancel runs `release` and ends cancelled |
 //! | `Collect` | `{count: n}` | the sum of `n` signals `add` (numbers); query `total` (sum so far) and `seen` (signals read) |
 //! | `Family` | `{children: n, alias?, approval?}` | sum of `n` child `Steps` runs (`n = 1..`) on the parent's module or `alias`'s; with `approval`, the result of one child `Approval` |
+//! | `Rounds` | `{rounds: n, total?}` | the sum of `n` signals `add`, reading one per run and continuing as new after each |
 //! | `Busy` | `{ms}` | never on its own: activity `slow` for `ms` of real time, with a one-hour timer beside it; on cancel runs `release` and ends cancelled |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
@@ -319,6 +320,26 @@ async fn family(ctx: WorkflowContext, input: FamilyInput) -> Result<Value, Workf
     Ok(json!(sum))
 }
 
+#[derive(Serialize, Deserialize)]
+struct RoundsInput {
+    rounds: u32,
+    #[serde(default)]
+    total: i64,
+}
+
+/// Reads one signal `add` per run, then continues as new with the running total.
+async fn rounds(ctx: WorkflowContext, input: RoundsInput) -> Result<i64, WorkflowError> {
+    let x: i64 = ctx.signal("add").await?;
+    let total = input.total + x;
+    if input.rounds <= 1 {
+        return Ok(total);
+    }
+    Err(ctx.continue_as_new(&RoundsInput {
+        rounds: input.rounds - 1,
+        total,
+    }))
+}
+
 fn release(what: String) -> Result<(), ActivityError> {
     println!("released {what}");
     Ok(())
@@ -342,6 +363,7 @@ pinion_sdk::export! {
         "Collect" => collect,
         "Busy" => busy,
         "Family" => family,
+        "Rounds" => rounds,
     },
     activities: {
         "double" => double,

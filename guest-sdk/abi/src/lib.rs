@@ -294,6 +294,10 @@ pub enum Command {
         workflow_type: Option<String>,
         /// Module of the new run.
         module: ModuleChoice,
+        /// Signals this run received but never read, oldest first, as `(name, input)`: the
+        /// host delivers them to the new run ahead of any signal still waiting, so none is
+        /// lost across the boundary.
+        unread_signals: Vec<(String, Vec<u8>)>,
     },
 }
 

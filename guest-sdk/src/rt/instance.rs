@@ -176,7 +176,20 @@ impl Instance {
                     }
                     Err(e) if e.kind == crate::CONTINUE_AS_NEW_KIND => {
                         match shared.continue_as_new.take() {
-                            Some(command) => command,
+                            Some(Command::ContinueAsNew {
+                                input,
+                                workflow_type,
+                                module,
+                                ..
+                            }) => Command::ContinueAsNew {
+                                input,
+                                workflow_type,
+                                module,
+                                // Taken at the end, so signals that arrived after the call
+                                // to `continue_as_new` are carried too.
+                                unread_signals: shared.take_unread_signals(),
+                            },
+                            Some(other) => other,
                             None => Command::FailWorkflow {
                                 failure: e.into_failure(),
                             },

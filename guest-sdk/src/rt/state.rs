@@ -199,6 +199,14 @@ impl Shared {
         self.signals.entry(name).or_default().push_back(input);
     }
 
+    /// Takes every buffered signal, oldest first within each name (for continue-as-new).
+    pub(crate) fn take_unread_signals(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.signals)
+            .into_iter()
+            .flat_map(|(name, queue)| queue.into_iter().map(move |input| (name.clone(), input)))
+            .collect()
+    }
+
     /// Takes the oldest buffered signal of this name.
     pub(crate) fn take_signal(&mut self, name: &str) -> Option<Vec<u8>> {
         if self.in_query {

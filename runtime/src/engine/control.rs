@@ -13,7 +13,7 @@ use pinion_abi::{QueryRequest, QueryResponse};
 use super::{Error, Pinion};
 use crate::executor::{Checks, WorkflowRun};
 use crate::history::{InstanceId, InstanceStatus, Payload};
-use crate::store::InstanceFilter;
+use crate::store::{InstanceFilter, StoreError};
 use crate::worker::Shared;
 
 /// Which instances a bulk cancel or terminate applies to. Only running and blocked
@@ -34,6 +34,15 @@ pub struct BulkOutcome {
     /// `Ok(true)`: done; `Ok(false)`: nothing to do (a cancellation was already requested);
     /// `Err`: why not (for example it ended meanwhile).
     pub result: Result<bool, Error>,
+}
+
+/// The store checks the instance inside its write (one round trip instead of a read
+/// before the write); its `NotFound` is the caller's unknown id.
+fn for_instance<T>(id: &InstanceId, r: Result<T, StoreError>) -> Result<T, Error> {
+    r.map_err(|e| match e {
+        StoreError::NotFound(_) => Error::UnknownInstance(id.0.clone()),
+        other => Error::Store(other),
+    })
 }
 
 fn parse_input(input_json: &str, what: &str) -> Result<Payload, Error> {
@@ -57,11 +66,6 @@ impl Pinion {
         }
     }
 
-    fn instance_id(&self, id: &str) -> Result<InstanceId, Error> {
-        let rec = self.status(id)?;
-        Ok(rec.id)
-    }
-
     /// Sends signal `name` with JSON input (empty means `null`) to a running or blocked
     /// instance. Durable when this returns; delivered in arrival order.
     ///
@@ -73,8 +77,11 @@ impl Pinion {
             return Err(Error::InvalidInput("the signal name is empty".into()));
         }
         let input = parse_input(input_json, "signal")?;
-        let id = self.instance_id(id)?;
-        self.store.signal(&id, name, &input, self.clock.now_ms())?;
+        let id = InstanceId(id.to_owned());
+        for_instance(
+            &id,
+            self.store.signal(&id, name, &input, self.clock.now_ms()),
+        )?;
         self.wake_worker();
         Ok(())
     }
@@ -86,10 +93,11 @@ impl Pinion {
     /// # Errors
     /// As for [`Pinion::signal`].
     pub fn cancel(&self, id: &str, reason: &str) -> Result<bool, Error> {
-        let id = self.instance_id(id)?;
-        let fresh = self
-            .store
-            .request_cancel(&id, reason, self.clock.now_ms())?;
+        let id = InstanceId(id.to_owned());
+        let fresh = for_instance(
+            &id,
+            self.store.request_cancel(&id, reason, self.clock.now_ms()),
+        )?;
         self.wake_worker();
         Ok(fresh)
     }
@@ -99,8 +107,8 @@ impl Pinion {
     /// # Errors
     /// As for [`Pinion::signal`].
     pub fn terminate(&self, id: &str, reason: &str) -> Result<(), Error> {
-        let id = self.instance_id(id)?;
-        self.store.terminate(&id, reason, self.clock.now_ms())?;
+        let id = InstanceId(id.to_owned());
+        for_instance(&id, self.store.terminate(&id, reason, self.clock.now_ms()))?;
         Ok(())
     }
 

@@ -216,8 +216,9 @@ pub enum InstanceOutcome {
     /// Ended after a cancellation request, with the workflow's final reason.
     Cancelled(String),
     /// Ended this run; the instance starts again with this `WorkflowStarted` event (the
-    /// store fills in `continued_from_run`).
-    ContinuedAsNew(EventKind),
+    /// store fills in `continued_from_run`), and these `SignalReceived` events the old run
+    /// received but never read are delivered to the new run first.
+    ContinuedAsNew(EventKind, Vec<EventKind>),
 }
 
 /// A child workflow to create with its parent's activation.

@@ -267,9 +267,7 @@ impl DeploymentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (id, failure, failure_json) = (id.0.clone(), failure.clone(), to_json(failure)?);
         self.write(move |c| {
-            for table in ["activity_tasks", "timers", "inbox"] {
-                exec(c, &format!("DELETE FROM {table} WHERE instance_id = ?1"), [&id]).map_err(map_err)?;
-            }
+            super::lifecycle::clear_work(c, &id)?;
             let n = exec(c,
                 "UPDATE instances SET status = 'failed', failure = ?2, runnable = 0, updated_at_ms = ?3
                  WHERE id = ?1 AND status IN ('running', 'blocked')",

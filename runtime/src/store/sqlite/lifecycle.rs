@@ -248,12 +248,15 @@ pub(super) fn clear_work(c: &Connection, id: &str) -> Result<(), StoreError> {
 }
 
 /// Archives the current run (its history goes to `runs`) and starts the next one under the
-/// same id with `started` as its event 1. Undelivered signals and a cancellation request
-/// carry over; the old run's activities, timers and other input do not.
+/// same id with `started` as its event 1. Signals the old run received but never read
+/// (`unread`) come first in the new run's inbox, then undelivered signals and a
+/// cancellation request; the old run's activities, timers and other input do not carry
+/// over.
 pub(super) fn continue_as_new(
     c: &Connection,
     id: &str,
     started: &EventKind,
+    unread: &[EventKind],
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let (run, workflow_type, module_hash, created): (u32, String, String, i64) = query_one(
@@ -294,13 +297,36 @@ pub(super) fn continue_as_new(
         )
         .map_err(map_err)?;
     }
-    exec(
+    // Signals and a cancellation request are for the instance, not for one run: they go to
+    // the next run, after the signals the old run received but never read. The rest of the
+    // inbox belonged to the old run.
+    let inbox = super::event_rows(
         c,
-        "DELETE FROM inbox WHERE instance_id = ?1
-         AND data NOT LIKE '{\"type\":\"SignalReceived\"%' AND data NOT LIKE '{\"type\":\"CancelRequested\"%'",
-        [id],
-    )
-    .map_err(map_err)?;
+        "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id",
+        &InstanceId(id.to_owned()),
+        "inbox entry",
+    )?;
+    exec(c, "DELETE FROM inbox WHERE instance_id = ?1", [id]).map_err(map_err)?;
+    let waiting = inbox.into_iter().filter_map(|(_, time_ms, kind)| {
+        matches!(
+            kind,
+            EventKind::SignalReceived { .. } | EventKind::CancelRequested { .. }
+        )
+        .then_some((time_ms, kind))
+    });
+    let carried: Vec<(u64, EventKind)> = unread
+        .iter()
+        .map(|k| (now_ms, k.clone()))
+        .chain(waiting)
+        .collect();
+    for (time_ms, kind) in &carried {
+        exec(
+            c,
+            "INSERT INTO inbox(instance_id, time_ms, data) VALUES (?1, ?2, ?3)",
+            params![id, *time_ms as i64, to_json(kind)?],
+        )
+        .map_err(map_err)?;
+    }
     let mut started = started.clone();
     let (new_type, new_module) = match &mut started {
         EventKind::WorkflowStarted {

@@ -539,7 +539,7 @@ impl Store for SqliteStore {
                 Some(to_json(&reason_failure("Cancelled", reason))?),
                 "cancelled",
             ),
-            InstanceOutcome::ContinuedAsNew(_) => (None, None, "continued"),
+            InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
         };
         let cancelled = match &commit.outcome {
             InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
@@ -582,12 +582,12 @@ impl Store for SqliteStore {
                 }
                 Ok(())
             };
-            if let InstanceOutcome::ContinuedAsNew(started) = &commit.outcome {
+            if let InstanceOutcome::ContinuedAsNew(started, unread) = &commit.outcome {
                 // The old run's children cannot report to the new run, which never started
                 // them: they end with the run.
                 start_children(c)?;
                 lifecycle::terminate_children(c, id, commit.now_ms)?;
-                return lifecycle::continue_as_new(c, id, started, commit.now_ms);
+                return lifecycle::continue_as_new(c, id, started, unread, commit.now_ms);
             }
             if status == "running" {
                 start_children(c)?;
