@@ -97,6 +97,7 @@ fn to_filter(
             created_since_ms,
             ids: args.ids.iter().map(|i| InstanceId(i.clone())).collect(),
             limit: args.limit,
+            after: None,
         },
         args.sample,
     ))
