@@ -23,7 +23,7 @@ export PINION_DB="$work/seeds.db"
 "$PINION" run "$GUESTS/foobar_v1.wasm" FooBar --id foobar-v1-completed >/dev/null
 hello=$("$PINION" deploy "$GUESTS/hello_v1.wasm" 2>/dev/null)
 "$PINION" start Hello --module "$hello" --input '{"wait_ms": 3600000}' --id hello-v1-waiting >/dev/null
-"$PINION" server & server=$!
+"$PINION" server --listen 127.0.0.1:0 --no-auth & server=$!
 until "$PINION" history hello-v1-waiting | grep -q TimerStarted; do sleep 0.1; done
 kill "$server"; wait "$server" || true
 rm -rf tests/fixtures/seeds && mkdir -p tests/fixtures/seeds
