@@ -6,6 +6,7 @@
 
 mod common;
 
+mod api;
 mod cli;
 mod determinism;
 mod engine;
