@@ -407,6 +407,12 @@ fn errors_have_the_documented_status_code_and_shape() {
 
     assert_error(&get(&server, "/v1/instances/nope"), 404, "not_found");
     assert_error(
+        &get(&server, "/v1/instances/nope/result?wait=61"),
+        400,
+        "bad_request",
+    );
+    assert_error(&start("[]"), 422, "invalid_input");
+    assert_error(
         &get(&server, "/v1/instances/nope/history"),
         404,
         "not_found",
@@ -454,6 +460,12 @@ fn errors_have_the_documented_status_code_and_shape() {
     );
     assert_error(
         &post_wasm(&server, "/v1/modules", b"\0asm\x01\0\0\0".to_vec()),
+        422,
+        "invalid_module",
+    );
+    // Wasm routes take bodies far over the 1 MiB JSON limit.
+    assert_error(
+        &post_wasm(&server, "/v1/modules", vec![0u8; 2 << 20]),
         422,
         "invalid_module",
     );
@@ -769,4 +781,64 @@ fn sigterm_stops_the_server_with_exit_0_and_a_workflow_in_flight_finishes_after_
     assert_eq!(rec.result.unwrap().json(), "\"Success\"");
     let (exit, _) = server.terminate();
     assert!(exit.success());
+}
+
+#[test]
+fn a_long_poll_in_flight_at_shutdown_answers_at_once_with_the_instance_as_it_is() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    let dir = TempDir::new("api-drain");
+    let p = open(&dir.db());
+    let hash = p.deploy(&wasm_bytes("hello-v1")).unwrap().hash;
+    // No worker runs: the instance stays running.
+    p.start(&start_req("Hello", &hash.0, "null", "w")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The router the server serves, with a counter of requests that reached it.
+    let entered = Arc::new(AtomicUsize::new(0));
+    let counter = entered.clone();
+    let state = routes::AppState::new(Arc::new(p), Arc::new(|| {}), stop_rx.clone());
+    let app = routes::router(state, None).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            counter.fetch_add(1, SeqCst);
+            next.run(req)
+        },
+    ));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut stopping = stop_rx;
+    let server = rt.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(http(
+            "GET",
+            &format!("{url}/v1/instances/w/result?wait=60"),
+            None,
+            None,
+        ));
+    });
+    wait_until("the long poll to reach the router", WAIT, || {
+        entered.load(SeqCst) == 1
+    });
+    stop_tx.send(true).unwrap();
+    // Far sooner than the 60 s it asked for.
+    let (status, rec) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the long poll answers when the server stops");
+    assert_eq!((status, &rec["status"]), (200, &json!("running")));
+    rt.block_on(server)
+        .unwrap()
+        .expect("graceful shutdown completes");
 }

@@ -143,12 +143,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
-            if e.is_data() {
-                ApiError::InvalidInput(format!("invalid request body: {e}"))
-            } else {
-                ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
-            }
-        })
+        let value: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        // serde would also read a struct from an array; the API takes objects only.
+        if !value.is_object() {
+            return Err(ApiError::InvalidInput(
+                "request body must be a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(JsonBody)
+            .map_err(|e| ApiError::InvalidInput(format!("invalid request body: {e}")))
     }
 }

@@ -240,7 +240,7 @@ async fn status(
 }
 
 /// Long poll: answers as soon as the instance is no longer running, or when `wait` seconds
-/// (at most [`MAX_WAIT_SECS`]) have passed, or when the server shuts down, with the
+/// (at most [`MAX_WAIT_SECS`]; more is a bad request) have passed, or when the server shuts down, with the
 /// instance as it is then. The wait sleeps on the tokio timer, not on a thread.
 async fn result(
     State(s): State<AppState>,
@@ -250,8 +250,12 @@ async fn result(
     let params = params.only(&["wait"])?;
     let wait = params
         .parse::<u64>("wait", "a whole number of seconds")?
-        .unwrap_or(0)
-        .min(MAX_WAIT_SECS);
+        .unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
+        )));
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut shutdown = s.shutdown.clone();
     let mut delay = Duration::from_millis(5);
