@@ -7,6 +7,7 @@
 mod common;
 
 mod api;
+mod api_cli;
 mod cli;
 mod determinism;
 mod engine;
