@@ -19,7 +19,7 @@ done
 v1=$("$PINION" deploy "$GUESTS/replay_v1.wasm" 2>/dev/null)
 "$PINION" start SignalChanged --module "$v1" --id SignalChanged >/dev/null
 "$PINION" signal SignalChanged approve --input '"alice"' >/dev/null
-"$PINION" server & server=$!
+"$PINION" server --listen 127.0.0.1:0 --no-auth & server=$!
 until "$PINION" result SignalChanged >/dev/null 2>&1; do sleep 0.1; done
 kill "$server"; wait "$server" || true
 rm -rf tests/fixtures/replay && mkdir -p tests/fixtures/replay
@@ -30,7 +30,7 @@ export PINION_DB="$work/seeds.db"
 "$PINION" run "$GUESTS/foobar_v1.wasm" FooBar --id foobar-v1-completed >/dev/null
 hello=$("$PINION" deploy "$GUESTS/hello_v1.wasm" 2>/dev/null)
 "$PINION" start Hello --module "$hello" --input '{"wait_ms": 3600000}' --id hello-v1-waiting >/dev/null
-"$PINION" server & server=$!
+"$PINION" server --listen 127.0.0.1:0 --no-auth & server=$!
 until "$PINION" history hello-v1-waiting | grep -q TimerStarted; do sleep 0.1; done
 kill "$server"; wait "$server" || true
 rm -rf tests/fixtures/seeds && mkdir -p tests/fixtures/seeds

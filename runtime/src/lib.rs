@@ -7,9 +7,11 @@
 //! [`worker`] (task loops, activities, timers, retries) → [`replay`] (any module against any
 //! histories) → [`engine`] (the library API: open, deploy, start, inspect, run workers) →
 //! [`rollout`] (aliases, drain status, gc, verified upgrade: more methods on the engine) →
+//! [`api`] (the HTTP JSON API: server, client, and the `Api` trait both implement) →
 //! [`bench`] and [`cli`].
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;

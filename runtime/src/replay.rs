@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pinion_abi::{Command, Manifest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::executor::{split_history, Checks, ExecError, WorkflowRun};
 use crate::history::{
@@ -60,7 +60,7 @@ pub struct ReplayOptions {
 }
 
 /// What replaying one history found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum ReplayOutcome {
     /// The module reproduces every recorded command.
@@ -86,7 +86,7 @@ pub enum ReplayOutcome {
 }
 
 /// The report for one history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
     /// The instance the history belongs to.
     pub instance_id: String,
@@ -146,7 +146,7 @@ impl fmt::Display for ReplayReport {
 }
 
 /// Counts over many reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplaySummary {
     /// Compatible histories.
     pub compatible: usize,

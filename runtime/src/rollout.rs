@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Error, Pinion};
 use crate::history::{InstanceId, InstanceStatus, ModuleHash};
@@ -19,7 +19,7 @@ use crate::store::{InstanceFilter, ModuleRecord, ModuleUsage};
 pub use crate::store::deploy::ramp_bucket;
 
 /// Where a module stands in rollouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModuleState {
     /// An alias points at it: new instances start on it.
@@ -33,7 +33,7 @@ pub enum ModuleState {
 }
 
 /// A module with its aliases, usage and state (one row of `pinion modules`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModuleStatus {
     /// The module.
     #[serde(flatten)]
@@ -49,7 +49,7 @@ pub struct ModuleStatus {
 }
 
 /// The parts of a module record people read.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModuleSummary {
     /// Hash.
     pub hash: ModuleHash,
@@ -90,7 +90,7 @@ pub enum UpgradeSelector {
 }
 
 /// What `upgrade` did with one instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpgradeResult {
     /// The instance.
     pub instance_id: String,

@@ -213,7 +213,15 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_pinion"))
             .arg("--db")
             .arg(db)
-            .args(["server", "--activity-threads", "4"])
+            // Workers only matter here; the HTTP API listens on any free loopback port.
+            .args([
+                "server",
+                "--activity-threads",
+                "4",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-auth",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

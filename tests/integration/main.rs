@@ -6,6 +6,9 @@
 
 mod common;
 
+mod api;
+mod api_cli;
+mod api_signals;
 mod children;
 mod cli;
 mod determinism;

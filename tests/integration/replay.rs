@@ -404,7 +404,7 @@ fn deploy_verify_refuses_a_module_that_breaks_running_instances() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_pinion"))
         .arg("--db")
         .arg(&db)
-        .arg("server")
+        .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -429,7 +429,7 @@ fn deploy_with_alias_and_verify_moves_the_alias_only_when_running_instances_repl
     let mut server = Command::new(env!("CARGO_BIN_EXE_pinion"))
         .arg("--db")
         .arg(&db)
-        .arg("server")
+        .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -14,6 +14,14 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Send the command to this pinion server (http://HOST:PORT) instead of opening --db.
+    /// The token comes from --token-file, else from $PINION_TOKEN.
+    #[arg(long, global = true, env = "PINION_SERVER")]
+    pub server: Option<String>,
+    /// File holding the bearer token: the one `pinion server` requires, or the one sent
+    /// to --server.
+    #[arg(long, global = true, env = "PINION_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -174,7 +182,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run the workers for this database until stopped (SIGINT or SIGTERM).
+    /// Serve the HTTP API and run the workers for this database until stopped (SIGINT or
+    /// SIGTERM). Needs --token-file (or --no-auth on a loopback address).
     Server(ServerArgs),
     /// Measure durable throughput and step latency with a `Steps` workflow (ignores --db).
     Bench(BenchArgs),
@@ -237,6 +246,13 @@ pub struct StopArgs {
 /// `pinion server` options.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
+    /// Address (IP:PORT) the HTTP API listens on; port 0 picks a free port (the bound
+    /// address is printed).
+    #[arg(long, default_value = "127.0.0.1:7077")]
+    pub listen: std::net::SocketAddr,
+    /// Serve without authentication; allowed only on a loopback address.
+    #[arg(long)]
+    pub no_auth: bool,
     /// Threads running workflow activations.
     #[arg(long, default_value_t = 2)]
     pub workflow_threads: usize,

@@ -1,22 +1,39 @@
-//! `pinion signal`, `query`, `cancel` and `terminate`: talking to running instances.
-
-use serde_json::json;
+//! `pinion signal`, `query`, `cancel` and `terminate`: talking to running instances, on the
+//! database or (with `--server`) through the HTTP API.
 
 use super::args::StopArgs;
-use super::{print_json, Failure};
-use crate::engine::{BulkOutcome, BulkSelector, Pinion};
+use super::print::print_json;
+use super::Failure;
+use crate::api::types::{InputBody, StopBody, StopResult, StopVerb};
+use crate::api::Api;
+use crate::engine::Error;
+
+pub(super) use crate::api::types::StopVerb as Stop;
+
+/// Parses an `--input` flag (empty means `null`); `what` names it in the error.
+pub(super) fn json_input(text: &str, what: &str) -> Result<serde_json::Value, Failure> {
+    let text = if text.trim().is_empty() { "null" } else { text };
+    Ok(serde_json::from_str(text)
+        .map_err(|e| Error::InvalidInput(format!("{what} input is not valid JSON: {e}")))?)
+}
+
+fn input(text: &str, what: &str) -> Result<InputBody, Failure> {
+    Ok(InputBody {
+        input: json_input(text, what)?,
+    })
+}
 
 /// `pinion signal ID NAME --input JSON`.
 pub(super) fn signal(
-    p: &Pinion,
+    api: &dyn Api,
     json: bool,
     id: &str,
     name: &str,
-    input: &str,
+    text: &str,
 ) -> Result<i32, Failure> {
-    p.signal(id, name, input)?;
+    let sent = api.signal(id, name, &input(text, "signal")?)?;
     if json {
-        print_json(&json!({ "id": id, "signal": name, "delivered": "queued" }));
+        print_json(&sent);
     } else {
         println!("signal {name:?} queued for {id}");
     }
@@ -25,128 +42,65 @@ pub(super) fn signal(
 
 /// `pinion query ID NAME --input JSON`: prints the handler's answer.
 pub(super) fn query(
-    p: &Pinion,
+    api: &dyn Api,
     json: bool,
     id: &str,
     name: &str,
-    input: &str,
+    text: &str,
 ) -> Result<i32, Failure> {
-    let answer = p.query(id, name, input)?;
+    let answer = api.query(id, name, &input(text, "query")?)?;
     if json {
-        print_json(&json!({ "id": id, "query": name, "result": answer.to_value() }));
+        print_json(&answer);
     } else {
-        println!("{}", answer.json());
+        println!("{}", answer.result);
     }
     Ok(0)
 }
 
-/// Which of the two verbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stop {
-    Cancel,
-    Terminate,
-}
-
-impl Stop {
-    fn done(self) -> &'static str {
-        match self {
-            Stop::Cancel => "cancellation requested",
-            Stop::Terminate => "terminated",
-        }
-    }
-
-    fn would(self) -> &'static str {
-        match self {
-            Stop::Cancel => "would be cancelled",
-            Stop::Terminate => "would be terminated",
-        }
-    }
-}
-
 /// `pinion cancel|terminate (ID | --module M --workflow-type T) [--reason R] [--dry-run]`.
-pub(super) fn stop(p: &Pinion, json: bool, verb: Stop, args: &StopArgs) -> Result<i32, Failure> {
-    if let (Some(id), true) = (&args.id, args.dry_run) {
-        let rec = p.status(id)?;
-        let state = if rec.status.is_closed() {
-            format!("not stopped: it is already {}", rec.status)
-        } else {
-            verb.would().to_owned()
-        };
-        if json {
-            print_json(&json!({ "dry_run": true, "instances": [id], "result": state }));
-        } else {
-            println!("{id}: {state}");
-        }
-        return Ok(0);
-    }
-    if let Some(id) = &args.id {
-        let fresh = match verb {
-            Stop::Cancel => p.cancel(id, &args.reason)?,
-            Stop::Terminate => {
-                p.terminate(id, &args.reason)?;
-                true
-            }
-        };
-        let state = if fresh {
-            verb.done()
-        } else {
-            "cancellation already requested"
-        };
-        if json {
-            print_json(&json!({ "id": id, "result": state }));
-        } else {
-            println!("{id}: {state}");
-        }
-        return Ok(0);
-    }
-    let selector = BulkSelector {
-        module_hash: match &args.module {
-            Some(m) => Some(p.resolve_module(m)?.hash),
-            None => None,
+/// Exits 1 when a bulk stop could not stop every selected instance.
+pub(super) fn stop(
+    api: &dyn Api,
+    json: bool,
+    verb: StopVerb,
+    args: &StopArgs,
+) -> Result<i32, Failure> {
+    let stopped = api.stop(
+        verb,
+        &StopBody {
+            id: args.id.clone(),
+            module: args.module.clone(),
+            workflow_type: args.workflow_type.clone(),
+            reason: args.reason.clone(),
+            dry_run: args.dry_run,
         },
-        workflow_type: args.workflow_type.clone(),
-    };
-    if args.dry_run {
-        let ids = p.select_open(&selector)?;
-        if json {
-            print_json(&json!({ "dry_run": true, "instances": ids }));
-        } else {
-            for id in &ids {
-                println!("{id}: {}", verb.would());
-            }
-            println!("{} instance(s) selected", ids.len());
-        }
-        return Ok(0);
-    }
-    let outcomes = match verb {
-        Stop::Cancel => p.cancel_many(&selector, &args.reason)?,
-        Stop::Terminate => p.terminate_many(&selector, &args.reason)?,
-    };
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    )?;
     if json {
-        let rows: Vec<_> = outcomes.iter().map(|o| outcome_json(verb, o)).collect();
-        print_json(&json!({ "instances": rows, "failed": failed }));
+        print_json(&stopped);
     } else {
-        for o in &outcomes {
-            match &o.result {
-                Ok(true) => println!("{}: {}", o.id, verb.done()),
-                Ok(false) => println!("{}: cancellation already requested", o.id),
-                Err(e) => println!("{}: not stopped: {e}", o.id),
+        for o in &stopped.instances {
+            match &o.error {
+                Some(e) => println!("{}: {}: {e}", o.id, o.result.describe()),
+                None => println!("{}: {}", o.id, o.result.describe()),
             }
         }
-        println!(
-            "{} instance(s) selected, {} stopped, {failed} not",
-            outcomes.len(),
-            outcomes.len() - failed
-        );
+        if args.id.is_none() {
+            let n = stopped.instances.len();
+            if stopped.dry_run {
+                println!("{n} instance(s) selected");
+            } else {
+                println!(
+                    "{n} instance(s) selected, {} stopped, {} not",
+                    n - stopped.failed,
+                    stopped.failed
+                );
+            }
+        }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
-}
-
-fn outcome_json(verb: Stop, o: &BulkOutcome) -> serde_json::Value {
-    match &o.result {
-        Ok(true) => json!({ "id": o.id, "result": verb.done() }),
-        Ok(false) => json!({ "id": o.id, "result": "cancellation already requested" }),
-        Err(e) => json!({ "id": o.id, "error": e.to_string() }),
-    }
+    let bulk_failed = args.id.is_none()
+        && stopped
+            .instances
+            .iter()
+            .any(|o| o.result == StopResult::NotStopped);
+    Ok(if bulk_failed { 1 } else { 0 })
 }

@@ -16,6 +16,7 @@
 
 pub mod args;
 mod control;
+mod print;
 mod replay;
 mod rollout;
 
@@ -25,15 +26,16 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 
+use crate::api::types::{DeployOptions, ListQuery, StartBody, UpgradeBody, MAX_PAGE};
+use crate::api::{Api, ApiError, Client, ErrorCode, ServerConfig, Token};
 use crate::bench::BenchConfig;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
-use crate::history::{HistoryExport, InstanceStatus, EXPORT_FORMAT, EXPORT_VERSION};
-use crate::registry::RegistryError;
-use crate::rollout::UpgradeSelector as Selector;
+use crate::history::InstanceStatus;
 use crate::store::sqlite::Synchronous;
-use crate::store::{InstanceFilter, InstanceRecord, StoreError};
 use crate::worker::WorkerConfig;
 use args::{Cli, Command};
+use control::Stop;
+use print::{print_json, print_outcome};
 
 /// A CLI failure with its exit code.
 #[derive(Debug)]
@@ -44,27 +46,9 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+/// The exit code of an engine error (the table in [`crate::api::error`]).
 fn exit_code(e: &Error) -> i32 {
-    match e {
-        Error::UnknownInstance(_) | Error::UnknownWorkflowType { .. } | Error::UnknownAlias(_) => 3,
-        Error::Registry(
-            RegistryError::UnknownModule(_) | RegistryError::AmbiguousModule { .. },
-        ) => 3,
-        Error::Registry(RegistryError::Invalid(_) | RegistryError::BadManifest(_)) => 4,
-        Error::InvalidInput(_)
-        | Error::InvalidInstanceId(_)
-        | Error::Io { .. }
-        | Error::Imported(_) => 4,
-        Error::Store(StoreError::AlreadyExists(_) | StoreError::NotAccepting { .. }) => 4,
-        Error::Query { kind, .. } if kind == "UnknownQuery" => 3,
-        Error::Query { kind, .. } if kind == "InvalidInput" => 4,
-        Error::Rebuild(_) => 8,
-        Error::Store(StoreError::Open { .. } | StoreError::Locked(_) | StoreError::Corrupt(_)) => 5,
-        Error::Registry(RegistryError::Store(StoreError::Locked(_))) => 5,
-        Error::WorkerLocked(_) => 5,
-        Error::WaitTimedOut { .. } => 7,
-        _ => 1,
-    }
+    ErrorCode::of(e).exit_code()
 }
 
 impl From<Error> for Failure {
@@ -72,6 +56,15 @@ impl From<Error> for Failure {
         Failure {
             code: exit_code(&e),
             error: e.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Failure {
+        Failure {
+            code: e.code().exit_code(),
+            error: anyhow::anyhow!(e.message()),
         }
     }
 }
@@ -112,80 +105,43 @@ fn open(cli: &Cli) -> Result<Pinion, Failure> {
     Ok(Pinion::open(PinionConfig::new(&cli.db))?)
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn usage(msg: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 2,
+        error: anyhow::anyhow!("{msg}"),
+    }
 }
 
-fn instance_json(r: &InstanceRecord) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "workflow_type": r.workflow_type,
-        "module_hash": r.module_hash,
-        "status": r.status,
-        "created_at_ms": r.created_at_ms,
-        "updated_at_ms": r.updated_at_ms,
-        "event_count": r.event_count,
-        "result": r.result.as_ref().map(|p| p.to_value()),
-        "failure": r.failure,
-        "blocked_reason": r.blocked_reason,
-        "imported": r.imported,
-        "cancel_requested": r.cancel_requested,
+/// The token from `--token-file`, else `$PINION_TOKEN`.
+fn client_token(cli: &Cli) -> Result<Option<Token>, Failure> {
+    let token = match &cli.token_file {
+        Some(path) => Some(Token::from_file(path)),
+        None => match std::env::var("PINION_TOKEN") {
+            Ok(t) => Some(Token::new(&t, "in $PINION_TOKEN")),
+            Err(_) => None,
+        },
+    };
+    token.transpose().map_err(|e| Failure {
+        code: 4,
+        error: e.into(),
     })
 }
 
-fn print_instance(r: &InstanceRecord) {
-    println!("instance:      {}", r.id);
-    println!("workflow type: {}", r.workflow_type);
-    println!("module:        {}", r.module_hash);
-    println!("status:        {}", r.status);
-    println!("events:        {}", r.event_count);
-    if let Some(res) = &r.result {
-        println!("result:        {}", res.json());
-    }
-    if let Some(f) = &r.failure {
-        println!("failure:       {}: {}", f.kind, f.message);
-    }
-    if let Some(b) = &r.blocked_reason {
-        println!("blocked:       {b}");
-    }
-    if r.cancel_requested && !r.status.is_closed() {
-        println!("cancel:        requested");
+/// Where the verb runs: a server (`--server`), else the database file.
+fn api(cli: &Cli) -> Result<Box<dyn Api>, Failure> {
+    match &cli.server {
+        Some(url) => Ok(Box::new(Client::new(url, client_token(cli)?)?)),
+        None => Ok(Box::new(open(cli)?)),
     }
 }
 
-/// Prints a closed instance's outcome; returns the exit code it implies.
-fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
-    if json {
-        print_json(&instance_json(r));
-    } else {
-        match r.status {
-            InstanceStatus::Completed => {
-                println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null"))
-            }
-            InstanceStatus::Failed | InstanceStatus::Cancelled | InstanceStatus::Terminated => {
-                let f = r.failure.as_ref();
-                eprintln!(
-                    "instance {} {}: {}: {}",
-                    r.id,
-                    r.status,
-                    f.map(|f| f.kind.as_str()).unwrap_or("?"),
-                    f.map(|f| f.message.as_str()).unwrap_or("?")
-                );
-            }
-            InstanceStatus::Blocked => {
-                eprintln!(
-                    "instance {} is blocked: {}",
-                    r.id,
-                    r.blocked_reason.as_deref().unwrap_or("?")
-                )
-            }
-            InstanceStatus::Running => eprintln!("instance {} is still running", r.id),
-        }
-    }
-    match r.status {
-        InstanceStatus::Completed => 0,
-        InstanceStatus::Running => 7,
-        _ => 6,
+/// Refuses `--server` for verbs that need the database (or files) on this machine.
+fn local_only(cli: &Cli, what: &str) -> Result<(), Failure> {
+    match cli.server {
+        Some(_) => Err(usage(format!(
+            "{what} works on a database file only: drop --server (and unset PINION_SERVER)"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -199,77 +155,31 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             alias,
             on_nondeterminism,
         } => {
-            let p = open(&cli)?;
             let bytes = std::fs::read(file).map_err(|e| Error::Io {
                 path: file.display().to_string(),
                 reason: e.to_string(),
             })?;
-            // Validate everything (module and flags), and verify, before anything is stored;
-            // the module is compiled once for all three.
-            let validated = p.registry().validate(&bytes).map_err(Error::from)?;
-            let policies = rollout::parse_policies(&validated.1.workflows, on_nondeterminism)?;
-            if *verify {
-                let candidate = crate::replay::Replayer::from_loaded(
-                    p.sandbox().clone(),
-                    validated.2.clone(),
-                    validated.0.clone(),
-                    validated.1.clone(),
-                    Default::default(),
-                );
-                let (summary, reports) = p.verify_module(&candidate, *verify_limit)?;
-                if !summary.ok() {
-                    if json {
-                        print_json(
-                            &json!({ "verified": false, "module": candidate.module_hash(), "summary": summary, "reports": reports }),
-                        );
-                    } else {
-                        for r in reports.iter().filter(|r| !r.is_compatible()) {
-                            println!("{r}");
-                        }
-                        eprintln!("not deployed: the module is incompatible with running instances: {summary}");
-                    }
-                    return Ok(replay::EXIT_DIVERGED);
+            let options = DeployOptions {
+                alias: alias.clone(),
+                verify: *verify,
+                verify_limit: *verify_limit,
+                on_nondeterminism: on_nondeterminism.clone(),
+            };
+            match api(&cli)?.deploy(&bytes, &options) {
+                Ok(d) => {
+                    print::print_deployment(&d, json);
+                    Ok(0)
                 }
-                if !json {
-                    eprintln!(
-                        "verify: replayed {} running instance(s): {summary}",
-                        reports.len()
+                Err(ApiError::Refused(v)) => {
+                    print::print_refusal(
+                        &v,
+                        json,
+                        "not deployed: the module is incompatible with running instances",
                     );
+                    Ok(replay::EXIT_DIVERGED)
                 }
+                Err(e) => Err(e.into()),
             }
-            let d = p
-                .registry()
-                .store_validated(&bytes, validated)
-                .map_err(Error::from)?;
-            rollout::apply_policies(&p, &d.hash, &policies)?;
-            if let Some(name) = alias {
-                p.set_alias(name, &d.hash.0)?;
-                if !json {
-                    eprintln!("alias {name} -> {}", d.hash.short());
-                }
-            }
-            if json {
-                print_json(&json!({
-                    "hash": d.hash, "size": d.size, "new": d.newly_stored,
-                    "workflows": d.manifest.workflows, "activities": d.manifest.activities,
-                    "version_label": d.manifest.version_label, "sdk_version": d.manifest.sdk_version,
-                }));
-            } else {
-                println!("{}", d.hash);
-                eprintln!(
-                    "{} {} ({} bytes; workflows: {}; activities: {})",
-                    if d.newly_stored {
-                        "deployed"
-                    } else {
-                        "already deployed"
-                    },
-                    d.hash.short(),
-                    d.size,
-                    d.manifest.workflows.join(", "),
-                    d.manifest.activities.join(", ")
-                );
-            }
-            Ok(0)
         }
         Command::Start {
             workflow_type,
@@ -277,18 +187,18 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             alias,
             start,
         } => {
-            let p = open(&cli)?;
-            let id = p.start(&StartRequest {
-                alias: alias.clone(),
+            let input = control::json_input(&start.input, "workflow")?;
+            let started = api(&cli)?.start(&StartBody {
                 workflow_type: workflow_type.clone(),
-                module: module.clone().unwrap_or_default(),
-                input_json: start.input.clone(),
+                module: module.clone(),
+                alias: alias.clone(),
+                input,
                 id: start.id.clone(),
             })?;
             if json {
-                print_json(&json!({ "id": id }));
+                print_json(&started);
             } else {
-                println!("{id}");
+                println!("{}", started.id);
             }
             Ok(0)
         }
@@ -298,6 +208,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             start,
             timeout,
         } => {
+            local_only(&cli, "`pinion run` (it runs the workflow in this process)")?;
             let p = open(&cli)?;
             // Take the worker lock first: if a server owns this database, fail before
             // deploying or starting anything.
@@ -335,21 +246,15 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             Ok(print_outcome(&rec, json))
         }
         Command::Status { id } => {
-            let p = open(&cli)?;
-            let r = p.status(id)?;
-            if json {
-                print_json(&instance_json(&r));
-            } else {
-                print_instance(&r);
-            }
+            print::print_instance(&api(&cli)?.status(id)?, json);
             Ok(0)
         }
         Command::Result { id, wait, timeout } => {
-            let p = open(&cli)?;
+            let api = api(&cli)?;
             let r = if *wait {
-                p.wait(id, Duration::from_secs(*timeout))?
+                api.wait(id, Duration::from_secs(*timeout))?
             } else {
-                p.status(id)?
+                api.status(id)?
             };
             Ok(print_outcome(&r, json))
         }
@@ -359,7 +264,6 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             module,
             limit,
         } => {
-            let p = open(&cli)?;
             let status = match status {
                 None => None,
                 Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| Failure {
@@ -369,41 +273,36 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     ),
                 })?),
             };
-            let module_hash = match module {
-                Some(m) => Some(p.registry().resolve(m).map_err(Error::from)?.hash),
-                None => None,
-            };
-            let rows = p.list(&InstanceFilter {
+            let api = api(&cli)?;
+            let mut query = ListQuery {
                 status,
                 workflow_type: workflow_type.clone(),
-                module_hash,
-                limit: Some(*limit),
-                ..Default::default()
-            })?;
-            if json {
-                print_json(&serde_json::Value::Array(
-                    rows.iter().map(instance_json).collect(),
-                ));
-            } else {
-                println!(
-                    "{:<28} {:<20} {:<12} {:<10} {:>6}",
-                    "ID", "WORKFLOW TYPE", "MODULE", "STATUS", "EVENTS"
-                );
-                for r in &rows {
-                    println!(
-                        "{:<28} {:<20} {:<12} {:<10} {:>6}",
-                        r.id,
-                        r.workflow_type,
-                        r.module_hash.short(),
-                        r.status,
-                        r.event_count
-                    );
+                module: module.clone(),
+                limit: None,
+                cursor: None,
+            };
+            // Page through until `limit` rows (a server caps each page).
+            let mut rows = Vec::new();
+            while rows.len() < *limit as usize {
+                let want = (*limit as usize - rows.len()) as u32;
+                query.limit = Some(if cli.server.is_some() {
+                    want.min(MAX_PAGE)
+                } else {
+                    want
+                });
+                let page = api.list(&query)?;
+                rows.extend(page.instances);
+                match page.next_cursor {
+                    Some(c) => query.cursor = Some(c),
+                    None => break,
                 }
             }
+            print::print_instances(&rows, json);
             Ok(0)
         }
         Command::History(args) => {
             if let Some(action) = &args.action {
+                local_only(&cli, "`pinion history export|import`")?;
                 return replay::history_action(&cli.db, json, action);
             }
             let Some(id) = &args.id else {
@@ -412,51 +311,37 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     error: anyhow::anyhow!("give an instance id, or `export` / `import`"),
                 });
             };
-            let p = open(&cli)?;
-            let rec = p.status(id)?;
-            let events = p.history(id)?;
-            if json {
-                let export = HistoryExport {
-                    format: EXPORT_FORMAT.into(),
-                    version: EXPORT_VERSION,
-                    instance_id: rec.id.clone(),
-                    workflow_type: rec.workflow_type.clone(),
-                    module_hash: rec.module_hash.clone(),
-                    status: rec.status,
-                    events,
-                };
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&export).context("encoding history")?
-                );
-            } else {
-                println!("{:>4}  {:<13}  {:<22}  DETAILS", "#", "TIME (ms)", "EVENT");
-                let t0 = events.first().map(|e| e.time_ms).unwrap_or(0);
-                for e in &events {
-                    println!(
-                        "{:>4}  {:<13}  {:<22}  {}",
-                        e.id,
-                        format!("+{}", e.time_ms.saturating_sub(t0)),
-                        e.kind.name(),
-                        e.kind.describe()
-                    );
-                }
-            }
+            print::print_history(&api(&cli)?.history(id)?, json);
             Ok(0)
         }
-        Command::Signal { id, name, input } => control::signal(&open(&cli)?, json, id, name, input),
-        Command::Query { id, name, input } => control::query(&open(&cli)?, json, id, name, input),
-        Command::Cancel(args) => control::stop(&open(&cli)?, json, control::Stop::Cancel, args),
-        Command::Terminate(args) => {
-            control::stop(&open(&cli)?, json, control::Stop::Terminate, args)
+        Command::Replay(args) => {
+            // Exported history files are replayed here, whatever --server says.
+            if cli.server.is_some() && args.history.is_empty() {
+                replay::replay_remote(api(&cli)?.as_ref(), json, args)
+            } else {
+                replay::replay(&cli.db, json, args)
+            }
         }
-        Command::Replay(args) => replay::replay(&cli.db, json, args),
-        Command::Modules => rollout::modules(&open(&cli)?, json),
-        Command::Alias { action } => rollout::alias(&open(&cli)?, json, action),
+        Command::Signal { id, name, input } => {
+            control::signal(api(&cli)?.as_ref(), json, id, name, input)
+        }
+        Command::Query { id, name, input } => {
+            control::query(api(&cli)?.as_ref(), json, id, name, input)
+        }
+        Command::Cancel(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Cancel, args),
+        Command::Terminate(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Terminate, args),
+        Command::Modules => rollout::modules(api(&cli)?.as_ref(), json),
+        Command::Alias { action } => rollout::alias(api(&cli)?.as_ref(), json, action),
         Command::Gc {
             dry_run,
             export_modules,
-        } => rollout::gc(&open(&cli)?, json, *dry_run, export_modules.as_deref()),
+        } => match export_modules {
+            Some(dir) => {
+                local_only(&cli, "`pinion gc --export-modules` (it writes files here)")?;
+                rollout::gc_exporting(&open(&cli)?, json, *dry_run, dir)
+            }
+            None => rollout::gc(api(&cli)?.as_ref(), json, *dry_run),
+        },
         Command::Upgrade {
             to,
             id,
@@ -464,21 +349,19 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             workflow_type,
             dry_run,
         } => {
-            let p = open(&cli)?;
-            let selector = match (id, from, workflow_type) {
-                (Some(id), _, _) => Selector::Id(id.clone()),
-                (_, Some(from), _) => Selector::From(p.resolve_module(from)?.hash),
-                (_, _, Some(t)) => Selector::WorkflowType(t.clone()),
-                _ => {
-                    return Err(Failure {
-                        code: 2,
-                        error: anyhow::anyhow!(
-                            "choose the instances: --id ID, --from MODULE or --workflow-type T"
-                        ),
-                    })
-                }
+            if id.is_none() && from.is_none() && workflow_type.is_none() {
+                return Err(usage(
+                    "choose the instances: --id ID, --from MODULE or --workflow-type T",
+                ));
+            }
+            let body = UpgradeBody {
+                to: to.clone(),
+                id: id.clone(),
+                from: from.clone(),
+                workflow_type: workflow_type.clone(),
+                dry_run: *dry_run,
             };
-            rollout::upgrade(&p, json, to, selector, *dry_run)
+            rollout::upgrade(api(&cli)?.as_ref(), json, &body)
         }
         Command::Bench(args) => {
             let synchronous = match args.synchronous.as_str() {
@@ -512,20 +395,21 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 reports.push(report);
             }
             if json {
-                print_json(&serde_json::to_value(&reports).context("encoding report")?);
+                print_json(&reports);
             }
             Ok(0)
         }
         Command::Server(args) => {
+            // Check the flags before touching the database.
+            let token = match &cli.token_file {
+                Some(path) => Some(Token::from_file(path).map_err(|e| Failure {
+                    code: 4,
+                    error: e.into(),
+                })?),
+                None => None,
+            };
+            let config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
             let p = open(&cli)?;
-            let stop =
-                std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-            let s2 = stop.clone();
-            ctrlc::set_handler(move || {
-                *s2.0.lock().expect("stop lock") = true;
-                s2.1.notify_all();
-            })
-            .context("installing the SIGINT/SIGTERM handler")?;
             let worker = p.start_worker(WorkerConfig {
                 workflow_threads: args.workflow_threads,
                 activity_threads: args.activity_threads,
@@ -537,13 +421,14 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 args.workflow_threads,
                 args.activity_threads
             );
-            let mut stopped = stop.0.lock().expect("stop lock");
-            while !*stopped {
-                stopped = stop.1.wait(stopped).expect("stop lock");
-            }
-            drop(stopped);
-            eprintln!("pinion server: stopping; in-flight tasks finish first");
-            worker.shutdown();
+            crate::api::serve(p, worker, config, |addr| {
+                println!("pinion server listening on http://{addr}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            })
+            .map_err(|e| Failure {
+                code: 1,
+                error: e.into(),
+            })?;
             Ok(0)
         }
     }

@@ -10,7 +10,10 @@ use anyhow::{anyhow, Context as _};
 use serde_json::json;
 
 use super::args::{FilterArgs, HistoryAction, ReplayArgs};
-use super::{print_json, Failure};
+use super::print::print_json;
+use super::Failure;
+use crate::api::types::{Candidate, ReplayQuery, ReplayResponse};
+use crate::api::Api;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Error, Pinion, PinionConfig};
 use crate::history::{HistoryExport, InstanceId, InstanceStatus};
@@ -97,6 +100,7 @@ fn to_filter(
             created_since_ms,
             ids: args.ids.iter().map(|i| InstanceId(i.clone())).collect(),
             limit: args.limit,
+            after: None,
         },
         args.sample,
     ))
@@ -252,13 +256,67 @@ pub fn replay(db: &Path, json: bool, args: &ReplayArgs) -> Result<i32, Failure> 
     };
     let (summary, reports) = replay_all(&replayer, &hs, json);
     if json {
-        print_json(
-            &json!({ "module": replayer.module_hash(), "summary": summary, "reports": reports }),
-        );
+        print_json(&ReplayResponse {
+            module: replayer.module_hash().clone(),
+            summary,
+            reports,
+        });
     } else {
         println!("{summary}");
     }
     Ok(if summary.ok() { 0 } else { EXIT_DIVERGED })
+}
+
+/// `pinion replay --server URL`: the server replays histories from its database against
+/// the candidate (uploaded when it is a file here, else named by hash, prefix or alias).
+pub fn replay_remote(api: &dyn Api, json: bool, args: &ReplayArgs) -> Result<i32, Failure> {
+    let unsupported = [
+        (args.follow, "--follow"),
+        (args.filter.since.is_some(), "--since"),
+        (args.filter.sample.is_some(), "--sample"),
+    ];
+    if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+        return Err(Failure {
+            code: 2,
+            error: anyhow!("replay {flag} needs the database: drop --server and use --db"),
+        });
+    }
+    let path = Path::new(&args.module);
+    let candidate = if path.is_file() {
+        Candidate::Bytes(
+            std::fs::read(path)
+                .with_context(|| format!("reading {}", args.module))
+                .map_err(|e| Failure { code: 4, error: e })?,
+        )
+    } else if args.module.ends_with(".wasm") {
+        return Err(Failure {
+            code: 4,
+            error: anyhow!("{}: no such file", args.module),
+        });
+    } else {
+        Candidate::Module(args.module.clone())
+    };
+    let r = api.replay(
+        &candidate,
+        &ReplayQuery {
+            workflow_type: args.filter.workflow_type.clone(),
+            status: args.filter.status.clone(),
+            ids: args.filter.ids.clone(),
+            limit: args.filter.limit,
+            strict_inputs: args.strict_inputs,
+        },
+    )?;
+    if json {
+        print_json(&r);
+    } else {
+        for report in &r.reports {
+            if !report.is_compatible() || !report.warnings.is_empty() {
+                println!("{report}");
+            }
+        }
+        println!("{}", r.summary);
+    }
+    Ok(if r.summary.ok() { 0 } else { EXIT_DIVERGED })
 }
 
 /// Shadow mode: replay new and changed histories every interval; report each new

@@ -1,70 +1,20 @@
-//! `pinion alias`, `modules`, `gc`, `upgrade` and deploy's `--alias` /
-//! `--on-nondeterminism`: the rollout verbs, over [`crate::rollout`].
+//! `pinion alias`, `modules`, `gc` and `upgrade`: the rollout verbs, over [`Api`] (the
+//! database, or a server).
 
 use std::path::Path;
 
 use anyhow::anyhow;
-use serde_json::json;
 
 use super::args::AliasAction;
+use super::print::{print_json, print_refusal};
 use super::replay::EXIT_DIVERGED;
-use super::{print_json, Failure};
-use crate::engine::{Error, Pinion};
-use crate::history::ModuleHash;
-use crate::rollout::UpgradeSelector;
-use crate::store::NondeterminismPolicy;
-
-/// Parses deploy's `--on-nondeterminism` values (`fail`, or `Type=fail`) against the
-/// module's workflow types, before anything is stored.
-pub fn parse_policies(
-    workflows: &[String],
-    specs: &[String],
-) -> Result<Vec<(String, NondeterminismPolicy)>, Failure> {
-    let mut out = Vec::new();
-    for spec in specs {
-        let (types, policy) = match spec.split_once('=') {
-            Some((t, pol)) => (vec![t.to_owned()], pol),
-            None => (workflows.to_vec(), spec.as_str()),
-        };
-        let policy = NondeterminismPolicy::parse(policy).ok_or_else(|| Failure {
-            code: 4,
-            error: anyhow!("unknown policy `{policy}`; use block or fail"),
-        })?;
-        for t in types {
-            if !workflows.contains(&t) {
-                return Err(Failure {
-                    code: 3,
-                    error: anyhow!("the module has no workflow type `{t}`"),
-                });
-            }
-            out.push((t, policy));
-        }
-    }
-    Ok(out)
-}
-
-/// Stores parsed policies for a deployed module.
-pub fn apply_policies(
-    p: &Pinion,
-    hash: &ModuleHash,
-    policies: &[(String, NondeterminismPolicy)],
-) -> Result<(), Failure> {
-    for (t, policy) in policies {
-        p.store()
-            .set_policy(hash, t, *policy)
-            .map_err(Error::from)?;
-    }
-    Ok(())
-}
-
-fn print_reports(reports: &[crate::replay::ReplayReport]) {
-    for r in reports.iter().filter(|r| !r.is_compatible()) {
-        println!("{r}");
-    }
-}
+use super::Failure;
+use crate::api::types::{GcBody, GcResponse, RampBody, SetAliasBody, UpgradeBody, UpgradeResponse};
+use crate::api::{Api, ApiError};
+use crate::engine::Pinion;
 
 /// `pinion alias ...`.
-pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failure> {
+pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Failure> {
     match action {
         AliasAction::Set {
             name,
@@ -72,28 +22,26 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
             verify,
             verify_limit,
         } => {
-            if *verify {
-                let (summary, reports) =
-                    p.verify_module(&p.replayer_for(module)?, *verify_limit)?;
-                if !summary.ok() {
+            let body = SetAliasBody {
+                module: module.clone(),
+                verify: *verify,
+                verify_limit: *verify_limit,
+            };
+            match api.set_alias(name, &body) {
+                Ok(set) => {
                     if json {
-                        print_json(
-                            &json!({ "verified": false, "summary": summary, "reports": reports }),
-                        );
+                        print_json(&set);
                     } else {
-                        print_reports(&reports);
-                        eprintln!("alias {name} not moved: {summary}");
+                        println!("{name} -> {}", set.module);
                     }
-                    return Ok(EXIT_DIVERGED);
+                    Ok(0)
                 }
+                Err(ApiError::Refused(v)) => {
+                    print_refusal(&v, json, &format!("alias {name} not moved"));
+                    Ok(EXIT_DIVERGED)
+                }
+                Err(e) => Err(e.into()),
             }
-            let hash = p.set_alias(name, module)?;
-            if json {
-                print_json(&json!({ "alias": name, "module": hash }));
-            } else {
-                println!("{name} -> {hash}");
-            }
-            Ok(0)
         }
         AliasAction::Ramp {
             name,
@@ -102,11 +50,11 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
             cancel,
         } => {
             if *cancel {
-                p.cancel_ramp(name)?;
-                if !json {
-                    println!("{name}: ramp cancelled");
+                let r = api.cancel_ramp(name)?;
+                if json {
+                    print_json(&r);
                 } else {
-                    print_json(&json!({ "alias": name, "ramp": null }));
+                    println!("{name}: ramp cancelled");
                 }
                 return Ok(0);
             }
@@ -116,20 +64,24 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
                     error: anyhow!("give MODULE and PERCENT, or --cancel"),
                 });
             };
-            let hash = p.ramp_alias(name, module, *percent)?;
+            let r = api.ramp_alias(
+                name,
+                &RampBody {
+                    module: module.clone(),
+                    percent: *percent,
+                },
+            )?;
             if json {
-                print_json(
-                    &json!({ "alias": name, "ramp": { "module": hash, "percent": percent } }),
-                );
-            } else {
-                println!("{name}: {percent}% of new instances -> {hash}");
+                print_json(&r);
+            } else if let Some(ramp) = &r.ramp {
+                println!("{name}: {percent}% of new instances -> {}", ramp.module);
             }
             Ok(0)
         }
         AliasAction::List => {
-            let aliases = p.store().list_aliases().map_err(Error::from)?;
+            let aliases = api.aliases()?;
             if json {
-                print_json(&serde_json::to_value(&aliases).unwrap_or_default());
+                print_json(&aliases);
             } else {
                 println!("{:<20} {:<14} RAMP", "ALIAS", "MODULE");
                 for a in aliases {
@@ -143,12 +95,9 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
             Ok(0)
         }
         AliasAction::History { name } => {
-            let changes = p.store().alias_history(name).map_err(Error::from)?;
-            if changes.is_empty() && p.store().get_alias(name).map_err(Error::from)?.is_none() {
-                return Err(Error::UnknownAlias(name.clone()).into());
-            }
+            let changes = api.alias_history(name)?;
             if json {
-                print_json(&serde_json::to_value(&changes).unwrap_or_default());
+                print_json(&changes);
             } else {
                 for c in changes {
                     let module = c.module_hash.map(|h| h.0).unwrap_or_else(|| "-".into());
@@ -162,10 +111,10 @@ pub fn alias(p: &Pinion, json: bool, action: &AliasAction) -> Result<i32, Failur
 }
 
 /// `pinion modules`.
-pub fn modules(p: &Pinion, json: bool) -> Result<i32, Failure> {
-    let rows = p.module_statuses()?;
+pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
+    let rows = api.modules()?;
     if json {
-        print_json(&serde_json::to_value(&rows).unwrap_or_default());
+        print_json(&rows);
         return Ok(0);
     }
     println!(
@@ -198,33 +147,38 @@ pub fn modules(p: &Pinion, json: bool) -> Result<i32, Failure> {
     Ok(0)
 }
 
-/// `pinion gc`.
-pub fn gc(p: &Pinion, json: bool, dry_run: bool, export: Option<&Path>) -> Result<i32, Failure> {
-    let collected = p.gc(dry_run, export)?;
-    if json {
-        print_json(&json!({ "dry_run": dry_run, "modules": collected }));
-    } else {
-        let verb = if dry_run { "would delete" } else { "deleted" };
-        for h in &collected {
-            println!("{verb} {h}");
-        }
-        eprintln!("{} module(s) {verb}", collected.len());
-    }
+/// `pinion gc --export-modules DIR`: writes files on this machine, so only against the
+/// database.
+pub fn gc_exporting(p: &Pinion, json: bool, dry_run: bool, dir: &Path) -> Result<i32, Failure> {
+    let modules = p.gc(dry_run, Some(dir))?;
+    print_gc(&GcResponse { dry_run, modules }, json);
     Ok(0)
 }
 
+/// `pinion gc`.
+pub fn gc(api: &dyn Api, json: bool, dry_run: bool) -> Result<i32, Failure> {
+    print_gc(&api.gc(&GcBody { dry_run })?, json);
+    Ok(0)
+}
+
+fn print_gc(r: &GcResponse, json: bool) {
+    if json {
+        print_json(r);
+    } else {
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        for h in &r.modules {
+            println!("{verb} {h}");
+        }
+        eprintln!("{} module(s) {verb}", r.modules.len());
+    }
+}
+
 /// `pinion upgrade`.
-pub fn upgrade(
-    p: &Pinion,
-    json: bool,
-    to: &str,
-    selector: UpgradeSelector,
-    dry_run: bool,
-) -> Result<i32, Failure> {
-    let results = p.upgrade(to, &selector, dry_run)?;
+pub fn upgrade(api: &dyn Api, json: bool, body: &UpgradeBody) -> Result<i32, Failure> {
+    let UpgradeResponse { dry_run, results } = api.upgrade(body)?;
     let incompatible = results.iter().filter(|r| !r.replay.is_compatible()).count();
     if json {
-        print_json(&json!({ "dry_run": dry_run, "results": results }));
+        print_json(&UpgradeResponse { dry_run, results });
     } else {
         for r in &results {
             match (r.replay.is_compatible(), r.upgraded, &r.error) {

@@ -5,13 +5,13 @@
 //! operator verbs (`alias`, `modules`, `gc`, `upgrade`), not the worker loops; every backend
 //! implements both.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::history::{InstanceId, ModuleHash};
 
 /// What happens to an instance whose replay diverges from its history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NondeterminismPolicy {
     /// The instance waits, blocked, until it is upgraded to a compatible module (default).
@@ -40,7 +40,7 @@ impl NondeterminismPolicy {
 }
 
 /// An alias and where it sends new instances.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasRecord {
     /// Alias name.
     pub name: String,
@@ -74,7 +74,7 @@ pub fn ramp_bucket(instance_id: &str) -> u8 {
 }
 
 /// One change of an alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasChange {
     /// `set`, `ramp` or `ramp-cancel`.
     pub action: String,
@@ -87,7 +87,7 @@ pub struct AliasChange {
 }
 
 /// How many instances pin a module, by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleUsage {
     /// Running instances.
     pub running: u64,

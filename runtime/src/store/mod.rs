@@ -95,8 +95,8 @@ pub struct ModuleRecord {
     pub deployed_at_ms: u64,
 }
 
-/// An instance row.
-#[derive(Debug, Clone, PartialEq)]
+/// An instance row. Serialised as the instance object of `--json` output and the HTTP API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceRecord {
     /// Instance id.
     pub id: InstanceId,
@@ -139,6 +139,9 @@ pub struct InstanceFilter {
     pub ids: Vec<InstanceId>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
+    /// Only instances listed after this `(created_at_ms, id)` in the listing order (newest
+    /// first, then by id): keyset pagination, stable while instances are added.
+    pub after: Option<(u64, InstanceId)>,
 }
 
 /// A new instance: its row and its first event.

@@ -462,6 +462,15 @@ impl Store for SqliteStore {
                 let marks: Vec<String> = (first..=args.len()).map(|n| format!("?{n}")).collect();
                 sql.push_str(&format!(" AND id IN ({})", marks.join(", ")));
             }
+            if let Some((created, id)) = &filter.after {
+                args.push(created.to_string());
+                args.push(id.0.clone());
+                let (c, i) = (args.len() - 1, args.len());
+                sql.push_str(&format!(
+                    " AND (created_at_ms < CAST(?{c} AS INTEGER) \
+                     OR (created_at_ms = CAST(?{c} AS INTEGER) AND id > ?{i}))"
+                ));
+            }
             sql.push_str(" ORDER BY created_at_ms DESC, id");
             if let Some(l) = filter.limit {
                 sql.push_str(&format!(" LIMIT {l}"));

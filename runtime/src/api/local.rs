@@ -1,0 +1,465 @@
+//! [`Api`] over an open engine: what the server runs for each request, and what the CLI
+//! runs without `--server`. Every rule that is not the engine's own (deploy's validate →
+//! verify → store → policies → alias order, replay's default filters, pagination) lives
+//! here once.
+
+use std::time::Duration;
+
+use super::error::ApiError;
+use super::types::{
+    AliasRamp, AliasSet, Candidate, Cursor, DeployOptions, Deployment, GcBody, GcResponse,
+    InputBody, InstancePage, ListQuery, QueryAnswer, Ramp, RampBody, ReplayQuery, ReplayResponse,
+    SetAliasBody, Signalled, StartBody, Started, StopBody, StopOutcome, StopResult, StopVerb,
+    Stopped, UpgradeBody, UpgradeResponse, Verification, Verified,
+};
+use super::Api;
+use crate::engine::{BulkSelector, Error, Pinion, StartRequest};
+use crate::history::{HistoryExport, InstanceId, InstanceStatus};
+use crate::replay::{ReplayOptions, ReplaySummary, Replayer};
+use crate::rollout::{ModuleStatus, UpgradeSelector};
+use crate::store::{
+    AliasChange, AliasRecord, InstanceFilter, InstanceRecord, NondeterminismPolicy,
+};
+
+/// Parses deploy's policies (`fail`, or `Type=fail`) against the module's workflow types,
+/// before anything is stored.
+///
+/// # Errors
+/// `invalid_input` for an unknown policy, `not_found` for a type the module lacks.
+pub fn parse_policies(
+    workflows: &[String],
+    specs: &[String],
+) -> Result<Vec<(String, NondeterminismPolicy)>, ApiError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (types, policy) = match spec.split_once('=') {
+            Some((t, pol)) => (vec![t.to_owned()], pol),
+            None => (workflows.to_vec(), spec.as_str()),
+        };
+        let policy = NondeterminismPolicy::parse(policy).ok_or_else(|| {
+            ApiError::InvalidInput(format!("unknown policy `{policy}`; use block or fail"))
+        })?;
+        for t in types {
+            if !workflows.contains(&t) {
+                return Err(ApiError::NotFound(format!(
+                    "the module has no workflow type `{t}`"
+                )));
+            }
+            out.push((t, policy));
+        }
+    }
+    Ok(out)
+}
+
+/// What a dry run says of an instance it selects.
+fn would(verb: StopVerb) -> StopResult {
+    match verb {
+        StopVerb::Cancel => StopResult::WouldCancel,
+        StopVerb::Terminate => StopResult::WouldTerminate,
+    }
+}
+
+impl Pinion {
+    /// Cancels or terminates one instance; its errors are the call's.
+    fn stop_one(&self, verb: StopVerb, id: &str, body: &StopBody) -> Result<StopOutcome, Error> {
+        let (result, error) = if body.dry_run {
+            let rec = Pinion::status(self, id)?;
+            if rec.status.is_closed() {
+                (
+                    StopResult::NotStopped,
+                    Some(format!("it is already {}", rec.status)),
+                )
+            } else if rec.imported {
+                (
+                    StopResult::NotStopped,
+                    Some("it is an imported history, which never runs".into()),
+                )
+            } else {
+                (would(verb), None)
+            }
+        } else {
+            (self.stop_now(verb, id, &body.reason)?, None)
+        };
+        Ok(StopOutcome {
+            id: InstanceId(id.into()),
+            result,
+            error,
+        })
+    }
+
+    fn stop_now(&self, verb: StopVerb, id: &str, reason: &str) -> Result<StopResult, Error> {
+        Ok(match verb {
+            StopVerb::Cancel if Pinion::cancel(self, id, reason)? => {
+                StopResult::CancellationRequested
+            }
+            StopVerb::Cancel => StopResult::AlreadyRequested,
+            StopVerb::Terminate => {
+                Pinion::terminate(self, id, reason)?;
+                StopResult::Terminated
+            }
+        })
+    }
+
+    /// Cancels or terminates every instance the filters select; one instance's failure
+    /// (it ended meanwhile) is its outcome, not the call's.
+    fn stop_many(&self, verb: StopVerb, body: &StopBody) -> Result<Vec<StopOutcome>, Error> {
+        let selector = BulkSelector {
+            module_hash: match &body.module {
+                Some(m) => Some(self.resolve_module(m)?.hash),
+                None => None,
+            },
+            workflow_type: body.workflow_type.clone(),
+        };
+        Ok(self
+            .select_open(&selector)?
+            .into_iter()
+            .map(|id| {
+                let (result, error) = if body.dry_run {
+                    (would(verb), None)
+                } else {
+                    match self.stop_now(verb, &id.0, &body.reason) {
+                        Ok(r) => (r, None),
+                        Err(e) => (StopResult::NotStopped, Some(e.to_string())),
+                    }
+                };
+                StopOutcome { id, result, error }
+            })
+            .collect())
+    }
+}
+
+/// Replays every history, in order.
+fn replay_all(
+    replayer: &Replayer,
+    hs: &[HistoryExport],
+) -> (ReplaySummary, Vec<crate::replay::ReplayReport>) {
+    let mut summary = ReplaySummary::default();
+    let reports = hs
+        .iter()
+        .map(|h| {
+            let r = replayer.replay(h);
+            summary.add(&r);
+            r
+        })
+        .collect();
+    (summary, reports)
+}
+
+impl Api for Pinion {
+    fn deploy(&self, wasm: &[u8], options: &DeployOptions) -> Result<Deployment, ApiError> {
+        // Validate everything (module and options), and verify, before anything is stored;
+        // the module is compiled once for all three.
+        let validated = self.registry().validate(wasm).map_err(Error::from)?;
+        let policies = parse_policies(&validated.1.workflows, &options.on_nondeterminism)?;
+        let mut verified = None;
+        if options.verify {
+            let candidate = Replayer::from_loaded(
+                self.sandbox().clone(),
+                validated.2.clone(),
+                validated.0.clone(),
+                validated.1.clone(),
+                ReplayOptions::default(),
+            );
+            let (summary, reports) = self.verify_module(&candidate, options.verify_limit)?;
+            if !summary.ok() {
+                return Err(ApiError::Refused(Box::new(Verification {
+                    verified: false,
+                    module: Some(candidate.module_hash().clone()),
+                    summary,
+                    reports,
+                })));
+            }
+            verified = Some(Verified {
+                replayed: reports.len(),
+                summary,
+            });
+        }
+        let d = self
+            .registry()
+            .store_validated(wasm, validated)
+            .map_err(Error::from)?;
+        for (t, policy) in &policies {
+            self.store()
+                .set_policy(&d.hash, t, *policy)
+                .map_err(Error::from)?;
+        }
+        if let Some(name) = &options.alias {
+            Pinion::set_alias(self, name, &d.hash.0)?;
+        }
+        Ok(Deployment {
+            hash: d.hash,
+            size: d.size,
+            new: d.newly_stored,
+            workflows: d.manifest.workflows,
+            activities: d.manifest.activities,
+            version_label: d.manifest.version_label,
+            sdk_version: d.manifest.sdk_version,
+            alias: options.alias.clone(),
+            verified,
+        })
+    }
+
+    fn start(&self, body: &StartBody) -> Result<Started, ApiError> {
+        let (module, alias) = match (&body.module, &body.alias) {
+            (Some(m), None) => (m.clone(), None),
+            (None, Some(a)) => (String::new(), Some(a.clone())),
+            _ => {
+                return Err(ApiError::InvalidInput(
+                    "give exactly one of `module` and `alias`".into(),
+                ))
+            }
+        };
+        let id = Pinion::start(
+            self,
+            &StartRequest {
+                workflow_type: body.workflow_type.clone(),
+                module,
+                alias,
+                input_json: body.input.to_string(),
+                id: body.id.clone(),
+            },
+        )?;
+        Ok(Started { id })
+    }
+
+    fn status(&self, id: &str) -> Result<InstanceRecord, ApiError> {
+        Ok(Pinion::status(self, id)?)
+    }
+
+    fn wait(&self, id: &str, timeout: Duration) -> Result<InstanceRecord, ApiError> {
+        Ok(Pinion::wait(self, id, timeout)?)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<InstancePage, ApiError> {
+        let module_hash = match &query.module {
+            Some(m) => Some(self.registry().resolve(m).map_err(Error::from)?.hash),
+            None => None,
+        };
+        let after = match &query.cursor {
+            Some(c) => {
+                let c = Cursor::decode(c).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "invalid cursor `{c}`: pass the `next_cursor` of a previous page"
+                    ))
+                })?;
+                Some((c.created_at_ms, c.id))
+            }
+            None => None,
+        };
+        let limit = query.limit.unwrap_or(super::types::DEFAULT_PAGE);
+        // One row more than asked says whether another page follows.
+        let mut instances = Pinion::list(
+            self,
+            &InstanceFilter {
+                status: query.status,
+                workflow_type: query.workflow_type.clone(),
+                module_hash,
+                limit: Some(limit.saturating_add(1)),
+                after,
+                ..Default::default()
+            },
+        )?;
+        let next_cursor = if instances.len() > limit as usize {
+            instances.truncate(limit as usize);
+            instances.last().map(|r| Cursor::after(r).encode())
+        } else {
+            None
+        };
+        Ok(InstancePage {
+            instances,
+            next_cursor,
+        })
+    }
+
+    fn history(&self, id: &str) -> Result<HistoryExport, ApiError> {
+        self.store()
+            .export_history(&InstanceId(id.into()))
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::UnknownInstance(id.into()).into())
+    }
+
+    fn signal(&self, id: &str, name: &str, body: &InputBody) -> Result<Signalled, ApiError> {
+        Pinion::signal(self, id, name, &body.input.to_string())?;
+        Ok(Signalled {
+            id: InstanceId(id.into()),
+            signal: name.into(),
+        })
+    }
+
+    fn query(&self, id: &str, name: &str, body: &InputBody) -> Result<QueryAnswer, ApiError> {
+        let answer = Pinion::query(self, id, name, &body.input.to_string())?;
+        Ok(QueryAnswer {
+            id: InstanceId(id.into()),
+            query: name.into(),
+            result: answer.to_value(),
+        })
+    }
+
+    fn stop(&self, verb: StopVerb, body: &StopBody) -> Result<Stopped, ApiError> {
+        let bulk = body.module.is_some() || body.workflow_type.is_some();
+        let outcomes = match (&body.id, bulk) {
+            (Some(id), false) => vec![self.stop_one(verb, id, body)?],
+            (None, true) => self.stop_many(verb, body)?,
+            _ => {
+                return Err(ApiError::InvalidInput(
+                    "choose the instances: `id`, or `module` and/or `workflow_type`".into(),
+                ))
+            }
+        };
+        Ok(Stopped {
+            dry_run: body.dry_run,
+            failed: outcomes
+                .iter()
+                .filter(|o| o.result == StopResult::NotStopped)
+                .count(),
+            instances: outcomes,
+        })
+    }
+
+    fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError> {
+        Ok(self.module_statuses()?)
+    }
+
+    fn aliases(&self) -> Result<Vec<AliasRecord>, ApiError> {
+        Ok(self.store().list_aliases().map_err(Error::from)?)
+    }
+
+    fn set_alias(&self, name: &str, body: &SetAliasBody) -> Result<AliasSet, ApiError> {
+        if body.verify {
+            let replayer = self.replayer_for(&body.module)?;
+            let (summary, reports) = self.verify_module(&replayer, body.verify_limit)?;
+            if !summary.ok() {
+                return Err(ApiError::Refused(Box::new(Verification {
+                    verified: false,
+                    module: None,
+                    summary,
+                    reports,
+                })));
+            }
+        }
+        let module = Pinion::set_alias(self, name, &body.module)?;
+        Ok(AliasSet {
+            alias: name.into(),
+            module,
+        })
+    }
+
+    fn ramp_alias(&self, name: &str, body: &RampBody) -> Result<AliasRamp, ApiError> {
+        if body.percent > 100 {
+            return Err(ApiError::InvalidInput(format!(
+                "ramp percentage {} is over 100",
+                body.percent
+            )));
+        }
+        let module = Pinion::ramp_alias(self, name, &body.module, body.percent)?;
+        Ok(AliasRamp {
+            alias: name.into(),
+            ramp: Some(Ramp {
+                module,
+                percent: body.percent,
+            }),
+        })
+    }
+
+    fn cancel_ramp(&self, name: &str) -> Result<AliasRamp, ApiError> {
+        Pinion::cancel_ramp(self, name)?;
+        Ok(AliasRamp {
+            alias: name.into(),
+            ramp: None,
+        })
+    }
+
+    fn alias_history(&self, name: &str) -> Result<Vec<AliasChange>, ApiError> {
+        let changes = self.store().alias_history(name).map_err(Error::from)?;
+        if changes.is_empty() && self.store().get_alias(name).map_err(Error::from)?.is_none() {
+            return Err(Error::UnknownAlias(name.into()).into());
+        }
+        Ok(changes)
+    }
+
+    fn replay(
+        &self,
+        candidate: &Candidate,
+        query: &ReplayQuery,
+    ) -> Result<ReplayResponse, ApiError> {
+        let options = ReplayOptions {
+            strict_inputs: query.strict_inputs,
+        };
+        let replayer = match candidate {
+            Candidate::Bytes(bytes) => {
+                Replayer::with_sandbox(self.sandbox().clone(), bytes, options)?
+            }
+            Candidate::Module(spec) => {
+                let m = self.resolve_module(spec)?;
+                let loaded = self.registry().load(&m.hash).map_err(Error::from)?;
+                Replayer::from_loaded(
+                    self.sandbox().clone(),
+                    (*loaded).clone(),
+                    m.hash,
+                    m.manifest,
+                    options,
+                )
+            }
+        };
+        let status = match query.status.as_deref() {
+            // Asking for instances by id means those instances, whatever their status.
+            None if query.ids.is_empty() => Some(InstanceStatus::Running),
+            None | Some("all") => None,
+            Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown status `{s}`; use running, completed, failed, blocked, cancelled, terminated or all"
+                ))
+            })?),
+        };
+        let filter = InstanceFilter {
+            status,
+            workflow_type: query.workflow_type.clone(),
+            ids: query.ids.iter().map(|i| InstanceId(i.clone())).collect(),
+            limit: query.limit,
+            ..Default::default()
+        };
+        let exported = &replayer.manifest().workflows;
+        let mut hs = Vec::new();
+        for rec in Pinion::list(self, &filter)? {
+            // Without an explicit type, replay only the types the candidate exports.
+            if filter.workflow_type.is_none() && !exported.contains(&rec.workflow_type) {
+                continue;
+            }
+            if let Some(h) = self.store().export_history(&rec.id).map_err(Error::from)? {
+                hs.push(h);
+            }
+        }
+        let (summary, reports) = replay_all(&replayer, &hs);
+        Ok(ReplayResponse {
+            module: replayer.module_hash().clone(),
+            summary,
+            reports,
+        })
+    }
+
+    fn upgrade(&self, body: &UpgradeBody) -> Result<UpgradeResponse, ApiError> {
+        let selector = match (&body.id, &body.from, &body.workflow_type) {
+            (Some(id), None, None) => UpgradeSelector::Id(id.clone()),
+            (None, Some(from), None) => UpgradeSelector::From(self.resolve_module(from)?.hash),
+            (None, None, Some(t)) => UpgradeSelector::WorkflowType(t.clone()),
+            _ => {
+                return Err(ApiError::InvalidInput(
+                    "choose the instances with exactly one of `id`, `from` and `workflow_type`"
+                        .into(),
+                ))
+            }
+        };
+        let results = Pinion::upgrade(self, &body.to, &selector, body.dry_run)?;
+        Ok(UpgradeResponse {
+            dry_run: body.dry_run,
+            results,
+        })
+    }
+
+    fn gc(&self, body: &GcBody) -> Result<GcResponse, ApiError> {
+        Ok(GcResponse {
+            dry_run: body.dry_run,
+            modules: Pinion::gc(self, body.dry_run, None)?,
+        })
+    }
+}

@@ -1,0 +1,532 @@
+//! The route table and its handlers.
+//!
+//! Each handler parses its request ([`super::extract`]), runs the [`Api`] operation on the
+//! engine in `spawn_blocking` (SQLite and wasm compilation block), and answers JSON. The
+//! table in [`table`] is the single list of routes: the router is built from it, and a test
+//! checks that `openapi.json` describes exactly these.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use super::auth::{require_token, Token};
+use super::error::ApiError;
+use super::extract::{JsonBody, Params, Segment, Segments, WasmBody};
+use super::types::{
+    AliasHistory, AliasList, AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, GcBody,
+    GcResponse, InputBody, InstancePage, ListQuery, ModuleList, QueryAnswer, RampBody, ReplayQuery,
+    ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopOneBody, StopVerb,
+    Stopped, UpgradeBody, UpgradeResponse, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE,
+    MAX_WAIT_SECS, MAX_WASM_BYTES,
+};
+use super::{Api, OPENAPI};
+use crate::engine::{Error, Pinion};
+use crate::history::{HistoryExport, InstanceStatus};
+use crate::store::InstanceRecord;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pinion: Arc<Pinion>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State over an engine. `wake` nudges the workers after a start or an upgrade;
+    /// `shutdown` turns true when the server stops, which ends long polls early.
+    pub fn new(
+        pinion: Arc<Pinion>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        AppState {
+            pinion,
+            wake,
+            shutdown,
+        }
+    }
+
+    /// Runs a blocking engine call off the async workers.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pinion) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let p = self.pinion.clone();
+        tokio::task::spawn_blocking(move || f(&p))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the request's task failed: {e}")))?
+    }
+}
+
+/// One route: method and path (OpenAPI syntax, `{param}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path template.
+    pub path: &'static str,
+}
+
+struct Entry {
+    route: Route,
+    handler: MethodRouter<AppState>,
+}
+
+fn at<H: Handler<T, AppState>, T: 'static>(
+    method: &'static str,
+    path: &'static str,
+    handler: H,
+) -> Entry {
+    let filter = match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        other => unreachable!("no route uses {other}"),
+    };
+    Entry {
+        route: Route { method, path },
+        handler: on(filter, handler),
+    }
+}
+
+fn entries() -> Vec<Entry> {
+    let wasm = || DefaultBodyLimit::max(MAX_WASM_BYTES);
+    vec![
+        at("GET", "/openapi.json", openapi),
+        at("POST", "/v1/modules", deploy.layer(wasm())),
+        at("GET", "/v1/modules", modules),
+        at("POST", "/v1/instances", start),
+        at("GET", "/v1/instances", list),
+        at("GET", "/v1/instances/{id}", status),
+        at("GET", "/v1/instances/{id}/result", result),
+        at("GET", "/v1/instances/{id}/history", history),
+        at("POST", "/v1/instances/{id}/signals/{name}", signal),
+        at("POST", "/v1/instances/{id}/queries/{name}", query),
+        at("POST", "/v1/instances/{id}/cancel", cancel_one),
+        at("POST", "/v1/instances/{id}/terminate", terminate_one),
+        at("POST", "/v1/cancel", cancel),
+        at("POST", "/v1/terminate", terminate),
+        at("GET", "/v1/aliases", aliases),
+        at("PUT", "/v1/aliases/{name}", set_alias),
+        at("POST", "/v1/aliases/{name}/ramp", ramp_alias),
+        at("DELETE", "/v1/aliases/{name}/ramp", cancel_ramp),
+        at("GET", "/v1/aliases/{name}/history", alias_history),
+        at("POST", "/v1/replay", replay.layer(wasm())),
+        at("POST", "/v1/upgrade", upgrade),
+        at("POST", "/v1/gc", gc),
+    ]
+}
+
+/// Every route the server serves.
+pub fn table() -> Vec<Route> {
+    entries().into_iter().map(|e| e.route).collect()
+}
+
+/// The router: every route of [`table`], JSON errors for unknown routes and methods, body
+/// limits, and (with a token) authentication in front of everything.
+pub fn router(state: AppState, token: Option<Token>) -> Router {
+    let mut router = Router::new();
+    for e in entries() {
+        router = router.route(e.route.path, e.handler);
+    }
+    let router = router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(state);
+    match token {
+        Some(t) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            require_token,
+        )),
+        None => router,
+    }
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {method} {}; GET /openapi.json lists the API",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn openapi(params: Params) -> Result<impl IntoResponse, ApiError> {
+    params.only(&[])?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI))
+}
+
+async fn deploy(
+    State(s): State<AppState>,
+    params: Params,
+    WasmBody(wasm): WasmBody,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let params = params.only(&["alias", "verify", "verify_limit", "on_nondeterminism"])?;
+    let options = DeployOptions {
+        alias: params.text("alias")?,
+        verify: params.flag("verify")?,
+        verify_limit: params
+            .parse("verify_limit", "a whole number")?
+            .unwrap_or(DEFAULT_VERIFY_LIMIT),
+        on_nondeterminism: params.all("on_nondeterminism"),
+    };
+    let d = s.run(move |p| Api::deploy(p, &wasm, &options)).await?;
+    let status = if d.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(d)))
+}
+
+async fn modules(State(s): State<AppState>, params: Params) -> Result<Json<ModuleList>, ApiError> {
+    params.only(&[])?;
+    let modules = s.run(Api::modules).await?;
+    Ok(Json(ModuleList { modules }))
+}
+
+async fn start(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody<StartBody>,
+) -> Result<(StatusCode, Json<Started>), ApiError> {
+    params.only(&[])?;
+    let started = s.run(move |p| Api::start(p, &body)).await?;
+    (s.wake)();
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+fn parse_status(s: &str) -> Result<InstanceStatus, ApiError> {
+    InstanceStatus::parse(s).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "unknown status `{s}`; use running, blocked, completed, failed, cancelled or terminated"
+        ))
+    })
+}
+
+async fn list(State(s): State<AppState>, params: Params) -> Result<Json<InstancePage>, ApiError> {
+    let params = params.only(&["status", "workflow_type", "module", "limit", "cursor"])?;
+    let limit = params.parse::<u32>("limit", "a number from 1 to 1000")?;
+    if limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `limit`: expected a number from 1 to {MAX_PAGE}"
+        )));
+    }
+    let query = ListQuery {
+        status: params.one("status")?.map(parse_status).transpose()?,
+        workflow_type: params.text("workflow_type")?,
+        module: params.text("module")?,
+        limit,
+        cursor: params.text("cursor")?,
+    };
+    Ok(Json(s.run(move |p| Api::list(p, &query)).await?))
+}
+
+async fn status(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+) -> Result<Json<InstanceRecord>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.run(move |p| Api::status(p, &id)).await?))
+}
+
+/// Long poll: answers as soon as the instance is no longer running, or when `wait` seconds
+/// (at most [`MAX_WAIT_SECS`]; more is a bad request) have passed, or when the server shuts down, with the
+/// instance as it is then. The wait sleeps on the tokio timer, not on a thread.
+async fn result(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+) -> Result<Json<InstanceRecord>, ApiError> {
+    let params = params.only(&["wait"])?;
+    let wait = params
+        .parse::<u64>("wait", "a whole number of seconds")?
+        .unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut shutdown = s.shutdown.clone();
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let rec = {
+            let id = id.clone();
+            s.run(move |p| Api::status(p, &id)).await?
+        };
+        if rec.status != InstanceStatus::Running || wait == 0 {
+            return Ok(Json(rec));
+        }
+        if rec.imported {
+            return Err(Error::Imported(id).into());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline || *shutdown.borrow() {
+            return Ok(Json(rec));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay.min(deadline - now)) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return Ok(Json(rec));
+                }
+            }
+        }
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+async fn history(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+) -> Result<Json<HistoryExport>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.run(move |p| Api::history(p, &id)).await?))
+}
+
+async fn signal(
+    State(s): State<AppState>,
+    Segments(id, name): Segments,
+    params: Params,
+    JsonBody(body): JsonBody<InputBody>,
+) -> Result<(StatusCode, Json<Signalled>), ApiError> {
+    params.only(&[])?;
+    let sent = s.run(move |p| Api::signal(p, &id, &name, &body)).await?;
+    Ok((StatusCode::ACCEPTED, Json(sent)))
+}
+
+async fn query(
+    State(s): State<AppState>,
+    Segments(id, name): Segments,
+    params: Params,
+    JsonBody(body): JsonBody<InputBody>,
+) -> Result<Json<QueryAnswer>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(
+        s.run(move |p| Api::query(p, &id, &name, &body)).await?,
+    ))
+}
+
+async fn stop(s: AppState, verb: StopVerb, body: StopBody) -> Result<Json<Stopped>, ApiError> {
+    Ok(Json(s.run(move |p| Api::stop(p, verb, &body)).await?))
+}
+
+fn one(id: String, body: StopOneBody) -> StopBody {
+    StopBody {
+        id: Some(id),
+        reason: body.reason,
+        dry_run: body.dry_run,
+        ..StopBody::default()
+    }
+}
+
+async fn cancel_one(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+    JsonBody(body): JsonBody<StopOneBody>,
+) -> Result<Json<Stopped>, ApiError> {
+    params.only(&[])?;
+    stop(s, StopVerb::Cancel, one(id, body)).await
+}
+
+async fn terminate_one(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+    JsonBody(body): JsonBody<StopOneBody>,
+) -> Result<Json<Stopped>, ApiError> {
+    params.only(&[])?;
+    stop(s, StopVerb::Terminate, one(id, body)).await
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody<StopBody>,
+) -> Result<Json<Stopped>, ApiError> {
+    params.only(&[])?;
+    stop(s, StopVerb::Cancel, body).await
+}
+
+async fn terminate(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody<StopBody>,
+) -> Result<Json<Stopped>, ApiError> {
+    params.only(&[])?;
+    stop(s, StopVerb::Terminate, body).await
+}
+
+async fn aliases(State(s): State<AppState>, params: Params) -> Result<Json<AliasList>, ApiError> {
+    params.only(&[])?;
+    let aliases = s.run(Api::aliases).await?;
+    Ok(Json(AliasList { aliases }))
+}
+
+async fn set_alias(
+    State(s): State<AppState>,
+    Segment(name): Segment,
+    params: Params,
+    JsonBody(body): JsonBody<SetAliasBody>,
+) -> Result<Json<AliasSet>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.run(move |p| Api::set_alias(p, &name, &body)).await?))
+}
+
+async fn ramp_alias(
+    State(s): State<AppState>,
+    Segment(name): Segment,
+    params: Params,
+    JsonBody(body): JsonBody<RampBody>,
+) -> Result<Json<AliasRamp>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(
+        s.run(move |p| Api::ramp_alias(p, &name, &body)).await?,
+    ))
+}
+
+async fn cancel_ramp(
+    State(s): State<AppState>,
+    Segment(name): Segment,
+    params: Params,
+) -> Result<Json<AliasRamp>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.run(move |p| Api::cancel_ramp(p, &name)).await?))
+}
+
+async fn alias_history(
+    State(s): State<AppState>,
+    Segment(name): Segment,
+    params: Params,
+) -> Result<Json<AliasHistory>, ApiError> {
+    params.only(&[])?;
+    let alias = name.clone();
+    let changes = s.run(move |p| Api::alias_history(p, &name)).await?;
+    Ok(Json(AliasHistory { alias, changes }))
+}
+
+async fn replay(
+    State(s): State<AppState>,
+    params: Params,
+    WasmBody(wasm): WasmBody,
+) -> Result<Json<ReplayResponse>, ApiError> {
+    let params = params.only(&[
+        "module",
+        "workflow_type",
+        "status",
+        "id",
+        "limit",
+        "strict_inputs",
+    ])?;
+    let candidate = match (params.text("module")?, wasm.is_empty()) {
+        (None, false) => Candidate::Bytes(wasm.to_vec()),
+        (Some(m), true) => Candidate::Module(m),
+        (None, true) => {
+            return Err(ApiError::BadRequest(
+                "upload the candidate module as the body, or name a deployed one with `module`"
+                    .into(),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(ApiError::BadRequest(
+                "give the candidate either as the body or as `module`, not both".into(),
+            ))
+        }
+    };
+    let query = ReplayQuery {
+        workflow_type: params.text("workflow_type")?,
+        status: params.text("status")?,
+        ids: params.all("id"),
+        limit: params.parse("limit", "a whole number")?,
+        strict_inputs: params.flag("strict_inputs")?,
+    };
+    Ok(Json(
+        s.run(move |p| Api::replay(p, &candidate, &query)).await?,
+    ))
+}
+
+async fn upgrade(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> Result<Json<UpgradeResponse>, ApiError> {
+    params.only(&[])?;
+    let r = s.run(move |p| Api::upgrade(p, &body)).await?;
+    if r.results.iter().any(|u| u.upgraded) {
+        (s.wake)();
+    }
+    Ok(Json(r))
+}
+
+async fn gc(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody<GcBody>,
+) -> Result<Json<GcResponse>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.run(move |p| Api::gc(p, &body)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn openapi_describes_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let served: BTreeSet<_> = table()
+            .into_iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        fn walk(v: &serde_json::Value, doc: &serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                        let ptr = r.strip_prefix('#').expect("local reference");
+                        assert!(doc.pointer(ptr).is_some(), "dangling {r}");
+                    }
+                    m.values().for_each(|x| walk(x, doc));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, doc)),
+                _ => {}
+            }
+        }
+        walk(&doc, &doc);
+    }
+}

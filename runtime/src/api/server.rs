@@ -1,0 +1,202 @@
+//! `pinion server`: the HTTP API and the workers in one process, and their shutdown.
+//!
+//! A small tokio runtime (two async workers; engine calls go to its blocking pool) serves
+//! the router of [`super::routes`]. On SIGTERM or SIGINT the server stops accepting
+//! connections, ends long polls early (they answer with the instance as it is), lets every
+//! in-flight request finish, and only then stops the workers, which let their running
+//! tasks finish too ([`WorkerGuard::shutdown`]). Nothing is lost either way: a step that did
+//! not commit runs again after a restart.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::auth::Token;
+use super::routes::{router, AppState};
+use crate::engine::{Pinion, WorkerGuard};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// No token and authentication not explicitly disabled, or disabled on a non-loopback
+    /// address.
+    #[error("{0}")]
+    Auth(String),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0: any free port; the bound address is reported).
+    pub listen: SocketAddr,
+    /// The bearer token; `None` serves without authentication (loopback only).
+    pub token: Option<Token>,
+}
+
+impl ServerConfig {
+    /// Checks the authentication rule: a token, or `no_auth` on a loopback address.
+    ///
+    /// # Errors
+    /// [`ServeError::Auth`] with what to do instead.
+    pub fn new(
+        listen: SocketAddr,
+        token: Option<Token>,
+        no_auth: bool,
+    ) -> Result<ServerConfig, ServeError> {
+        match (&token, no_auth) {
+            (Some(_), true) => Err(ServeError::Auth(
+                "give either --token-file or --no-auth, not both".into(),
+            )),
+            (None, false) => Err(ServeError::Auth(
+                "the HTTP API needs a token: --token-file FILE (or --no-auth, on a loopback address only)"
+                    .into(),
+            )),
+            (None, true) if !listen.ip().is_loopback() => Err(ServeError::Auth(format!(
+                "--no-auth is allowed only on a loopback address (127.0.0.1, ::1), not {}; use --token-file",
+                listen.ip()
+            ))),
+            _ => Ok(ServerConfig { listen, token }),
+        }
+    }
+}
+
+/// Serves the API on `config.listen` beside the running `worker` until SIGTERM or SIGINT,
+/// then shuts down in order (HTTP, then workers). `ready` is called with the bound address
+/// once requests are accepted.
+///
+/// # Errors
+/// [`ServeError`]; the workers are stopped in every case.
+pub fn serve(
+    pinion: Pinion,
+    worker: WorkerGuard,
+    config: ServerConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let worker = Arc::new(Mutex::new(Some(worker)));
+    let result = run(Arc::new(pinion), worker.clone(), config, ready);
+    let guard = worker.lock().map(|mut w| w.take()).unwrap_or_default();
+    if let Some(w) = guard {
+        w.shutdown();
+    }
+    result
+}
+
+fn run(
+    pinion: Arc<Pinion>,
+    worker: Arc<Mutex<Option<WorkerGuard>>>,
+    config: ServerConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pinion-http")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let result = rt.block_on(async move {
+        // Install the handlers before announcing the address, so a signal sent as soon as
+        // the caller sees it is handled, not fatal.
+        let signals = Signals::install().map_err(ServeError::Signals)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(ServeError::Serve)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let wake = Arc::new(move || {
+            if let Ok(w) = worker.lock() {
+                if let Some(w) = w.as_ref() {
+                    w.wake();
+                }
+            }
+        });
+        let app = router(AppState::new(pinion, wake, stop_rx), config.token);
+        ready(addr);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                signals.recv().await;
+                eprintln!("pinion server: stopping; in-flight requests and tasks finish first");
+                let _ = stop_tx.send(true);
+            })
+            .await
+            .map_err(ServeError::Serve)
+    });
+    // Requests are done; engine calls they started have returned. Give stragglers a bound.
+    rt.shutdown_timeout(Duration::from_secs(30));
+    result
+}
+
+/// SIGTERM and SIGINT, installed eagerly.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_auth_only_on_loopback_and_never_with_a_token() {
+        let lo: SocketAddr = "127.0.0.1:7077".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:7077".parse().unwrap();
+        let t = Token::new("x", "test").unwrap();
+        assert!(ServerConfig::new(lo, None, true).is_ok());
+        assert!(ServerConfig::new("[::1]:1".parse().unwrap(), None, true).is_ok());
+        assert!(ServerConfig::new(any, None, true).is_err());
+        assert!(ServerConfig::new(lo, None, false).is_err());
+        assert!(ServerConfig::new(any, Some(t.clone()), false).is_ok());
+        assert!(ServerConfig::new(lo, Some(t), true).is_err());
+    }
+}

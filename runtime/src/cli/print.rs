@@ -1,0 +1,159 @@
+//! What the verbs print, from the [`crate::api`] types: one printer per answer, used
+//! whether the answer came from the database or from a server, so both modes print the
+//! same text and the same `--json`.
+
+use serde::Serialize;
+
+use crate::api::types::{Deployment, Verification};
+use crate::history::{HistoryExport, InstanceStatus};
+use crate::store::InstanceRecord;
+
+/// Pretty JSON on stdout.
+pub fn print_json(v: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `pinion status`.
+pub fn print_instance(r: &InstanceRecord, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    println!("instance:      {}", r.id);
+    println!("workflow type: {}", r.workflow_type);
+    println!("module:        {}", r.module_hash);
+    println!("status:        {}", r.status);
+    println!("events:        {}", r.event_count);
+    if let Some(res) = &r.result {
+        println!("result:        {}", res.json());
+    }
+    if let Some(f) = &r.failure {
+        println!("failure:       {}: {}", f.kind, f.message);
+    }
+    if let Some(b) = &r.blocked_reason {
+        println!("blocked:       {b}");
+    }
+    if r.cancel_requested && !r.status.is_closed() {
+        println!("cancel:        requested");
+    }
+}
+
+/// Prints a closed instance's outcome; returns the exit code it implies.
+pub fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
+    if json {
+        print_json(r);
+    } else {
+        match r.status {
+            InstanceStatus::Completed => {
+                println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null"))
+            }
+            InstanceStatus::Failed | InstanceStatus::Cancelled | InstanceStatus::Terminated => {
+                let f = r.failure.as_ref();
+                eprintln!(
+                    "instance {} {}: {}: {}",
+                    r.id,
+                    r.status,
+                    f.map(|f| f.kind.as_str()).unwrap_or("?"),
+                    f.map(|f| f.message.as_str()).unwrap_or("?")
+                );
+            }
+            InstanceStatus::Blocked => {
+                eprintln!(
+                    "instance {} is blocked: {}",
+                    r.id,
+                    r.blocked_reason.as_deref().unwrap_or("?")
+                )
+            }
+            InstanceStatus::Running => eprintln!("instance {} is still running", r.id),
+        }
+    }
+    match r.status {
+        InstanceStatus::Completed => 0,
+        InstanceStatus::Running => 7,
+        _ => 6,
+    }
+}
+
+/// `pinion list`.
+pub fn print_instances(rows: &[InstanceRecord], json: bool) {
+    if json {
+        print_json(&rows);
+        return;
+    }
+    println!(
+        "{:<28} {:<20} {:<12} {:<10} {:>6}",
+        "ID", "WORKFLOW TYPE", "MODULE", "STATUS", "EVENTS"
+    );
+    for r in rows {
+        println!(
+            "{:<28} {:<20} {:<12} {:<10} {:>6}",
+            r.id,
+            r.workflow_type,
+            r.module_hash.short(),
+            r.status,
+            r.event_count
+        );
+    }
+}
+
+/// `pinion history ID`: the export with `--json`, else a table.
+pub fn print_history(export: &HistoryExport, json: bool) {
+    if json {
+        print_json(export);
+        return;
+    }
+    println!("{:>4}  {:<13}  {:<22}  DETAILS", "#", "TIME (ms)", "EVENT");
+    let t0 = export.events.first().map(|e| e.time_ms).unwrap_or(0);
+    for e in &export.events {
+        println!(
+            "{:>4}  {:<13}  {:<22}  {}",
+            e.id,
+            format!("+{}", e.time_ms.saturating_sub(t0)),
+            e.kind.name(),
+            e.kind.describe()
+        );
+    }
+}
+
+/// `pinion deploy`.
+pub fn print_deployment(d: &Deployment, json: bool) {
+    if json {
+        print_json(d);
+        return;
+    }
+    if let Some(v) = &d.verified {
+        eprintln!(
+            "verify: replayed {} running instance(s): {}",
+            v.replayed, v.summary
+        );
+    }
+    println!("{}", d.hash);
+    eprintln!(
+        "{} {} ({} bytes; workflows: {}; activities: {})",
+        if d.new {
+            "deployed"
+        } else {
+            "already deployed"
+        },
+        d.hash.short(),
+        d.size,
+        d.workflows.join(", "),
+        d.activities.join(", ")
+    );
+    if let Some(name) = &d.alias {
+        eprintln!("alias {name} -> {}", d.hash.short());
+    }
+}
+
+/// A refused `deploy --verify` or `alias set --verify`: the incompatible reports, then
+/// `what` (on stderr) with the counts.
+pub fn print_refusal(v: &Verification, json: bool, what: &str) {
+    if json {
+        print_json(v);
+        return;
+    }
+    for r in v.reports.iter().filter(|r| !r.is_compatible()) {
+        println!("{r}");
+    }
+    eprintln!("{what}: {}", v.summary);
+}
