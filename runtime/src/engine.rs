@@ -195,6 +195,11 @@ impl Pinion {
         self.clock.now_ms()
     }
 
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path

@@ -263,7 +263,8 @@ fn a_long_poll_in_flight_at_shutdown_answers_at_once_with_the_instance_as_it_is(
     // The router the server serves, with a counter of requests that reached it.
     let entered = Arc::new(AtomicUsize::new(0));
     let counter = entered.clone();
-    let state = routes::AppState::new(Arc::new(p), Arc::new(|| {}), stop_rx.clone());
+    let (_head_tx, head_rx) = tokio::sync::watch::channel(0);
+    let state = routes::AppState::new(Arc::new(p), Arc::new(|| {}), stop_rx.clone(), head_rx);
     let app = routes::router(state, None).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             counter.fetch_add(1, SeqCst);

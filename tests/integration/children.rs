@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use pinion_runtime::api::Api as _;
+use pinion_runtime::store::Transition;
 use pinion_runtime::{EventKind, InstanceStatus, Pinion};
 use serde_json::{json, Value};
 
@@ -44,6 +46,22 @@ fn a_parent_awaits_its_children_each_an_instance_with_its_own_history() {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(transitions(&p, &child), ["started", "completed"]);
+    }
+    let started = p
+        .events(&pinion_runtime::api::types::EventQuery {
+            instance_id: Some("fam-child-2".into()),
+            types: vec!["started".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    match &started[0].transition {
+        Transition::Started {
+            parent: Some(parent),
+        } => {
+            assert_eq!((parent.id.0.as_str(), parent.seq), ("fam", 2))
+        }
+        other => panic!("a child's start names its parent: {other:?}"),
     }
     let history = kinds(&p, "fam");
     assert_eq!(
@@ -160,6 +178,21 @@ fn terminating_a_parent_terminates_its_running_children() {
         InstanceStatus::Terminated
     );
     w.shutdown();
+    // Both ends are published, in the transaction's order: the parent, then its child.
+    assert_eq!(transitions(&p, "pt"), ["started", "terminated"]);
+    assert_eq!(transitions(&p, "pt-child-1"), ["started", "terminated"]);
+    let events = p
+        .events(&pinion_runtime::api::types::EventQuery {
+            types: vec!["terminated".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let ids: Vec<_> = events.iter().map(|e| e.instance_id.0.as_str()).collect();
+    assert_eq!(ids, ["pt", "pt-child-1"]);
+    match &events[1].transition {
+        Transition::Terminated { reason } => assert_eq!(reason, "its parent pt ended"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -186,6 +219,15 @@ fn continue_as_new_starts_a_fresh_history_and_can_move_to_the_alias_module() {
         other => panic!("{other:?}"),
     }
     assert!(history.len() < 10, "{history:#?}");
+    assert_eq!(
+        transitions(&p, "cd"),
+        [
+            "started",
+            "continued_as_new",
+            "continued_as_new",
+            "completed"
+        ]
+    );
     // Moving to new code: the alias is switched to v2 while the instance runs on v1.
     p.set_alias("lab", &v2).unwrap();
     p.start(&start_req(

@@ -141,3 +141,18 @@ pub fn pinion(db: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run pinion")
 }
+
+/// The lifecycle events published for instance `id`, as `type` names, oldest first.
+pub fn transitions(p: &Pinion, id: &str) -> Vec<&'static str> {
+    use pinion_runtime::store::EventFilter;
+    p.store()
+        .lifecycle_events(&EventFilter {
+            instance_id: Some(pinion_runtime::InstanceId(id.into())),
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .expect("read lifecycle events")
+        .iter()
+        .map(|e| e.transition.name())
+        .collect()
+}

@@ -13,6 +13,7 @@ mod children;
 mod cli;
 mod determinism;
 mod engine;
+mod events;
 mod replay;
 mod rollout;
 mod signals;

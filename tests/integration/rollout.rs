@@ -367,6 +367,10 @@ fn a_blocked_instance_is_repaired_by_upgrading_it_to_a_compatible_module() {
     let rec = p.wait("h", WAIT).unwrap();
     assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
     assert_eq!(rec.result.unwrap().to_value(), json!("Success"));
+    assert_eq!(
+        transitions(&p, "h"),
+        ["started", "blocked", "upgraded", "completed"]
+    );
 }
 
 #[test]
@@ -387,6 +391,7 @@ fn the_fail_policy_fails_a_diverging_instance_instead_of_blocking_it() {
     let f = rec.failure.unwrap();
     assert_eq!(f.kind, "Nondeterminism");
     assert!(f.message.contains("[PN001]"), "{}", f.message);
+    assert_eq!(transitions(&p, "h"), ["started", "failed"]);
 }
 
 fn out(o: &Output) -> String {

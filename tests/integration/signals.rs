@@ -246,6 +246,7 @@ fn cancel_stops_the_pending_activity_and_timer_runs_cleanup_and_ends_cancelled()
         history.last(),
         Some(EventKind::WorkflowCancelled { .. })
     ));
+    assert_eq!(transitions(&p, "b1"), ["started", "cancelled"]);
     // Nothing is left behind: no timer, no activity task.
     let db = rusqlite::Connection::open(dir.db()).unwrap();
     for table in ["timers", "activity_tasks", "inbox"] {
@@ -310,6 +311,9 @@ fn terminate_ends_an_instance_at_once_without_running_its_code() {
         .unwrap();
     assert_eq!(timers, 0, "the one-hour timer is gone");
     assert!(p.signal("t1", "x", "1").is_err());
+    // A refused second terminate publishes nothing: the event is part of the transition.
+    assert!(p.terminate("t1", "again").is_err());
+    assert_eq!(transitions(&p, "t1"), ["started", "terminated"]);
     w.shutdown();
     // A blocked instance can be terminated too (its code cannot run to observe a cancel).
     p.start(&start_req("Panic", &m, "null", "t2")).unwrap();
@@ -318,6 +322,7 @@ fn terminate_ends_an_instance_at_once_without_running_its_code() {
     p.terminate("t2", "cannot be fixed").unwrap();
     w.shutdown();
     assert_eq!(p.status("t2").unwrap().status, InstanceStatus::Terminated);
+    assert_eq!(transitions(&p, "t2"), ["started", "blocked", "terminated"]);
 }
 
 #[test]

@@ -12,16 +12,16 @@ use serde::Serialize;
 use super::auth::Token;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::types::{
-    AliasHistory, AliasList, AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, GcBody,
-    GcResponse, InputBody, InstancePage, ListQuery, ModuleList, QueryAnswer, RampBody, ReplayQuery,
-    ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopVerb, Stopped,
-    UpgradeBody, UpgradeResponse, Verification, MAX_WAIT_SECS,
+    AliasHistory, AliasList, AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, EventQuery,
+    GcBody, GcResponse, InputBody, InstancePage, ListQuery, ModuleList, QueryAnswer, RampBody,
+    ReplayQuery, ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopVerb,
+    Stopped, UpgradeBody, UpgradeResponse, Verification, MAX_WAIT_SECS,
 };
 use super::Api;
 use crate::engine::Error;
 use crate::history::{HistoryExport, InstanceStatus, Payload};
 use crate::rollout::ModuleStatus;
-use crate::store::{AliasChange, AliasRecord, InstanceRecord};
+use crate::store::{AliasChange, AliasRecord, InstanceRecord, LifecycleEvent};
 
 /// Largest response body read (a long history export can be large).
 const MAX_RESPONSE_BYTES: u64 = 1 << 30;
@@ -84,6 +84,22 @@ impl Client {
         query: &[(&str, String)],
         body: Body<'_>,
     ) -> Result<T, ApiError> {
+        let bytes = self.send_raw(method, path, query, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::Internal(format!(
+                "the server's answer to {method} {path} is not what this client expects: {e}"
+            ))
+        })
+    }
+
+    /// Sends a request; the body of a 2xx answer, else the error it stands for.
+    fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |e: ureq::Error| ApiError::Unreachable {
             url: self.base.clone(),
@@ -131,11 +147,7 @@ impl Client {
             .read_to_vec()
             .map_err(unreachable)?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::Internal(format!(
-                    "the server's answer to {method} {path} is not what this client expects: {e}"
-                ))
-            });
+            return Ok(bytes);
         }
         Err(decode_error(status, &bytes))
     }
@@ -277,6 +289,34 @@ impl Api for Client {
         self.send("POST", path, &[], Self::json(body))
     }
 
+    fn events(&self, query: &EventQuery) -> Result<Vec<LifecycleEvent>, ApiError> {
+        let mut q = vec![
+            ("after", query.after.to_string()),
+            ("follow", "false".to_owned()),
+        ];
+        if let Some(i) = &query.instance_id {
+            q.push(("instance_id", i.clone()));
+        }
+        if let Some(t) = &query.workflow_type {
+            q.push(("workflow_type", t.clone()));
+        }
+        if let Some(m) = &query.module {
+            q.push(("module", m.clone()));
+        }
+        for t in &query.types {
+            q.push(("type", t.clone()));
+        }
+        if let Some(l) = query.limit {
+            q.push(("limit", l.to_string()));
+        }
+        let text = self.send_raw("GET", "/v1/events", &q, Body::None)?;
+        parse_sse(&text).map_err(|e| {
+            ApiError::Internal(format!(
+                "the server's event stream is not what this client expects: {e}"
+            ))
+        })
+    }
+
     fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError> {
         let l: ModuleList = self.send("GET", "/v1/modules", &[], Body::None)?;
         Ok(l.modules)
@@ -346,6 +386,31 @@ impl Api for Client {
     fn gc(&self, body: &GcBody) -> Result<GcResponse, ApiError> {
         self.send("POST", "/v1/gc", &[], Self::json(body))
     }
+}
+
+/// The events of a Server-Sent Events body: the JSON `data` of each message (comments and
+/// other fields are skipped).
+pub fn parse_sse(body: &[u8]) -> Result<Vec<LifecycleEvent>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    let mut events = Vec::new();
+    let mut data = String::new();
+    for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+        if line.is_empty() {
+            if !data.is_empty() {
+                events.push(serde_json::from_str(&data).map_err(|e| format!("{e}: {data}"))?);
+                data.clear();
+            }
+        } else if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    if !data.is_empty() {
+        events.push(serde_json::from_str(&data).map_err(|e| format!("{e}: {data}"))?);
+    }
+    Ok(events)
 }
 
 /// JSON cannot tell a completed instance whose result is `null` from one without a result;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::error::ApiError;
 use super::types::{
-    AliasRamp, AliasSet, Candidate, Cursor, DeployOptions, Deployment, GcBody, GcResponse,
-    InputBody, InstancePage, ListQuery, QueryAnswer, Ramp, RampBody, ReplayQuery, ReplayResponse,
-    SetAliasBody, Signalled, StartBody, Started, StopBody, StopOutcome, StopResult, StopVerb,
-    Stopped, UpgradeBody, UpgradeResponse, Verification, Verified,
+    AliasRamp, AliasSet, Candidate, Cursor, DeployOptions, Deployment, EventQuery, GcBody,
+    GcResponse, InputBody, InstancePage, ListQuery, QueryAnswer, Ramp, RampBody, ReplayQuery,
+    ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopOutcome, StopResult,
+    StopVerb, Stopped, UpgradeBody, UpgradeResponse, Verification, Verified, EVENT_BATCH,
 };
 use super::Api;
 use crate::engine::{BulkSelector, Error, Pinion, StartRequest};
@@ -20,6 +20,7 @@ use crate::rollout::{ModuleStatus, UpgradeSelector};
 use crate::store::{
     AliasChange, AliasRecord, InstanceFilter, InstanceRecord, NondeterminismPolicy,
 };
+use crate::store::{EventFilter, LifecycleEvent, Transition};
 
 /// Parses deploy's policies (`fail`, or `Type=fail`) against the module's workflow types,
 /// before anything is stored.
@@ -60,6 +61,33 @@ fn would(verb: StopVerb) -> StopResult {
 }
 
 impl Pinion {
+    /// The outbox filter of an events query: types checked, module resolved.
+    ///
+    /// # Errors
+    /// `bad_request` for an unknown type; `not_found` for an unknown module.
+    pub fn event_filter(&self, query: &EventQuery) -> Result<EventFilter, ApiError> {
+        for t in &query.types {
+            if !Transition::NAMES.contains(&t.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown event type `{t}`; use {}",
+                    Transition::NAMES.join(", ")
+                )));
+            }
+        }
+        Ok(EventFilter {
+            after: query.after,
+            until: None,
+            instance_id: query.instance_id.clone().map(InstanceId),
+            workflow_type: query.workflow_type.clone(),
+            module_hash: match &query.module {
+                Some(m) => Some(self.resolve_module(m)?.hash),
+                None => None,
+            },
+            kinds: query.types.clone(),
+            limit: EVENT_BATCH,
+        })
+    }
+
     /// Cancels or terminates one instance; its errors are the call's.
     fn stop_one(&self, verb: StopVerb, id: &str, body: &StopBody) -> Result<StopOutcome, Error> {
         let (result, error) = if body.dry_run {
@@ -314,6 +342,29 @@ impl Api for Pinion {
                 .count(),
             instances: outcomes,
         })
+    }
+
+    fn events(&self, query: &EventQuery) -> Result<Vec<LifecycleEvent>, ApiError> {
+        let mut filter = self.event_filter(query)?;
+        filter.until = Some(self.store().last_event_id().map_err(Error::from)?);
+        let want = query.limit.map_or(usize::MAX, |l| l as usize);
+        let mut out = Vec::new();
+        while out.len() < want {
+            filter.limit = EVENT_BATCH.min((want - out.len()).min(u32::MAX as usize) as u32);
+            let batch = self
+                .store()
+                .lifecycle_events(&filter)
+                .map_err(Error::from)?;
+            let full = batch.len() == filter.limit as usize;
+            if let Some(last) = batch.last() {
+                filter.after = last.id;
+            }
+            out.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError> {

@@ -18,6 +18,8 @@
 //! | `auth.rs` | bearer tokens, constant-time check |
 //! | `server.rs` | binding, serving, graceful shutdown, the workers |
 //! | `client.rs` | the blocking HTTP client |
+//! | `events.rs` | the `/v1/events` Server-Sent Events stream |
+//! | `webhooks.rs` | lifecycle events POSTed to webhooks, signed, with retries |
 //! | `openapi.json` | the OpenAPI 3.0 document served at `/openapi.json` |
 //!
 //! # Adding an endpoint
@@ -32,11 +34,13 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+mod events;
 mod extract;
 pub mod local;
 pub mod routes;
 pub mod server;
 pub mod types;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -48,11 +52,12 @@ pub use server::{serve, ServeError, ServerConfig};
 use crate::engine::Pinion;
 use crate::history::HistoryExport;
 use crate::rollout::ModuleStatus;
-use crate::store::{AliasChange, AliasRecord, InstanceRecord};
+use crate::store::{AliasChange, AliasRecord, InstanceRecord, LifecycleEvent};
 use types::{
-    AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, GcBody, GcResponse, InputBody,
-    InstancePage, ListQuery, QueryAnswer, RampBody, ReplayQuery, ReplayResponse, SetAliasBody,
-    Signalled, StartBody, Started, StopBody, StopVerb, Stopped, UpgradeBody, UpgradeResponse,
+    AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, EventQuery, GcBody, GcResponse,
+    InputBody, InstancePage, ListQuery, QueryAnswer, RampBody, ReplayQuery, ReplayResponse,
+    SetAliasBody, Signalled, StartBody, Started, StopBody, StopVerb, Stopped, UpgradeBody,
+    UpgradeResponse,
 };
 
 /// The OpenAPI 3.0 document of the HTTP API.
@@ -111,6 +116,12 @@ pub trait Api {
     /// `invalid_input` for no or mixed selectors; for one id, `not_found` and
     /// `not_accepting`.
     fn stop(&self, verb: StopVerb, body: &StopBody) -> Result<Stopped, ApiError>;
+    /// Lifecycle events after `query.after`, oldest first: at most `query.limit`, else
+    /// every one committed when the call began.
+    ///
+    /// # Errors
+    /// `bad_request` for an unknown type; `not_found` for an unknown module.
+    fn events(&self, query: &EventQuery) -> Result<Vec<LifecycleEvent>, ApiError>;
     /// Every module with aliases, usage and rollout state.
     ///
     /// # Errors

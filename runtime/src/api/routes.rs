@@ -36,26 +36,31 @@ use crate::store::InstanceRecord;
 pub struct AppState {
     pinion: Arc<Pinion>,
     wake: Arc<dyn Fn() + Send + Sync>,
-    shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) events_head: watch::Receiver<u64>,
 }
 
 impl AppState {
     /// State over an engine. `wake` nudges the workers after a start or an upgrade;
-    /// `shutdown` turns true when the server stops, which ends long polls early.
+    /// `shutdown` turns true when the server stops, which ends long polls and event
+    /// streams early; `events_head` is the newest lifecycle event's id (see
+    /// [`super::events::watch_head`]).
     pub fn new(
         pinion: Arc<Pinion>,
         wake: Arc<dyn Fn() + Send + Sync>,
         shutdown: watch::Receiver<bool>,
+        events_head: watch::Receiver<u64>,
     ) -> AppState {
         AppState {
             pinion,
             wake,
             shutdown,
+            events_head,
         }
     }
 
     /// Runs a blocking engine call off the async workers.
-    async fn run<T: Send + 'static>(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Pinion) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -115,6 +120,7 @@ fn entries() -> Vec<Entry> {
         at("POST", "/v1/instances/{id}/terminate", terminate_one),
         at("POST", "/v1/cancel", cancel),
         at("POST", "/v1/terminate", terminate),
+        at("GET", "/v1/events", super::events::events),
         at("GET", "/v1/aliases", aliases),
         at("PUT", "/v1/aliases/{name}", set_alias),
         at("POST", "/v1/aliases/{name}/ramp", ramp_alias),

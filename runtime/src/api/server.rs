@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use super::auth::Token;
 use super::routes::{router, AppState};
+use super::webhooks::{Deliveries, Webhook};
 use crate::engine::{Pinion, WorkerGuard};
+use crate::store::StoreError;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(std::io::Error),
+    /// The webhooks' positions could not be read.
+    #[error("cannot start the webhooks: {0}")]
+    Webhooks(StoreError),
 }
 
 /// How to serve.
@@ -50,6 +55,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The bearer token; `None` serves without authentication (loopback only).
     pub token: Option<Token>,
+    /// Where lifecycle events are POSTed.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl ServerConfig {
@@ -74,14 +81,18 @@ impl ServerConfig {
                 "--no-auth is allowed only on a loopback address (127.0.0.1, ::1), not {}; use --token-file",
                 listen.ip()
             ))),
-            _ => Ok(ServerConfig { listen, token }),
+            _ => Ok(ServerConfig {
+                listen,
+                token,
+                webhooks: Vec::new(),
+            }),
         }
     }
 }
 
-/// Serves the API on `config.listen` beside the running `worker` until SIGTERM or SIGINT,
-/// then shuts down in order (HTTP, then workers). `ready` is called with the bound address
-/// once requests are accepted.
+/// Serves the API on `config.listen` beside the running `worker` and the webhook
+/// deliverers until SIGTERM or SIGINT, then shuts down in order (HTTP, webhooks, then
+/// workers). `ready` is called with the bound address once requests are accepted.
 ///
 /// # Errors
 /// [`ServeError`]; the workers are stopped in every case.
@@ -92,7 +103,20 @@ pub fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let worker = Arc::new(Mutex::new(Some(worker)));
-    let result = run(Arc::new(pinion), worker.clone(), config, ready);
+    let pinion = Arc::new(pinion);
+    let deliveries = Deliveries::start(
+        pinion.store().clone(),
+        pinion.clock().clone(),
+        config.webhooks.clone(),
+    );
+    let result = match deliveries {
+        Ok(deliveries) => {
+            let result = run(pinion, worker.clone(), config, ready);
+            deliveries.shutdown();
+            result
+        }
+        Err(e) => Err(ServeError::Webhooks(e)),
+    };
     let guard = worker.lock().map(|mut w| w.take()).unwrap_or_default();
     if let Some(w) = guard {
         w.shutdown();
@@ -132,7 +156,10 @@ fn run(
                 }
             }
         });
-        let app = router(AppState::new(pinion, wake, stop_rx), config.token);
+        let (head_tx, head_rx) = watch::channel(0);
+        let state = AppState::new(pinion, wake, stop_rx, head_rx);
+        tokio::spawn(super::events::watch_head(state.clone(), head_tx));
+        let app = router(state, config.token);
         ready(addr);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -483,6 +483,26 @@ pub struct Stopped {
     pub failed: usize,
 }
 
+/// Most events one `GET /v1/events` batch reads from the outbox.
+pub const EVENT_BATCH: u32 = 500;
+
+/// `GET /v1/events` filters (`pinion events` flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events after this id (0: from the oldest kept).
+    pub after: u64,
+    /// Only this instance's.
+    pub instance_id: Option<String>,
+    /// Only instances of this workflow type.
+    pub workflow_type: Option<String>,
+    /// Only instances pinned to this module (hash, prefix or alias) after the transition.
+    pub module: Option<String>,
+    /// Only these types (`started`, `completed`, ...; empty: all).
+    pub types: Vec<String>,
+    /// At most this many events.
+    pub limit: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

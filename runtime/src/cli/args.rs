@@ -140,6 +140,9 @@ pub enum Command {
     /// Print an instance's history (a table; with --json the documented export format),
     /// or export and import histories.
     History(HistoryArgs),
+    /// Lifecycle events of instances (started, completed, failed, cancelled, terminated,
+    /// blocked, upgraded, continued as new), oldest first; `--follow` waits for more.
+    Events(EventsArgs),
     /// Replay recorded histories against a module (a file or a deployed hash), in isolation,
     /// and report for each one compatible, diverged or failed. Exit code 0 only if none
     /// diverged or failed.
@@ -259,6 +262,39 @@ pub struct ServerArgs {
     /// Threads running activities.
     #[arg(long, default_value_t = 8)]
     pub activity_threads: usize,
+    /// POST every lifecycle event to this URL, signed and retried (repeatable).
+    #[arg(long = "webhook", requires = "webhook_secret_file")]
+    pub webhooks: Vec<String>,
+    /// File holding the secret that signs webhook requests (HMAC-SHA256).
+    #[arg(long)]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+}
+
+/// `pinion events` arguments.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this id.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// Only this instance's events.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only instances of this workflow type.
+    #[arg(long)]
+    pub workflow_type: Option<String>,
+    /// Only instances pinned to this module (hash, prefix or alias).
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Only this type (started, completed, failed, cancelled, terminated, blocked,
+    /// upgraded, continued_as_new); repeatable.
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Keep waiting for new events (until interrupted).
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// `pinion history` arguments.

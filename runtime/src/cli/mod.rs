@@ -16,6 +16,7 @@
 
 pub mod args;
 mod control;
+mod events;
 mod print;
 mod replay;
 mod rollout;
@@ -27,6 +28,7 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::api::types::{DeployOptions, ListQuery, StartBody, UpgradeBody, MAX_PAGE};
+use crate::api::webhooks::Webhook;
 use crate::api::{Api, ApiError, Client, ErrorCode, ServerConfig, Token};
 use crate::bench::BenchConfig;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
@@ -314,6 +316,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             print::print_history(&api(&cli)?.history(id)?, json);
             Ok(0)
         }
+        Command::Events(args) => events::events(api(&cli)?.as_ref(), json, args),
         Command::Replay(args) => {
             // Exported history files are replayed here, whatever --server says.
             if cli.server.is_some() && args.history.is_empty() {
@@ -408,7 +411,21 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 })?),
                 None => None,
             };
-            let config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
+            let mut config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
+            if let Some(path) = &args.webhook_secret_file {
+                let secret = Token::from_file(path).map_err(|e| Failure {
+                    code: 4,
+                    error: anyhow::anyhow!("--webhook-secret-file: {e}"),
+                })?;
+                for url in &args.webhooks {
+                    config
+                        .webhooks
+                        .push(Webhook::new(url, secret.clone()).map_err(|e| Failure {
+                            code: 4,
+                            error: anyhow::anyhow!(e),
+                        })?);
+                }
+            }
             let p = open(&cli)?;
             let worker = p.start_worker(WorkerConfig {
                 workflow_threads: args.workflow_threads,

@@ -19,9 +19,11 @@
 //!   late attempt after a timeout) is ignored.
 
 pub mod deploy;
+pub mod events;
 pub mod sqlite;
 
 pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};
+pub use events::{EventFilter, EventStore, LifecycleEvent, Transition};
 
 use pinion_abi::{ActivityOptions, Manifest};
 
@@ -281,7 +283,7 @@ pub enum ActivityResolution {
 }
 
 /// Durable state of the engine. All methods are synchronous and thread-safe.
-pub trait Store: DeploymentStore + Send + Sync + 'static {
+pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     /// Stores a module unless one with the same hash exists. Returns true when inserted.
     fn put_module(
         &self,

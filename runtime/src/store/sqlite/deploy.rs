@@ -8,7 +8,7 @@ use crate::history::{EventKind, InstanceId, ModuleHash};
 use crate::store::deploy::{
     AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy,
 };
-use crate::store::StoreError;
+use crate::store::{StoreError, Transition};
 
 fn record_change(
     c: &rusqlite::Connection,
@@ -201,7 +201,7 @@ impl DeploymentStore for SqliteStore {
                     "instance {id} changed while it was being verified ({count} events, {status}); run the upgrade again"
                 )));
             }
-            let event = to_json(&EventKind::ModuleUpgraded { from: ModuleHash(from), to: ModuleHash(to.clone()) })?;
+            let event = to_json(&EventKind::ModuleUpgraded { from: ModuleHash(from.clone()), to: ModuleHash(to.clone()) })?;
             exec(c,
                 "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)",
                 params![id, count + 1, now_ms as i64, event],
@@ -216,7 +216,7 @@ impl DeploymentStore for SqliteStore {
             )
             .map_err(map_err)?;
             exec(c, "UPDATE activity_tasks SET module_hash = ?2 WHERE instance_id = ?1", params![id, to]).map_err(map_err)?;
-            Ok(())
+            super::events::publish(c, &id, &Transition::Upgraded { from: ModuleHash(from) }, now_ms)
         })
     }
 
@@ -275,6 +275,7 @@ impl DeploymentStore for SqliteStore {
             )
             .map_err(map_err)?;
             if n == 1 {
+                super::events::publish(c, &id, &Transition::Failed { failure: failure.clone() }, now_ms)?;
                 super::lifecycle::ended(c, &id, super::lifecycle::Ending::Failed(&failure), now_ms)?;
             }
             Ok(())

@@ -5,9 +5,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::events::publish;
 use super::{exec, map_err, push_inbox, query_one, reason_failure, to_json};
 use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
-use crate::store::StoreError;
+use crate::store::{StoreError, Transition};
 
 /// How an instance ended, as its parent learns it.
 pub(super) enum Ending<'a> {
@@ -72,7 +73,14 @@ pub(super) fn insert_instance(
         params![id.0, now, to_json(started)?],
     )
     .map_err(map_err)?;
-    Ok(())
+    publish(
+        c,
+        &id.0,
+        &Transition::Started {
+            parent: parent.clone(),
+        },
+        now_ms,
+    )
 }
 
 /// Creates a child in its parent's transaction. When it cannot start (module unresolved,
@@ -231,6 +239,14 @@ pub(super) fn terminate(
         params![id, count + 1, now_ms as i64, to_json(&failure)?],
     )
     .map_err(map_err)?;
+    publish(
+        c,
+        id,
+        &Transition::Terminated {
+            reason: reason.to_owned(),
+        },
+        now_ms,
+    )?;
     ended(c, id, Ending::Failed(&failure), now_ms)
 }
 
@@ -358,5 +374,5 @@ pub(super) fn continue_as_new(
         params![id, run + 1, new_type, new_module, now],
     )
     .map_err(map_err)?;
-    Ok(())
+    publish(c, id, &Transition::ContinuedAsNew, now_ms)
 }

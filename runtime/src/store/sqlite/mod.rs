@@ -15,7 +15,9 @@
 //!
 //! Files: this one has the [`Store`] implementation; `writer.rs` the single writer thread;
 //! `schema.rs` connections, pragmas and numbered migrations; `rows.rs` row decoding;
-//! `import.rs` history import; `deploy.rs` the [`crate::store::DeploymentStore`] part.
+//! `import.rs` history import; `deploy.rs` the [`crate::store::DeploymentStore`] part;
+//! `lifecycle.rs` creating, ending, terminating and continuing instances; `events.rs` the
+//! outbox of lifecycle events ([`crate::store::EventStore`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -28,11 +30,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
-    InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError,
+    InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError, Transition,
 };
 use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleHash, Payload};
 
 mod deploy;
+mod events;
 mod import;
 mod lifecycle;
 mod rows;
@@ -653,11 +656,15 @@ impl Store for SqliteStore {
                     params![id, count + encoded.len() as i64, now, status, result, failure],
                 )
                 .map_err(map_err)?;
-                let ending = match &commit.outcome {
-                    InstanceOutcome::Completed(p) => lifecycle::Ending::Completed(p),
-                    InstanceOutcome::Failed(f) => lifecycle::Ending::Failed(f),
-                    _ => lifecycle::Ending::Failed(&cancelled),
+                let (ending, transition) = match &commit.outcome {
+                    InstanceOutcome::Completed(p) => (lifecycle::Ending::Completed(p), Transition::Completed),
+                    InstanceOutcome::Failed(f) => (lifecycle::Ending::Failed(f), Transition::Failed { failure: f.clone() }),
+                    _ => (
+                        lifecycle::Ending::Failed(&cancelled),
+                        Transition::Cancelled { reason: cancelled.message.clone() },
+                    ),
                 };
+                events::publish(c, id, &transition, commit.now_ms)?;
                 lifecycle::ended(c, id, ending, commit.now_ms)?;
             }
             Ok(())
@@ -679,15 +686,27 @@ impl Store for SqliteStore {
     fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError> {
         let (id, reason) = (id.0.clone(), reason.to_owned());
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE instances SET status = 'blocked', blocked_reason = ?2, runnable = 0, updated_at_ms = ?3
-                     WHERE id = ?1 AND status IN ('running', 'blocked')",
-                    params![id, reason, now_ms as i64],
-                )
-                .map_err(map_err)?;
-            if n == 0 {
+            let was: Option<String> = query_one(
+                c,
+                "SELECT status FROM instances WHERE id = ?1 AND status IN ('running', 'blocked')",
+                [&id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+            let Some(was) = was else {
                 return Err(StoreError::NotFound(format!("running instance {id}")));
+            };
+            exec(
+                c,
+                "UPDATE instances SET status = 'blocked', blocked_reason = ?2, runnable = 0, updated_at_ms = ?3
+                 WHERE id = ?1",
+                params![id, reason, now_ms as i64],
+            )
+            .map_err(map_err)?;
+            // Published once, when it stops; a blocked instance blocked again stays blocked.
+            if was == "running" {
+                events::publish(c, &id, &Transition::Blocked { reason }, now_ms)?;
             }
             Ok(())
         })

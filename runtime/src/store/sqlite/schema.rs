@@ -15,9 +15,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("0002_deployments.sql")),
     (3, include_str!("0003_signals.sql")),
     (4, include_str!("0004_children.sql")),
+    (5, include_str!("0005_events.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 4;
+pub(super) const SCHEMA_VERSION: u32 = 5;
 
 impl SqliteStore {
     pub(super) fn connect(

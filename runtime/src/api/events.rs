@@ -1,0 +1,207 @@
+//! `GET /v1/events`: lifecycle events as a Server-Sent Events stream.
+//!
+//! Each event is one SSE message: `id:` is the event's outbox id, `event:` its type
+//! (`started`, `completed`, ...), `data:` the JSON document ([`LifecycleEvent`]). The
+//! stream starts after `after` (or after the `Last-Event-ID` header, which an EventSource
+//! sends when it reconnects, so a dropped connection resumes exactly where it stopped),
+//! sends every committed event that matches the filters in commit order, and then waits for
+//! new ones; with `follow=false` it ends once it has caught up with the events committed
+//! when the request came.
+//!
+//! Waiting costs no thread: one task of the server ([`watch_head`]) polls the newest event
+//! id every 100 ms (events may be written by any process that opens the database, so
+//! polling the file is the one source that sees them all) and wakes the streams when it
+//! moves; each stream then reads its next batch on the blocking pool.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use tokio::sync::watch;
+
+use super::error::ApiError;
+use super::extract::Params;
+use super::routes::AppState;
+use super::types::{EventQuery, EVENT_BATCH};
+use crate::engine::Error;
+use crate::store::{EventFilter, LifecycleEvent};
+
+/// How often the newest event id is polled.
+const HEAD_POLL: Duration = Duration::from_millis(100);
+
+/// Polls the outbox's newest id into `head` until `shutdown` turns true.
+pub async fn watch_head(state: AppState, head: watch::Sender<u64>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        if let Ok(id) = state
+            .run(|p| p.store().last_event_id().map_err(|e| Error::from(e).into()))
+            .await
+        {
+            head.send_if_modified(|h| {
+                let moved = *h != id;
+                *h = id;
+                moved
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEAD_POLL) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// The handler.
+pub async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = params.only(&[
+        "after",
+        "instance_id",
+        "workflow_type",
+        "module",
+        "type",
+        "limit",
+        "follow",
+    ])?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "header `Last-Event-ID`: expected an event id (a whole number)".into(),
+                    )
+                })?,
+        ),
+    };
+    let query = EventQuery {
+        // A reconnecting client's Last-Event-ID is newer than the `after` of its URL.
+        after: match last_event_id {
+            Some(id) => id,
+            None => params
+                .parse::<u64>("after", "an event id (a whole number)")?
+                .unwrap_or(0),
+        },
+        instance_id: params.text("instance_id")?,
+        workflow_type: params.text("workflow_type")?,
+        module: params.text("module")?,
+        types: params.all("type"),
+        limit: params.parse::<u32>("limit", "a whole number")?,
+    };
+    let follow = params
+        .parse::<bool>("follow", "true or false")?
+        .unwrap_or(true);
+    let (filter, head) = {
+        let query = query.clone();
+        s.run(move |p| {
+            let filter = p.event_filter(&query)?;
+            let head = p.store().last_event_id().map_err(Error::from)?;
+            Ok((filter, head))
+        })
+        .await?
+    };
+    let tail = Tail {
+        head: s.events_head.clone(),
+        shutdown: s.shutdown.clone(),
+        state: s,
+        until: (!follow).then_some(head),
+        left: query.limit.map_or(u64::MAX, u64::from),
+        filter,
+        pending: VecDeque::new(),
+        caught_up: false,
+    };
+    Ok(Sse::new(stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
+}
+
+/// One stream's position.
+struct Tail {
+    state: AppState,
+    head: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    filter: EventFilter,
+    /// With `follow=false`: the newest id when the request came.
+    until: Option<u64>,
+    /// Events still to send (`limit`).
+    left: u64,
+    pending: VecDeque<LifecycleEvent>,
+    /// The last read returned everything up to `until`.
+    caught_up: bool,
+}
+
+impl Tail {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Tail)> {
+        loop {
+            if self.left == 0 {
+                return None;
+            }
+            if let Some(e) = self.pending.pop_front() {
+                self.left -= 1;
+                let msg = Event::default()
+                    .id(e.id.to_string())
+                    .event(e.transition.name())
+                    .json_data(&e)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable event"));
+                return Some((Ok(msg), self));
+            }
+            if self.caught_up || *self.shutdown.borrow() {
+                return None;
+            }
+            // Marks the head as seen before reading, so an event committed during the read
+            // wakes the wait below.
+            self.head.borrow_and_update();
+            let mut filter = self.filter.clone();
+            filter.until = self.until;
+            filter.limit = EVENT_BATCH;
+            let read = self
+                .state
+                .run(move |p| {
+                    let head = p.store().last_event_id().map_err(Error::from)?;
+                    let batch = p.store().lifecycle_events(&filter).map_err(Error::from)?;
+                    Ok((head, batch))
+                })
+                .await;
+            // The client reconnects with Last-Event-ID; nothing is skipped.
+            let (head, batch) = read.ok()?;
+            let full = batch.len() == EVENT_BATCH as usize;
+            let last = batch.last().map(|e| e.id);
+            // Fewer than a batch: every matching event up to `head` was read, so the next
+            // read starts there even when the filters skipped the newest ones.
+            self.filter.after = match (full, last) {
+                (true, Some(id)) => id,
+                (_, last) => last.unwrap_or(0).max(head).max(self.filter.after),
+            };
+            if let Some(until) = self.until {
+                self.filter.after = self.filter.after.min(until);
+                if !full {
+                    self.caught_up = true;
+                }
+            }
+            if !batch.is_empty() {
+                self.pending.extend(batch);
+                continue;
+            }
+            if self.caught_up {
+                return None;
+            }
+            tokio::select! {
+                changed = self.head.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+}
