@@ -75,6 +75,7 @@ fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
         workflow_type: "Steps".into(),
         module_hash: hash.clone(),
         status: InstanceStatus::Completed,
+        run: 1,
         events,
     }
 }

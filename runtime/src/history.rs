@@ -531,6 +531,9 @@ pub enum InstanceStatus {
     Cancelled,
     /// Ended by an operator (`pinion terminate`).
     Terminated,
+    /// A run that ended with continue-as-new (only archived runs have it; the instance
+    /// goes on in its next run).
+    ContinuedAsNew,
 }
 
 impl InstanceStatus {
@@ -543,6 +546,7 @@ impl InstanceStatus {
             InstanceStatus::Failed => "failed",
             InstanceStatus::Cancelled => "cancelled",
             InstanceStatus::Terminated => "terminated",
+            InstanceStatus::ContinuedAsNew => "continued_as_new",
         }
     }
 
@@ -555,6 +559,7 @@ impl InstanceStatus {
             "failed" => InstanceStatus::Failed,
             "cancelled" => InstanceStatus::Cancelled,
             "terminated" => InstanceStatus::Terminated,
+            "continued_as_new" => InstanceStatus::ContinuedAsNew,
             _ => return None,
         })
     }
@@ -567,6 +572,7 @@ impl InstanceStatus {
                 | InstanceStatus::Failed
                 | InstanceStatus::Cancelled
                 | InstanceStatus::Terminated
+                | InstanceStatus::ContinuedAsNew
         )
     }
 }
@@ -596,10 +602,22 @@ pub struct HistoryExport {
     pub workflow_type: String,
     /// The module it is pinned to.
     pub module_hash: ModuleHash,
-    /// Its status when exported.
+    /// Its status when exported (`continued_as_new` for an archived run).
     pub status: InstanceStatus,
+    /// Which run of the instance this is: 1, then +1 at each continue-as-new. Omitted
+    /// when 1.
+    #[serde(default = "first_run", skip_serializing_if = "is_first_run")]
+    pub run: u32,
     /// Every event, in order.
     pub events: Vec<HistoryEvent>,
+}
+
+fn first_run() -> u32 {
+    1
+}
+
+fn is_first_run(run: &u32) -> bool {
+    *run == 1
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn sigterm_stops_the_server_with_exit_0_and_a_workflow_in_flight_finishes_after_
         .unwrap();
     wait_until("the instance's timer", WAIT, || {
         client
-            .history("mid")
+            .history("mid", None)
             .is_ok_and(|h| h.events.iter().any(|e| e.kind.name() == "TimerStarted"))
     });
     assert_eq!(

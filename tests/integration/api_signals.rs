@@ -104,7 +104,7 @@ fn two_hundred_workflows_started_and_signalled_concurrently_over_http_all_comple
     // Each signal is in its instance's history exactly once, and the query sees the end.
     for i in [0, N / 2, N - 1] {
         let id = format!("order-{i}");
-        let h = client.history(&id).unwrap();
+        let h = client.history(&id, None).unwrap();
         let signals = h
             .events
             .iter()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pinion_runtime::api::Api as _;
+use pinion_runtime::api::Api;
 use pinion_runtime::store::Transition;
 use pinion_runtime::{EventKind, InstanceStatus, Pinion};
 use serde_json::{json, Value};
@@ -228,6 +228,38 @@ fn continue_as_new_starts_a_fresh_history_and_can_move_to_the_alias_module() {
             "completed"
         ]
     );
+    // The earlier runs are archived whole and can be read back, by number.
+    assert_eq!(p.status("cd").unwrap().run, 3);
+    for run in 1..=2u32 {
+        let h = Api::history(&p, "cd", Some(run)).unwrap();
+        assert_eq!((h.run, h.status), (run, InstanceStatus::ContinuedAsNew));
+        match &h.events[0].kind {
+            EventKind::WorkflowStarted {
+                continued_from_run, ..
+            } => assert_eq!(*continued_from_run, (run > 1).then_some(run - 1)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            h.events.last().map(|e| &e.kind),
+            Some(EventKind::WorkflowContinuedAsNew { .. })
+        ));
+    }
+    let current = Api::history(&p, "cd", Some(3)).unwrap();
+    assert_eq!(
+        (current.run, current.status),
+        (3, InstanceStatus::Completed)
+    );
+    assert_eq!(current.events.len(), history.len());
+    let e = Api::history(&p, "cd", Some(4)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "instance cd has no run 4: its runs are 1 to 3"
+    );
+    let o = pinion(&dir.db(), &["history", "cd", "--run", "1"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("WorkflowContinuedAsNew"));
+    let o = pinion(&dir.db(), &["history", "cd", "--run", "9"]);
+    assert_eq!(o.status.code(), Some(3));
     // Moving to new code: the alias is switched to v2 while the instance runs on v1.
     p.set_alias("lab", &v2).unwrap();
     p.start(&start_req(

@@ -266,9 +266,10 @@ impl Api for Client {
         Ok(page)
     }
 
-    fn history(&self, id: &str) -> Result<HistoryExport, ApiError> {
+    fn history(&self, id: &str, run: Option<u32>) -> Result<HistoryExport, ApiError> {
         let path = format!("/v1/instances/{}/history", segment(id));
-        self.send("GET", &path, &[], Body::None)
+        let q: Vec<_> = run.map(|r| ("run", r.to_string())).into_iter().collect();
+        self.send("GET", &path, &q, Body::None)
     }
 
     fn signal(&self, id: &str, name: &str, body: &InputBody) -> Result<Signalled, ApiError> {

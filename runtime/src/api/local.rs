@@ -299,11 +299,22 @@ impl Api for Pinion {
         })
     }
 
-    fn history(&self, id: &str) -> Result<HistoryExport, ApiError> {
-        self.store()
-            .export_history(&InstanceId(id.into()))
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::UnknownInstance(id.into()).into())
+    fn history(&self, id: &str, run: Option<u32>) -> Result<HistoryExport, ApiError> {
+        let iid = InstanceId(id.into());
+        let Some(run) = run else {
+            return self
+                .store()
+                .export_history(&iid)
+                .map_err(Error::from)?
+                .ok_or_else(|| Error::UnknownInstance(id.into()).into());
+        };
+        if let Some(h) = self.store().export_run(&iid, run).map_err(Error::from)? {
+            return Ok(h);
+        }
+        let current = Pinion::status(self, id)?.run;
+        Err(ApiError::NotFound(format!(
+            "instance {id} has no run {run}: its runs are 1 to {current}"
+        )))
     }
 
     fn signal(&self, id: &str, name: &str, body: &InputBody) -> Result<Signalled, ApiError> {

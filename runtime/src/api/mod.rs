@@ -95,7 +95,8 @@ pub trait Api {
     ///
     /// # Errors
     /// `not_found`.
-    fn history(&self, id: &str) -> Result<HistoryExport, ApiError>;
+    /// With `run`, that run's: an archived one (ended with continue-as-new) or the current.
+    fn history(&self, id: &str, run: Option<u32>) -> Result<HistoryExport, ApiError>;
     /// Queues signal `name` for a running or blocked instance; durable when it returns.
     ///
     /// # Errors

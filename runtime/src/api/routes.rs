@@ -304,8 +304,9 @@ async fn history(
     Segment(id): Segment,
     params: Params,
 ) -> Result<Json<HistoryExport>, ApiError> {
-    params.only(&[])?;
-    Ok(Json(s.run(move |p| Api::history(p, &id)).await?))
+    let params = params.only(&["run"])?;
+    let run = params.parse::<u32>("run", "a run number (1, 2, ...)")?;
+    Ok(Json(s.run(move |p| Api::history(p, &id, run)).await?))
 }
 
 async fn signal(

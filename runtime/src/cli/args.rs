@@ -303,6 +303,10 @@ pub struct EventsArgs {
 pub struct HistoryArgs {
     /// Instance id whose history to print.
     pub id: Option<String>,
+    /// Print this run's history: an earlier run (one that ended with continue-as-new) or
+    /// the current one (default).
+    #[arg(long)]
+    pub run: Option<u32>,
     /// Export or import instead.
     #[command(subcommand)]
     pub action: Option<HistoryAction>,

@@ -313,7 +313,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     error: anyhow::anyhow!("give an instance id, or `export` / `import`"),
                 });
             };
-            print::print_history(&api(&cli)?.history(id)?, json);
+            print::print_history(&api(&cli)?.history(id, args.run)?, json);
             Ok(0)
         }
         Command::Events(args) => events::events(api(&cli)?.as_ref(), json, args),

@@ -24,6 +24,12 @@ pub fn print_instance(r: &InstanceRecord, json: bool) {
     println!("module:        {}", r.module_hash);
     println!("status:        {}", r.status);
     println!("events:        {}", r.event_count);
+    if r.run > 1 {
+        println!(
+            "run:           {} (earlier runs: `pinion history ID --run N`)",
+            r.run
+        );
+    }
     if let Some(res) = &r.result {
         println!("result:        {}", res.json());
     }
@@ -47,7 +53,10 @@ pub fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
             InstanceStatus::Completed => {
                 println!("{}", r.result.as_ref().map(|p| p.json()).unwrap_or("null"))
             }
-            InstanceStatus::Failed | InstanceStatus::Cancelled | InstanceStatus::Terminated => {
+            InstanceStatus::Failed
+            | InstanceStatus::Cancelled
+            | InstanceStatus::Terminated
+            | InstanceStatus::ContinuedAsNew => {
                 let f = r.failure.as_ref();
                 eprintln!(
                     "instance {} {}: {}: {}",

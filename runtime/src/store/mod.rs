@@ -124,6 +124,8 @@ pub struct InstanceRecord {
     pub imported: bool,
     /// True once a cancellation was requested (it is delivered once).
     pub cancel_requested: bool,
+    /// The current run: 1, then +1 at each continue-as-new (earlier runs are archived).
+    pub run: u32,
 }
 
 /// Filter for [`Store::list_instances`].
@@ -307,6 +309,8 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError>;
     /// The instance's whole history, in order.
     fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// An archived run (one that ended with continue-as-new) in the export format.
+    fn archived_run(&self, id: &InstanceId, run: u32) -> Result<Option<HistoryExport>, StoreError>;
     /// Inputs waiting for the instance, in arrival order.
     fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError>;
     /// Up to `limit` instances that have undelivered input, oldest change first.
@@ -396,7 +400,19 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
             workflow_type: rec.workflow_type,
             module_hash: rec.module_hash,
             status: rec.status,
+            run: rec.run,
             events,
         }))
+    }
+
+    /// One run's history in the export format: an archived run (one that ended with
+    /// continue-as-new, status `continued_as_new`), or the current run. `None` when the
+    /// instance or that run does not exist.
+    fn export_run(&self, id: &InstanceId, run: u32) -> Result<Option<HistoryExport>, StoreError> {
+        match self.get_instance(id)? {
+            Some(rec) if rec.run == run => self.export_history(id),
+            Some(rec) if run < rec.run => self.archived_run(id, run),
+            _ => Ok(None),
+        }
     }
 }

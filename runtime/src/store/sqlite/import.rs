@@ -22,6 +22,7 @@ pub(super) fn import_history(
         export.module_hash.0.clone(),
         export.status,
     );
+    let run = export.run;
     let created = export.events.first().map(|e| e.time_ms).unwrap_or(now_ms) as i64;
     let (result, failure) = match export.events.last().map(|e| &e.kind) {
         Some(EventKind::WorkflowCompleted { result }) => (Some(result.json().to_owned()), None),
@@ -39,8 +40,8 @@ pub(super) fn import_history(
     store.write(move |c| {
         exec(c,
             "INSERT INTO instances(id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count,
-                                   runnable, result, failure, blocked_reason, imported)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, 1)",
+                                   runnable, result, failure, blocked_reason, imported, run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, 1, ?11)",
             params![
                 id,
                 wt,
@@ -51,7 +52,8 @@ pub(super) fn import_history(
                 events.len() as i64,
                 result,
                 failure,
-                (status == InstanceStatus::Blocked).then_some("imported while blocked")
+                (status == InstanceStatus::Blocked).then_some("imported while blocked"),
+                run
             ],
         )
         .map_err(|e| match map_err(e) {

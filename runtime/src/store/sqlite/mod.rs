@@ -500,6 +500,33 @@ impl Store for SqliteStore {
         })
     }
 
+    fn archived_run(&self, id: &InstanceId, run: u32) -> Result<Option<HistoryExport>, StoreError> {
+        let row: Option<(String, String, String)> = self.read(|c| {
+            query_one(
+                c,
+                "SELECT workflow_type, module_hash, events FROM runs WHERE instance_id = ?1 AND run = ?2",
+                params![id.0, run],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(map_err)
+        })?;
+        let Some((workflow_type, module_hash, events)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(HistoryExport {
+            format: crate::history::EXPORT_FORMAT.into(),
+            version: crate::history::EXPORT_VERSION,
+            instance_id: id.clone(),
+            workflow_type,
+            module_hash: ModuleHash(module_hash),
+            status: crate::history::InstanceStatus::ContinuedAsNew,
+            run,
+            events: serde_json::from_str(&events)
+                .map_err(|e| corrupt(&format!("run {run} of instance {id}"), e))?,
+        }))
+    }
+
     fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError> {
         let sql = "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id";
         self.read(|c| event_rows(c, sql, id, "inbox entry"))

@@ -25,6 +25,7 @@ pub(super) fn instance_from_row(
             blocked_reason: row.get(9)?,
             imported: row.get::<_, i64>(10)? != 0,
             cancel_requested: row.get::<_, i64>(11)? != 0,
+            run: row.get(12)?,
         },
         row.get(7)?,
         row.get(8)?,
@@ -45,7 +46,7 @@ pub(super) fn finish_instance(
     Ok(rec)
 }
 
-pub(super) const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported, cancel_requested";
+pub(super) const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported, cancel_requested, run";
 
 pub(super) fn module_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
