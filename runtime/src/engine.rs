@@ -18,7 +18,7 @@ use crate::executor::ExecError;
 use crate::history::{
     EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION,
 };
-use crate::registry::{Deployed, Registry, RegistryError};
+use crate::registry::{Deployed, ModuleTarget, Registry, RegistryError, TargetError};
 use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError};
@@ -100,6 +100,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+impl From<TargetError> for Error {
+    fn from(e: TargetError) -> Error {
+        match e {
+            TargetError::UnknownAlias(name) => Error::UnknownAlias(name),
+            TargetError::UnknownWorkflowType {
+                module,
+                workflow_type,
+                available,
+            } => Error::UnknownWorkflowType {
+                module,
+                workflow_type,
+                available,
+            },
+            TargetError::Registry(r) => Error::Registry(r),
+        }
+    }
 }
 
 /// How to open an engine. Defaults: the real clock, default sandbox limits, sqlite with
@@ -250,28 +268,13 @@ impl Pinion {
             Some(id) => return Err(Error::InvalidInstanceId(id.clone())),
             None => format!("wf-{:016x}", random_u64()),
         };
-        let module = match &req.alias {
-            Some(name) => {
-                let alias = self
-                    .store
-                    .get_alias(name)?
-                    .ok_or_else(|| Error::UnknownAlias(name.clone()))?;
-                self.registry.resolve(&alias.module_for(&id).0)?
-            }
-            None => self.registry.resolve(&req.module)?,
+        let target = match &req.alias {
+            Some(name) => ModuleTarget::Alias(name),
+            None => ModuleTarget::Module(&req.module),
         };
-        if !module
-            .manifest
-            .workflows
-            .iter()
-            .any(|w| w == &req.workflow_type)
-        {
-            return Err(Error::UnknownWorkflowType {
-                module: module.hash.short().to_owned(),
-                workflow_type: req.workflow_type.clone(),
-                available: module.manifest.workflows.clone(),
-            });
-        }
+        let module = self
+            .registry
+            .resolve_target(target, &id, &req.workflow_type)?;
         let input = Payload::from_json_bytes(req.input_json.as_bytes())
             .map_err(|e| Error::InvalidInput(format!("workflow input is not valid JSON: {e}")))?;
         let id = InstanceId(id);

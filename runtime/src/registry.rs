@@ -47,6 +47,37 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
+/// Where a new instance's module comes from: a hash (or unique prefix), or an alias, which
+/// names (or ramps to) a module per instance id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleTarget<'a> {
+    /// A module hash or unique prefix.
+    Module(&'a str),
+    /// An alias.
+    Alias(&'a str),
+}
+
+/// Why a new instance cannot start on the module it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The alias does not exist.
+    #[error("no alias named `{0}`; `pinion alias list` shows them")]
+    UnknownAlias(String),
+    /// The module does not export the workflow type.
+    #[error("module {module} has no workflow type `{workflow_type}`; it exports: {}", available.join(", "))]
+    UnknownWorkflowType {
+        /// The module (short hash).
+        module: String,
+        /// What was asked for.
+        workflow_type: String,
+        /// What it exports.
+        available: Vec<String>,
+    },
+    /// The module cannot be found, or storage failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
 /// The result of a deploy.
 #[derive(Debug, Clone)]
 pub struct Deployed {
@@ -169,6 +200,40 @@ impl Registry {
             size: bytes.len() as u64,
             newly_stored,
         })
+    }
+
+    /// The module a new instance `id` of `workflow_type` starts on: `target` resolved (an
+    /// alias per instance id, so a ramp sends a retried start to the same module), and
+    /// checked to export the workflow type. `pinion start`, child workflows and
+    /// continue-as-new all start instances through this.
+    ///
+    /// # Errors
+    /// [`TargetError`].
+    pub fn resolve_target(
+        &self,
+        target: ModuleTarget<'_>,
+        id: &str,
+        workflow_type: &str,
+    ) -> Result<ModuleRecord, TargetError> {
+        let module = match target {
+            ModuleTarget::Module(spec) => self.resolve(spec)?,
+            ModuleTarget::Alias(name) => {
+                let alias = self
+                    .store
+                    .get_alias(name)
+                    .map_err(RegistryError::from)?
+                    .ok_or_else(|| TargetError::UnknownAlias(name.to_owned()))?;
+                self.resolve(&alias.module_for(id).0)?
+            }
+        };
+        if !module.manifest.workflows.iter().any(|w| w == workflow_type) {
+            return Err(TargetError::UnknownWorkflowType {
+                module: module.hash.short().to_owned(),
+                workflow_type: workflow_type.to_owned(),
+                available: module.manifest.workflows.clone(),
+            });
+        }
+        Ok(module)
     }
 
     /// Finds a module by full hash or unique prefix.

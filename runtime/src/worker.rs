@@ -29,7 +29,7 @@ use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure, ModuleChoice};
 use crate::clock::Clock;
 use crate::executor::{Checks, ExecError, ResolvedModule, WorkflowRun};
 use crate::history::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
-use crate::registry::Registry;
+use crate::registry::{ModuleTarget, Registry};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{
     ActivationCommit, ActivityResolution, ActivityTask, NondeterminismPolicy, Store, StoreError,
@@ -472,23 +472,15 @@ fn resolve_module(
     id: &str,
     workflow_type: &str,
 ) -> Result<ResolvedModule, String> {
-    let module = match choice {
-        ModuleChoice::Current => s.registry.resolve(&current.0),
-        ModuleChoice::Module(spec) => s.registry.resolve(spec),
-        ModuleChoice::Alias(name) => match s.store.get_alias(name) {
-            Ok(Some(alias)) => s.registry.resolve(&alias.module_for(id).0),
-            Ok(None) => return Err(format!("no alias named `{name}`")),
-            Err(e) => return Err(e.to_string()),
-        },
-    }
-    .map_err(|e| e.to_string())?;
-    if !module.manifest.workflows.iter().any(|w| w == workflow_type) {
-        return Err(format!(
-            "module {} has no workflow type `{workflow_type}`; it exports: {}",
-            module.hash.short(),
-            module.manifest.workflows.join(", ")
-        ));
-    }
+    let target = match choice {
+        ModuleChoice::Current => ModuleTarget::Module(&current.0),
+        ModuleChoice::Module(spec) => ModuleTarget::Module(spec),
+        ModuleChoice::Alias(name) => ModuleTarget::Alias(name),
+    };
+    let module = s
+        .registry
+        .resolve_target(target, id, workflow_type)
+        .map_err(|e| e.to_string())?;
     Ok((module.hash, module.manifest.version_label))
 }
 
