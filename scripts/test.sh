@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the wasm target, builds the example
-# guests, checks formatting and lints, then runs every test (unit, integration, doc).
+# guests, installs schemathesis (for the API fuzz test) into target/fuzz-venv, checks
+# formatting and lints, then runs every test (unit, integration, doc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 # Guests build into their own target dir so tests never wait on this cargo's lock.
 cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml --target-dir target/wasm-guests
+# The API fuzz test (tests/integration/api_fuzz.rs) runs schemathesis from this venv, with
+# the versions pinned in tests/fuzz/requirements.txt; installed again only when they change.
+fuzz_venv=target/fuzz-venv
+if ! cmp -s tests/fuzz/requirements.txt "$fuzz_venv/requirements.txt" ||
+   ! "$fuzz_venv/bin/schemathesis" --version >/dev/null 2>&1; then
+  rm -rf "$fuzz_venv"
+  python3 -m venv "$fuzz_venv"
+  "$fuzz_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/fuzz/requirements.txt
+  cp tests/fuzz/requirements.txt "$fuzz_venv/requirements.txt"
+fi
 cargo fmt --all -- --check
 cargo fmt --manifest-path examples/Cargo.toml --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

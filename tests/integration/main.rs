@@ -8,6 +8,7 @@ mod common;
 
 mod api;
 mod api_cli;
+mod api_fuzz;
 mod api_signals;
 mod children;
 mod cli;

@@ -335,6 +335,17 @@ impl Api for Pinion {
     }
 
     fn stop(&self, verb: StopVerb, body: &StopBody) -> Result<Stopped, ApiError> {
+        // An empty selector is a mistake, not a filter that matches nothing: without this,
+        // `{"workflow_type": ""}` answered 200 with no instances.
+        for (name, value) in [
+            ("id", &body.id),
+            ("module", &body.module),
+            ("workflow_type", &body.workflow_type),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(ApiError::InvalidInput(format!("`{name}` is empty")));
+            }
+        }
         let bulk = body.module.is_some() || body.workflow_type.is_some();
         let outcomes = match (&body.id, bulk) {
             (Some(id), false) => vec![self.stop_one(verb, id, body)?],

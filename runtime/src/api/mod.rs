@@ -114,7 +114,7 @@ pub trait Api {
     /// the answer.
     ///
     /// # Errors
-    /// `invalid_input` for no or mixed selectors; for one id, `not_found` and
+    /// `invalid_input` for no, mixed or empty selectors; for one id, `not_found` and
     /// `not_accepting`.
     fn stop(&self, verb: StopVerb, body: &StopBody) -> Result<Stopped, ApiError>;
     /// Lifecycle events after `query.after`, oldest first: at most `query.limit`, else
