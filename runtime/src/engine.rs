@@ -6,7 +6,7 @@
 
 mod control;
 
-pub use control::{BulkOutcome, BulkSelector};
+pub use control::BulkSelector;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

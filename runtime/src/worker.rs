@@ -100,12 +100,12 @@ impl Notify {
         self.cv.notify_all();
     }
 
-    fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         *self.generation.lock().expect("notify lock")
     }
 
     /// Waits until notified after `seen`, or `timeout`.
-    fn wait(&self, seen: u64, timeout: Duration) {
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
         let g = self.generation.lock().expect("notify lock");
         let _ = self.cv.wait_timeout_while(g, timeout, |g| *g == seen);
     }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use pinion_runtime::api::types::{StopBody, StopResult, StopVerb};
+use pinion_runtime::api::Api;
 use pinion_runtime::engine::BulkSelector;
 use pinion_runtime::store::StoreError;
 use pinion_runtime::{Error, EventKind, InstanceStatus, Pinion};
@@ -355,8 +357,21 @@ fn bulk_stop_selects_running_and_blocked_instances_by_module_and_type() {
     };
     let selected = p.select_open(&by_module).unwrap();
     assert_eq!(selected.len(), 3);
-    let outcomes = p.cancel_many(&by_module, "old release").unwrap();
-    assert!(outcomes.iter().all(|o| matches!(o.result, Ok(true))));
+    let stopped = Api::stop(
+        &p,
+        StopVerb::Cancel,
+        &StopBody {
+            module: Some(old.clone()),
+            reason: "old release".into(),
+            ..StopBody::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.instances.len(), 3);
+    assert!(stopped
+        .instances
+        .iter()
+        .all(|o| o.result == StopResult::CancellationRequested));
     for i in 0..3 {
         let rec = p.wait(&format!("old{i}"), WAIT).unwrap();
         assert_eq!(rec.status, InstanceStatus::Cancelled, "{rec:?}");
@@ -366,8 +381,18 @@ fn bulk_stop_selects_running_and_blocked_instances_by_module_and_type() {
         module_hash: None,
         workflow_type: Some("Approval".into()),
     };
-    let outcomes = p.terminate_many(&by_type, "cleanup").unwrap();
-    assert_eq!(outcomes.len(), 1);
+    assert_eq!(p.select_open(&by_type).unwrap().len(), 1);
+    let stopped = Api::stop(
+        &p,
+        StopVerb::Terminate,
+        &StopBody {
+            workflow_type: Some("Approval".into()),
+            reason: "cleanup".into(),
+            ..StopBody::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.instances.len(), 1);
     assert_eq!(p.status("kit1").unwrap().status, InstanceStatus::Terminated);
     // Completed and cancelled instances are never selected again.
     assert!(p.select_open(&BulkSelector::default()).unwrap().is_empty());

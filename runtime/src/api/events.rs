@@ -102,7 +102,7 @@ pub async fn events(
     let follow = params
         .parse::<bool>("follow", "true or false")?
         .unwrap_or(true);
-    let (filter, head) = {
+    let (mut filter, head) = {
         let query = query.clone();
         s.run(move |p| {
             let filter = p.event_filter(&query)?;
@@ -111,11 +111,12 @@ pub async fn events(
         })
         .await?
     };
+    filter.until = (!follow).then_some(head);
+    filter.limit = EVENT_BATCH;
     let tail = Tail {
         head: s.events_head.clone(),
         shutdown: s.shutdown.clone(),
         state: s,
-        until: (!follow).then_some(head),
         left: query.limit.map_or(u64::MAX, u64::from),
         filter,
         pending: VecDeque::new(),
@@ -129,9 +130,9 @@ struct Tail {
     state: AppState,
     head: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    /// The filters and the position; with `follow=false`, `until` is the newest id when the
+    /// request came.
     filter: EventFilter,
-    /// With `follow=false`: the newest id when the request came.
-    until: Option<u64>,
     /// Events still to send (`limit`).
     left: u64,
     pending: VecDeque<LifecycleEvent>,
@@ -161,31 +162,19 @@ impl Tail {
             // wakes the wait below.
             self.head.borrow_and_update();
             let mut filter = self.filter.clone();
-            filter.until = self.until;
-            filter.limit = EVENT_BATCH;
             let read = self
                 .state
                 .run(move |p| {
-                    let head = p.store().last_event_id().map_err(Error::from)?;
-                    let batch = p.store().lifecycle_events(&filter).map_err(Error::from)?;
-                    Ok((head, batch))
+                    let (batch, more) = p.read_events(&mut filter)?;
+                    Ok((filter, batch, more))
                 })
                 .await;
-            // The client reconnects with Last-Event-ID; nothing is skipped.
-            let (head, batch) = read.ok()?;
-            let full = batch.len() == EVENT_BATCH as usize;
-            let last = batch.last().map(|e| e.id);
-            // Fewer than a batch: every matching event up to `head` was read, so the next
-            // read starts there even when the filters skipped the newest ones.
-            self.filter.after = match (full, last) {
-                (true, Some(id)) => id,
-                (_, last) => last.unwrap_or(0).max(head).max(self.filter.after),
-            };
-            if let Some(until) = self.until {
-                self.filter.after = self.filter.after.min(until);
-                if !full {
-                    self.caught_up = true;
-                }
+            // On an error the stream ends; the client reconnects with Last-Event-ID, so
+            // nothing is skipped.
+            let (filter, batch, more) = read.ok()?;
+            self.filter = filter;
+            if self.filter.until.is_some() && !more {
+                self.caught_up = true;
             }
             if !batch.is_empty() {
                 self.pending.extend(batch);

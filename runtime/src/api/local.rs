@@ -88,6 +88,31 @@ impl Pinion {
         })
     }
 
+    /// Reads the next batch of `filter` (up to `filter.limit` events) and moves
+    /// `filter.after` past it; true when the batch was full, so more may follow. A short
+    /// batch holds every matching event up to the head read just before it, so the position
+    /// moves to that head (never past `filter.until`) even when the filters skipped the
+    /// newest events, and the next read does not scan them again.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn read_events(
+        &self,
+        filter: &mut EventFilter,
+    ) -> Result<(Vec<LifecycleEvent>, bool), Error> {
+        let head = self.store().last_event_id()?;
+        let batch = self.store().lifecycle_events(filter)?;
+        let full = batch.len() == filter.limit as usize;
+        filter.after = match (full, batch.last()) {
+            (true, Some(e)) => e.id,
+            (_, last) => last.map_or(0, |e| e.id).max(head).max(filter.after),
+        };
+        if let Some(until) = filter.until {
+            filter.after = filter.after.min(until);
+        }
+        Ok((batch, full))
+    }
+
     /// Cancels or terminates one instance; its errors are the call's.
     fn stop_one(&self, verb: StopVerb, id: &str, body: &StopBody) -> Result<StopOutcome, Error> {
         let (result, error) = if body.dry_run {
@@ -373,16 +398,9 @@ impl Api for Pinion {
         let mut out = Vec::new();
         while out.len() < want {
             filter.limit = EVENT_BATCH.min((want - out.len()).min(u32::MAX as usize) as u32);
-            let batch = self
-                .store()
-                .lifecycle_events(&filter)
-                .map_err(Error::from)?;
-            let full = batch.len() == filter.limit as usize;
-            if let Some(last) = batch.last() {
-                filter.after = last.id;
-            }
+            let (batch, more) = self.read_events(&mut filter)?;
             out.extend(batch);
-            if !full {
+            if !more {
                 break;
             }
         }

@@ -22,7 +22,7 @@
 //! from its clock (replays).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use sha2::Sha256;
 use super::auth::Token;
 use crate::clock::Clock;
 use crate::store::{EventFilter, LifecycleEvent, Store, StoreError};
+use crate::worker::Notify;
 
 /// Events read from the outbox per batch.
 const BATCH: u32 = 100;
@@ -91,26 +92,31 @@ fn display_url(url: &str) -> String {
     }
 }
 
-/// A stop flag that sleeping threads wake up for.
+/// A stop flag that sleeping threads wake up for (the workers' pattern: a flag and a
+/// [`Notify`]).
+#[derive(Default)]
 struct Stop {
     stopped: AtomicBool,
-    lock: Mutex<()>,
-    cond: Condvar,
+    wake: Notify,
 }
 
 impl Stop {
     /// Sleeps up to `d`; true when stopped.
     fn sleep(&self, d: Duration) -> bool {
-        let guard = self.lock.lock().expect("stop lock");
-        if self.stopped.load(Ordering::SeqCst) {
-            return true;
+        let seen = self.wake.generation();
+        if !self.stopped() {
+            self.wake.wait(seen, d);
         }
-        let _ = self.cond.wait_timeout(guard, d).expect("stop lock");
-        self.stopped.load(Ordering::SeqCst)
+        self.stopped()
     }
 
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify();
     }
 }
 
@@ -130,11 +136,7 @@ impl Deliveries {
         clock: Arc<dyn Clock>,
         hooks: Vec<Webhook>,
     ) -> Result<Deliveries, StoreError> {
-        let stop = Arc::new(Stop {
-            stopped: AtomicBool::new(false),
-            lock: Mutex::new(()),
-            cond: Condvar::new(),
-        });
+        let stop = Arc::new(Stop::default());
         let mut threads = Vec::new();
         for hook in hooks {
             let cursor = match store.webhook_cursor(&hook.url)? {
@@ -170,11 +172,7 @@ impl Deliveries {
     /// Stops the deliverers: a request in flight finishes (or times out), its position is
     /// stored, and nothing more is sent.
     pub fn shutdown(self) {
-        {
-            let _guard = self.stop.lock.lock().expect("stop lock");
-            self.stop.stopped.store(true, Ordering::SeqCst);
-            self.stop.cond.notify_all();
-        }
+        self.stop.stop();
         for t in self.threads {
             let _ = t.join();
         }

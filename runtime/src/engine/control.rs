@@ -1,4 +1,6 @@
-//! Talking to running instances: signal, cancel, terminate (one or in bulk) and query.
+//! Talking to running instances: signal, cancel, terminate and query, and the selection of
+//! a bulk cancel or terminate (`select_open`; the bulk verbs themselves are
+//! `Api::stop`, in `api/local.rs`).
 //!
 //! Signals and cancellations are *input*: they wait in the instance's inbox until a worker
 //! delivers them in an activation, so they are durable the moment the call returns, and they
@@ -24,16 +26,6 @@ pub struct BulkSelector {
     pub module_hash: Option<crate::history::ModuleHash>,
     /// Instances of this workflow type.
     pub workflow_type: Option<String>,
-}
-
-/// What happened to one instance of a bulk operation.
-#[derive(Debug)]
-pub struct BulkOutcome {
-    /// The instance.
-    pub id: InstanceId,
-    /// `Ok(true)`: done; `Ok(false)`: nothing to do (a cancellation was already requested);
-    /// `Err`: why not (for example it ended meanwhile).
-    pub result: Result<bool, Error>,
 }
 
 /// The store checks the instance inside its write (one round trip instead of a read
@@ -129,44 +121,6 @@ impl Pinion {
         }
         ids.sort();
         Ok(ids)
-    }
-
-    /// Cancels every running or blocked instance the selector picks.
-    ///
-    /// # Errors
-    /// Storage errors while selecting; per-instance errors are in the outcomes.
-    pub fn cancel_many(
-        &self,
-        selector: &BulkSelector,
-        reason: &str,
-    ) -> Result<Vec<BulkOutcome>, Error> {
-        Ok(self
-            .select_open(selector)?
-            .into_iter()
-            .map(|id| BulkOutcome {
-                result: self.cancel(&id.0, reason),
-                id,
-            })
-            .collect())
-    }
-
-    /// Terminates every running or blocked instance the selector picks.
-    ///
-    /// # Errors
-    /// As for [`Pinion::cancel_many`].
-    pub fn terminate_many(
-        &self,
-        selector: &BulkSelector,
-        reason: &str,
-    ) -> Result<Vec<BulkOutcome>, Error> {
-        Ok(self
-            .select_open(selector)?
-            .into_iter()
-            .map(|id| BulkOutcome {
-                result: self.terminate(&id.0, reason).map(|()| true),
-                id,
-            })
-            .collect())
     }
 
     /// Evaluates the workflow's query handler `name` with JSON input (empty means `null`)

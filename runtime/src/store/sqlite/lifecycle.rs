@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::events::publish;
 use super::{exec, map_err, push_inbox, query_one, reason_failure, to_json};
-use crate::history::{EventKind, HistoryEvent, InstanceId, Payload};
+use crate::history::{EventKind, InstanceId, Payload};
 use crate::store::{StoreError, Transition};
 
 /// How an instance ended, as its parent learns it.
@@ -282,21 +282,7 @@ pub(super) fn continue_as_new(
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
     .map_err(map_err)?;
-    let events: Vec<HistoryEvent> = {
-        let rows = super::event_rows(
-            c,
-            "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id",
-            &InstanceId(id.to_owned()),
-            "event",
-        )?;
-        rows.into_iter()
-            .map(|(eid, time_ms, kind)| HistoryEvent {
-                id: eid as u64,
-                time_ms,
-                kind,
-            })
-            .collect()
-    };
+    let events = super::history(c, &InstanceId(id.to_owned()))?;
     exec(
         c,
         "INSERT INTO runs(instance_id, run, workflow_type, module_hash, started_at_ms, ended_at_ms, events)

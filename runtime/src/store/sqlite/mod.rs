@@ -171,6 +171,20 @@ fn event_rows(
     .collect()
 }
 
+/// An instance's history, in order, on any connection (a reader, or the writer inside a
+/// transaction).
+fn history(c: &Connection, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
+    let sql = "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id";
+    Ok(event_rows(c, sql, id, "event")?
+        .into_iter()
+        .map(|(eid, time_ms, kind)| HistoryEvent {
+            id: eid as u64,
+            time_ms,
+            kind,
+        })
+        .collect())
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -488,16 +502,7 @@ impl Store for SqliteStore {
     }
 
     fn load_history(&self, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
-        let sql = "SELECT id, time_ms, data FROM events WHERE instance_id = ?1 ORDER BY id";
-        self.read(|c| event_rows(c, sql, id, "event")).map(|rows| {
-            rows.into_iter()
-                .map(|(eid, time_ms, kind)| HistoryEvent {
-                    id: eid as u64,
-                    time_ms,
-                    kind,
-                })
-                .collect()
-        })
+        self.read(|c| history(c, id))
     }
 
     fn archived_run(&self, id: &InstanceId, run: u32) -> Result<Option<HistoryExport>, StoreError> {
