@@ -187,6 +187,26 @@ fn the_event_stream_sends_every_transition_in_order_and_resumes_after_last_event
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, ids[5]);
 
+    // `pinion events` prints the same events from the database file, one JSON per line.
+    let o = pinion(&db, &["events", "--json", "--id", "s1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    let types: Vec<_> = lines.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["started", "terminated"]);
+    assert_eq!(lines[1]["id"], ids[5]);
+    // A bad filter is refused before anything is printed.
+    let o = pinion(&db, &["events", "--type", "finished"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown event type `finished`"));
+
     // A stream in progress does not hold the server up on SIGTERM.
     let (exit, _) = server.terminate();
     assert!(exit.success());

@@ -24,14 +24,16 @@ pub(super) fn events(api: &dyn Api, json: bool, args: &EventsArgs) -> Result<i32
         limit: args.limit,
     };
     let mut left = args.limit.map_or(u64::MAX, u64::from);
-    if !json {
-        println!(
-            "{:>6}  {:<13}  {:<16}  {:<24}  {:<16}  {:<12}  DETAILS",
-            "ID", "AT (ms)", "TYPE", "INSTANCE", "WORKFLOW TYPE", "MODULE"
-        );
-    }
+    let mut header = !json;
     loop {
         let batch = api.events(&query)?;
+        // After the first answer, so a refused query prints only its error.
+        if std::mem::take(&mut header) {
+            println!(
+                "{:>6}  {:<13}  {:<16}  {:<24}  {:<16}  {:<12}  DETAILS",
+                "ID", "AT (ms)", "TYPE", "INSTANCE", "WORKFLOW TYPE", "MODULE"
+            );
+        }
         for e in &batch {
             print_event(e, json);
             query.after = e.id;
