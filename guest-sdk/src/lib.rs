@@ -71,6 +71,7 @@ mod child;
 mod context;
 mod error;
 pub mod future;
+pub mod http;
 mod macros;
 mod options;
 mod query;

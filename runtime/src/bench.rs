@@ -89,7 +89,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     let p = Pinion::open(pc)?;
     let hash = p.deploy_file(&config.module)?.hash;
     let worker = p.start_worker(WorkerConfig {
-        activity_threads: config.concurrency.clamp(4, 64),
+        max_activities: config.concurrency.clamp(4, 4096),
         poll_interval: Duration::from_millis(20),
         log: std::sync::Arc::new(|_| {}),
         ..WorkerConfig::default()

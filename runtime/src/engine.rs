@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::clock::{random_u64, Clock, SystemClock};
+use crate::config::{GrantSource, Grants};
 use crate::executor::ExecError;
 use crate::history::{
     EventKind, HistoryEvent, InstanceId, InstanceStatus, Payload, DETERMINISM_RULES_VERSION,
@@ -134,6 +135,8 @@ pub struct PinionConfig {
     pub cache_dir: Option<PathBuf>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// What activities may reach (`pinion.toml`); nothing by default.
+    pub grants: Arc<GrantSource>,
 }
 
 impl PinionConfig {
@@ -148,6 +151,7 @@ impl PinionConfig {
             limits: SandboxLimits::default(),
             cache_dir: Some(PathBuf::from(cache)),
             clock: Arc::new(SystemClock),
+            grants: Arc::new(GrantSource::fixed(Grants::none())),
         }
     }
 }
@@ -173,6 +177,7 @@ pub struct Pinion {
     registry: Arc<Registry>,
     sandbox: Arc<Sandbox>,
     clock: Arc<dyn Clock>,
+    grants: Arc<GrantSource>,
     db_path: PathBuf,
     /// The worker this engine started, if it still runs: signals wake it, queries borrow
     /// its cached runs.
@@ -203,6 +208,7 @@ impl Pinion {
             registry,
             sandbox,
             clock: config.clock,
+            grants: config.grants,
             db_path: config.db_path,
             worker: Mutex::new(Weak::new()),
         })
@@ -236,6 +242,11 @@ impl Pinion {
     /// The sandbox.
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.sandbox
+    }
+
+    /// The grants in force for activities.
+    pub fn grants(&self) -> &Arc<GrantSource> {
+        &self.grants
     }
 
     /// Validates and stores a module.
@@ -380,12 +391,16 @@ impl Pinion {
         if file.try_lock().is_err() {
             return Err(Error::WorkerLocked(lock_path.display().to_string()));
         }
+        let activities = crate::worker::activity_runtime(config.activity_threads)
+            .map_err(|e| SandboxError::Setup(format!("cannot start the activity runtime: {e}")))?;
         let worker = Worker::start(
             self.store.clone(),
             self.registry.clone(),
             self.sandbox.clone(),
+            self.grants.clone(),
             self.clock.clone(),
             config,
+            activities,
         )?;
         *self.worker.lock().expect("worker handle lock") = Arc::downgrade(worker.shared());
         Ok(WorkerGuard {

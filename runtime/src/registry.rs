@@ -98,6 +98,34 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<ModuleHash, Arc<LoadedModule>>>,
+    facts: Mutex<HashMap<ModuleHash, (u64, Arc<ModuleFactsOwned>)>>,
+}
+
+/// How long the facts grants are matched against (label, aliases) are cached: an alias
+/// set or ramped is seen by grants within this time.
+const FACTS_TTL_MS: u64 = 1_000;
+
+/// A module's identity as grants see it: hash, version label, and the aliases that point
+/// at it now or ever did.
+#[derive(Debug, Clone)]
+pub struct ModuleFactsOwned {
+    /// The hash.
+    pub hash: ModuleHash,
+    /// The manifest's version label.
+    pub label: Option<String>,
+    /// Aliases, sorted.
+    pub aliases: Vec<String>,
+}
+
+impl ModuleFactsOwned {
+    /// Borrowed, for [`crate::config::Grants::for_activity`].
+    pub fn as_facts(&self) -> crate::config::ModuleFacts<'_> {
+        crate::config::ModuleFacts {
+            hash: &self.hash.0,
+            label: self.label.as_deref(),
+            aliases: &self.aliases,
+        }
+    }
 }
 
 /// SHA-256 of `bytes`, as lower-case hex.
@@ -148,7 +176,35 @@ impl Registry {
             clock,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What grants are matched against for module `hash` (cached for about a second).
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownModule`], or a storage error.
+    pub fn facts(&self, hash: &ModuleHash) -> Result<Arc<ModuleFactsOwned>, RegistryError> {
+        let now = self.clock.now_ms();
+        if let Some((at, f)) = self.facts.lock().expect("facts lock").get(hash) {
+            if now.saturating_sub(*at) < FACTS_TTL_MS {
+                return Ok(f.clone());
+            }
+        }
+        let record = self
+            .store
+            .get_module(hash)?
+            .ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))?;
+        let facts = Arc::new(ModuleFactsOwned {
+            hash: hash.clone(),
+            label: record.manifest.version_label,
+            aliases: self.store.aliases_of_module(hash)?,
+        });
+        self.facts
+            .lock()
+            .expect("facts lock")
+            .insert(hash.clone(), (now, facts.clone()));
+        Ok(facts)
     }
 
     /// Compiles, links and reads the manifest of `bytes`, without storing anything.

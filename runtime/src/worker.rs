@@ -6,8 +6,12 @@
 //! * **workflow threads** take runnable instances from a queue filled by a dispatcher,
 //!   activate them (from the [`RunCache`] when the cached run is at the end of history,
 //!   else rebuilt by replay) and commit the activation in one transaction;
-//! * **activity threads** run claimed activity attempts in fresh instances of the pinned
-//!   module, then record the result or schedule the retry with backoff;
+//! * a **claim thread** claims activity attempts and starts each as a task on the
+//!   activities' tokio runtime, where it runs in a fresh instance of the pinned module with
+//!   the capabilities its grants give it ([`crate::config`]); an attempt waiting on the
+//!   network holds no thread, so thousands can be in flight
+//!   ([`WorkerConfig::max_activities`]). Its result is recorded, or its retry scheduled with
+//!   backoff, from tokio's blocking pool;
 //! * a **timer thread** moves due timers into their instances' inboxes.
 //!
 //! Because all of them commit through the store's single writer, many instances' commits
@@ -19,7 +23,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use std::time::Duration;
 use pinion_abi::{ActivityInvocation, ActivityOutcome, Failure, ModuleChoice};
 
 use crate::clock::Clock;
+use crate::config::{Capabilities, GrantSource};
 use crate::executor::{Checks, ExecError, ResolvedModule, WorkflowRun};
 use crate::history::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
 use crate::registry::{ModuleTarget, Registry};
@@ -56,13 +60,16 @@ pub fn stderr_sink() -> LogSink {
     Arc::new(|r: &LogRecord<'_>| eprintln!("[{} {}] {}", r.instance, r.source, r.line))
 }
 
-/// Worker settings. Defaults: 2 workflow threads, 8 activity threads, 1024 cached runs,
-/// 100 ms poll interval, 30 s activity lease slack, guest output to stderr.
+/// Worker settings. Defaults: 2 workflow threads, 1024 activity attempts in flight on 2
+/// tokio threads, 1024 cached runs, 100 ms poll interval, 30 s activity lease slack, guest
+/// output to stderr.
 #[derive(Clone)]
 pub struct WorkerConfig {
     /// Threads running workflow activations.
     pub workflow_threads: usize,
-    /// Threads running activity attempts (at most this many at once).
+    /// Activity attempts in flight at once (each a tokio task, not a thread).
+    pub max_activities: usize,
+    /// Threads of the tokio runtime that runs activity code.
     pub activity_threads: usize,
     /// Live instances kept between activations.
     pub cache_capacity: usize,
@@ -78,7 +85,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             workflow_threads: 2,
-            activity_threads: 8,
+            max_activities: 1024,
+            activity_threads: 2,
             cache_capacity: 1024,
             poll_interval: Duration::from_millis(100),
             activity_lease_slack: Duration::from_secs(30),
@@ -162,6 +170,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub sandbox: Arc<Sandbox>,
+    pub grants: Arc<GrantSource>,
     pub clock: Arc<dyn Clock>,
     pub config: WorkerConfig,
     pub stop: AtomicBool,
@@ -201,10 +210,29 @@ impl Shared {
 pub struct Worker {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    activities: Option<tokio::runtime::Runtime>,
 }
 
+/// The tokio runtime activity attempts run on: `threads` threads for activity code,
+/// tokio's blocking pool for recording outcomes.
+///
+/// # Errors
+/// When the OS refuses the threads.
+pub fn activity_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("pinion-activity")
+        .enable_all()
+        .build()
+}
+
+/// How long shutdown waits for activity attempts in flight before abandoning them (they
+/// run again after a restart: activities are at-least-once).
+const ACTIVITY_GRACE: Duration = Duration::from_secs(10);
+
 impl Worker {
-    /// Starts the worker threads.
+    /// Starts the worker threads; activity attempts run on `activities` (see
+    /// [`activity_runtime`]).
     ///
     /// # Errors
     /// When the store cannot release stale leases.
@@ -212,8 +240,10 @@ impl Worker {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         sandbox: Arc<Sandbox>,
+        grants: Arc<GrantSource>,
         clock: Arc<dyn Clock>,
         config: WorkerConfig,
+        activities: tokio::runtime::Runtime,
     ) -> Result<Worker, StoreError> {
         // The caller holds the database's worker lock, so every lease is a dead process's.
         store.release_leases()?;
@@ -221,6 +251,7 @@ impl Worker {
             store,
             registry,
             sandbox,
+            grants,
             clock,
             stop: AtomicBool::new(false),
             workflow_wake: Notify::default(),
@@ -251,28 +282,21 @@ impl Worker {
                 Box::new(move || workflow_loop(&s)),
             ));
         }
-        let (tx, rx) = sync_channel::<ActivityTask>(0);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..shared.config.activity_threads.max(1) {
-            let (s, rx) = (shared.clone(), rx.clone());
-            threads.push(spawn(
-                format!("pinion-activity-{i}"),
-                Box::new(move || activity_loop(&s, &rx)),
-            ));
-        }
-        let s = shared.clone();
+        let (s, handle) = (shared.clone(), activities.handle().clone());
         threads.push(spawn(
             "pinion-activity-claim".into(),
-            Box::new(move || {
-                claim_loop(&s, tx);
-            }),
+            Box::new(move || claim_loop(&s, &handle)),
         ));
         let s = shared.clone();
         threads.push(spawn(
             "pinion-timers".into(),
             Box::new(move || timer_loop(&s)),
         ));
-        Ok(Worker { shared, threads })
+        Ok(Worker {
+            shared,
+            threads,
+            activities: Some(activities),
+        })
     }
 
     /// Wakes the workflow dispatcher (new instance started in this process).
@@ -298,6 +322,19 @@ impl Worker {
         self.shared.queue_cv.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(rt) = self.activities.take() {
+            // Attempts in flight finish if they can within the grace period; after it they
+            // are abandoned, and their leases make them run again after a restart.
+            #[allow(clippy::disallowed_methods)] // a shutdown grace period is real time
+            let until = std::time::Instant::now() + ACTIVITY_GRACE;
+            #[allow(clippy::disallowed_methods)]
+            while self.shared.activities_running.load(Ordering::SeqCst) > 0
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            rt.shutdown_background();
         }
     }
 }
@@ -518,19 +555,20 @@ fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, 
     }
 }
 
-fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
+fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
     let slack = s.config.activity_lease_slack.as_millis() as u64;
     while !stopping(s) {
         let seen = s.activity_wake.generation();
         let free = s
             .config
-            .activity_threads
+            .max_activities
+            .max(1)
             .saturating_sub(s.activities_running.load(Ordering::SeqCst));
         let mut claimed = 0;
         if free > 0 {
             match s.store.claim_activities(
                 s.clock.now_ms(),
-                free as u32,
+                free.min(512) as u32,
                 slack,
                 s.sandbox.limits().default_activity_timeout.as_millis() as u64,
             ) {
@@ -538,9 +576,7 @@ fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
                     claimed = tasks.len();
                     for t in tasks {
                         s.activities_running.fetch_add(1, Ordering::SeqCst);
-                        if tx.send(t).is_err() {
-                            return;
-                        }
+                        rt.spawn(attempt(s.clone(), t));
                     }
                 }
                 Err(e) => report("claiming activities", &e),
@@ -553,23 +589,110 @@ fn claim_loop(s: &Shared, tx: std::sync::mpsc::SyncSender<ActivityTask>) {
     }
 }
 
-fn activity_loop(s: &Shared, rx: &Mutex<Receiver<ActivityTask>>) {
-    loop {
-        let task = {
-            let rx = rx.lock().expect("activity channel lock");
-            match rx.recv_timeout(s.config.poll_interval) {
-                Ok(t) => t,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stopping(s) => continue,
-                Err(_) => return,
-            }
-        };
-        let resolved = run_activity(s, &task);
-        s.activities_running.fetch_sub(1, Ordering::SeqCst);
-        s.activity_wake.notify();
-        if resolved {
-            s.workflow_wake.notify();
-        }
+/// One activity attempt, from claim to recorded outcome.
+async fn attempt(s: Arc<Shared>, task: ActivityTask) {
+    let outcome = run_attempt(&s, &task).await;
+    let s2 = s.clone();
+    let resolved = tokio::task::spawn_blocking(move || record_attempt(&s2, &task, outcome))
+        .await
+        .unwrap_or(false);
+    s.activities_running.fetch_sub(1, Ordering::SeqCst);
+    s.activity_wake.notify();
+    if resolved {
+        s.workflow_wake.notify();
     }
+}
+
+/// How an attempt ended, before the retry policy is applied.
+struct AttemptOutcome {
+    result: Result<Payload, Failure>,
+    timed_out: bool,
+}
+
+async fn run_attempt(s: &Shared, task: &ActivityTask) -> AttemptOutcome {
+    let failure = |kind: &str, message: String, non_retryable: bool| Failure {
+        kind: kind.into(),
+        message,
+        non_retryable,
+        attempts: task.attempt,
+    };
+    let module = match s.registry.load(&task.module_hash) {
+        Ok(m) => m,
+        Err(e) => {
+            return AttemptOutcome {
+                result: Err(failure("ModuleUnavailable", e.to_string(), true)),
+                timed_out: false,
+            }
+        }
+    };
+    let caps = capabilities(s, &task.module_hash, &task.activity_type);
+    let source = format!("activity {}", task.activity_type);
+    let timeout = task
+        .options
+        .start_to_close_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(s.sandbox.limits().default_activity_timeout);
+    let invocation = ActivityInvocation {
+        activity_type: task.activity_type.clone(),
+        input: task.input.as_bytes().to_vec(),
+        attempt: task.attempt,
+        instance_id: task.instance_id.0.clone(),
+        seq: task.seq,
+    };
+    let run = s
+        .sandbox
+        .run_activity(&module, &task.module_hash.0, &invocation, timeout, caps)
+        .await;
+    emit(s, &task.instance_id, &source, &(run.stdout, run.stderr));
+    let (result, timed_out) = match run.result {
+        Ok(ActivityOutcome::Completed(bytes)) => match Payload::from_json_bytes(&bytes) {
+            Ok(p) => (Ok(p), false),
+            Err(e) => (
+                Err(failure(
+                    "InvalidOutput",
+                    format!("activity result is not JSON: {e}"),
+                    true,
+                )),
+                false,
+            ),
+        },
+        Ok(ActivityOutcome::Failed(f)) => (
+            Err(Failure {
+                attempts: task.attempt,
+                ..f
+            }),
+            false,
+        ),
+        Err(SandboxError::Timeout(t)) => (
+            Err(failure(
+                "StartToCloseTimeout",
+                format!("attempt {} ran past {t:?}", task.attempt),
+                false,
+            )),
+            true,
+        ),
+        Err(e @ SandboxError::Setup(_)) => {
+            (Err(failure("ActivitySetup", e.to_string(), false)), false)
+        }
+        Err(e) => (Err(failure("ActivityTrapped", e.to_string(), false)), false),
+    };
+    AttemptOutcome { result, timed_out }
+}
+
+/// What the grants in force give an attempt of `activity_type` from module `hash`.
+fn capabilities(s: &Shared, hash: &ModuleHash, activity_type: &str) -> Arc<Capabilities> {
+    let grants = s.grants.current();
+    if grants.is_empty() {
+        return Arc::new(Capabilities::default());
+    }
+    let facts = match s.registry.facts(hash) {
+        Ok(f) => f,
+        Err(e) => {
+            report(&format!("reading the grants' facts of module {hash}"), &e);
+            return Arc::new(Capabilities::default());
+        }
+    };
+    Arc::new(grants.for_activity(&facts.as_facts(), activity_type))
 }
 
 /// The delay before attempt `attempt + 1`.
@@ -583,66 +706,13 @@ pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
     (delay.min(max as f64)) as u64
 }
 
-/// Runs one attempt and records its fate. Returns true when the workflow got a result.
-fn run_activity(s: &Shared, task: &ActivityTask) -> bool {
-    let source = format!("activity {}", task.activity_type);
-    let timeout = task
-        .options
-        .start_to_close_timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(s.sandbox.limits().default_activity_timeout);
-    let failure = |kind: &str, message: String, non_retryable: bool| Failure {
-        kind: kind.into(),
-        message,
-        non_retryable,
-        attempts: task.attempt,
-    };
-    let (outcome, timed_out) = match s.registry.load(&task.module_hash) {
-        Err(e) => (
-            Err(failure("ModuleUnavailable", e.to_string(), true)),
-            false,
-        ),
-        Ok(module) => {
-            let invocation = ActivityInvocation {
-                activity_type: task.activity_type.clone(),
-                input: task.input.as_bytes().to_vec(),
-                attempt: task.attempt,
-                instance_id: task.instance_id.0.clone(),
-                seq: task.seq,
-            };
-            let (result, stdout, stderr) = s.sandbox.run_activity(&module, &invocation, timeout);
-            emit(s, &task.instance_id, &source, &(stdout, stderr));
-            match result {
-                Ok(ActivityOutcome::Completed(bytes)) => match Payload::from_json_bytes(&bytes) {
-                    Ok(p) => (Ok(p), false),
-                    Err(e) => (
-                        Err(failure(
-                            "InvalidOutput",
-                            format!("activity result is not JSON: {e}"),
-                            true,
-                        )),
-                        false,
-                    ),
-                },
-                Ok(ActivityOutcome::Failed(f)) => (
-                    Err(Failure {
-                        attempts: task.attempt,
-                        ..f
-                    }),
-                    false,
-                ),
-                Err(SandboxError::Timeout(t)) => (
-                    Err(failure(
-                        "StartToCloseTimeout",
-                        format!("attempt {} ran past {t:?}", task.attempt),
-                        false,
-                    )),
-                    true,
-                ),
-                Err(e) => (Err(failure("ActivityTrapped", e.to_string(), false)), false),
-            }
-        }
-    };
+/// Records an attempt's fate: the result, the final failure, or the next attempt after
+/// backoff. Returns true when the workflow got a result.
+fn record_attempt(s: &Shared, task: &ActivityTask, outcome: AttemptOutcome) -> bool {
+    let AttemptOutcome {
+        result: outcome,
+        timed_out,
+    } = outcome;
     let now = s.clock.now_ms();
     let resolution = match outcome {
         Ok(result) => ActivityResolution::Resolve(EventKind::ActivityCompleted {

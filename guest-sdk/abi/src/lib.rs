@@ -62,6 +62,82 @@ pub mod exports {
     pub const MEMORY: &str = "memory";
 }
 
+/// Functions the host offers a module under the import module [`imports::MODULE`]. They are
+/// optional: a module that never calls them does not import them, and modules built before
+/// they existed load unchanged.
+pub mod imports {
+    /// The wasm import module name of pinion's own host functions.
+    pub const MODULE: &str = "pinion";
+    /// `(ptr: i32, len: i32) -> i32`: send the postcard [`HttpRequest`](super::HttpRequest)
+    /// at `ptr..ptr+len` and wait for it. Returns the length of the postcard
+    /// [`HttpOutcome`](super::HttpOutcome) the host staged for [`TAKE_STAGED`], or a negative
+    /// number when the request did not decode. Activities only: in a workflow instance the
+    /// call traps (workflows reach the world through activities).
+    pub const HTTP_SEND: &str = "http_send";
+    /// `(ptr: i32, len: i32) -> i32`: copy the staged bytes of the last call into
+    /// `ptr..ptr+len` (`len` must equal the staged length) and drop them. Returns 0, or a
+    /// negative number when nothing is staged or the length differs.
+    pub const TAKE_STAGED: &str = "take_staged";
+}
+
+/// An outgoing HTTP request from an activity ([`imports::HTTP_SEND`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Absolute `http://` or `https://` URL.
+    pub url: String,
+    /// Header names and values, in order; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    /// Request body (empty for none).
+    pub body: Vec<u8>,
+    /// Timeout for this request in milliseconds; the host never waits past the attempt's
+    /// start-to-close deadline, whatever this says.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer to an [`HttpRequest`] that reached a server (any status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+    /// The URL that answered, after redirects.
+    pub url: String,
+}
+
+/// Why an [`HttpRequest`] got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpErrorKind {
+    /// The URL (or a redirect's target) is not granted to this activity: never retried.
+    Denied,
+    /// The request is malformed (bad URL, method or header): never retried.
+    InvalidRequest,
+    /// No answer in time (the request's timeout or the attempt's deadline).
+    Timeout,
+    /// The connection failed (refused, reset, DNS, TLS).
+    Connect,
+    /// The response body is larger than the operator's limit.
+    TooLarge,
+    /// Too many redirects.
+    TooManyRedirects,
+}
+
+/// An HTTP call that failed before a response arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpError {
+    /// What kind of failure.
+    pub kind: HttpErrorKind,
+    /// What happened, naming the URL (and, for [`HttpErrorKind::Denied`], the missing grant).
+    pub message: String,
+}
+
+/// What [`imports::HTTP_SEND`] stages: a response or an error.
+pub type HttpOutcome = Result<HttpResponse, HttpError>;
+
 /// Packs a guest pointer and length into the `i64` returned by entry points.
 pub const fn pack(ptr: u32, len: u32) -> u64 {
     ((ptr as u64) << 32) | len as u64

@@ -22,6 +22,11 @@ pub struct Cli {
     /// to --server.
     #[arg(long, global = true, env = "PINION_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The operator's configuration (pinion.toml): what activities may reach (HTTP,
+    /// directories, environment, secrets). Without it activities get nothing. Re-read
+    /// when it changes.
+    #[arg(long, global = true, env = "PINION_CONFIG")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -259,9 +264,12 @@ pub struct ServerArgs {
     /// Threads running workflow activations.
     #[arg(long, default_value_t = 2)]
     pub workflow_threads: usize,
-    /// Threads running activities.
-    #[arg(long, default_value_t = 8)]
+    /// Threads running activity code (attempts waiting on the network hold none).
+    #[arg(long, default_value_t = 2)]
     pub activity_threads: usize,
+    /// Activity attempts in flight at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_activities: usize,
     /// POST every lifecycle event to this URL, signed and retried (repeatable).
     #[arg(long = "webhook", requires = "webhook_secret_file")]
     pub webhooks: Vec<String>,

@@ -31,6 +31,7 @@ use crate::api::types::{DeployOptions, ListQuery, StartBody, UpgradeBody, MAX_PA
 use crate::api::webhooks::Webhook;
 use crate::api::{Api, ApiError, Client, ErrorCode, ServerConfig, Token};
 use crate::bench::BenchConfig;
+use crate::config::GrantSource;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
 use crate::history::InstanceStatus;
 use crate::store::sqlite::Synchronous;
@@ -104,7 +105,18 @@ pub fn main() -> i32 {
 }
 
 fn open(cli: &Cli) -> Result<Pinion, Failure> {
-    Ok(Pinion::open(PinionConfig::new(&cli.db))?)
+    let mut config = PinionConfig::new(&cli.db);
+    if let Some(path) = &cli.config {
+        let report = Box::new(|e: &crate::config::ConfigError| {
+            eprintln!("pinion: the configuration changed but is not valid, the previous grants stay in force: {e}");
+        });
+        config.grants =
+            std::sync::Arc::new(GrantSource::watch(path, report).map_err(|e| Failure {
+                code: 4,
+                error: anyhow::anyhow!(e),
+            })?);
+    }
+    Ok(Pinion::open(config)?)
 }
 
 fn usage(msg: impl std::fmt::Display) -> Failure {
@@ -430,13 +442,15 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             let worker = p.start_worker(WorkerConfig {
                 workflow_threads: args.workflow_threads,
                 activity_threads: args.activity_threads,
+                max_activities: args.max_activities,
                 ..WorkerConfig::default()
             })?;
             println!(
-                "pinion server running on {} (workflow threads: {}, activity threads: {})",
+                "pinion server running on {} (workflow threads: {}, activity threads: {}, activities in flight: up to {})",
                 p.db_path().display(),
                 args.workflow_threads,
-                args.activity_threads
+                args.activity_threads,
+                args.max_activities
             );
             crate::api::serve(p, worker, config, |addr| {
                 println!("pinion server listening on http://{addr}");

@@ -1,31 +1,42 @@
 //! The wasmtime sandbox: one engine, deterministic workflow instances, activity instances.
 //!
-//! # Determinism is configured here
+//! One engine compiles each module once; a [`LoadedModule`] is linked twice, against two
+//! different worlds:
+//!
+//! * **workflows** ([`wasi`]): a hand-written, deterministic WASI surface (logical clock,
+//!   seeded PRNG, no files, environment or sockets), called synchronously;
+//! * **activities** ([`activity`]): `wasmtime-wasi`'s preview 1 with real clocks and random,
+//!   plus exactly what the operator's grants give the attempt (preopened directories,
+//!   environment, secrets, outgoing HTTP through [`http`]), called asynchronously on tokio,
+//!   so an activity waiting on the network holds no thread.
+//!
+//! # Determinism and limits are configured here
 //!
 //! * NaN canonicalisation on, threads off, relaxed SIMD in deterministic mode: the same
-//!   wasm produces the same bits on every machine.
+//!   wasm produces the same bits on every machine. Multi-memory off.
 //! * Fuel: each workflow activation gets [`SandboxLimits::fuel_per_activation`]; an infinite
 //!   loop becomes a deterministic `OutOfFuel` error instead of a hung worker.
-//! * Memory: each instance is limited to [`SandboxLimits::memory_bytes`].
-//! * WASI: the module's view of the world is [`wasi`]'s table: logical clock and seeded PRNG
-//!   for workflows, real ones for activities, no files, environment or sockets.
-//! * Epoch interruption implements activity start-to-close timeouts: a ticker thread bumps
-//!   the epoch every [`EPOCH_TICK`], an activity store traps after its deadline.
+//! * Memory: all memories and tables of an instance together are bounded by one
+//!   [`limiter::GuestLimiter`] ([`SandboxLimits::memory_bytes`]).
+//! * Epochs: a ticker thread bumps the epoch every [`EPOCH_TICK`]; an activity yields to
+//!   tokio at every tick, so a busy activity cannot starve waiting ones, and its
+//!   start-to-close timeout is a tokio timeout around the whole attempt.
 
+pub mod activity;
+pub mod http;
+pub mod limiter;
 pub mod wasi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pinion_abi::{
-    exports, Activation, ActivityInvocation, ActivityOutcome, Completion, Manifest, QueryRequest,
-    QueryResponse,
-};
+use pinion_abi::{exports, imports, Activation, Completion, Manifest, QueryRequest, QueryResponse};
 use wasmtime::{
-    Config, Engine, Instance, InstancePre, Linker, Memory, Module, OptLevel, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    Config, Engine, Instance, InstancePre, Linker, Memory, Module, OptLevel, Store, Trap, TypedFunc,
 };
+
+use limiter::GuestLimiter;
 
 pub use wasi::SplitMix64;
 
@@ -73,15 +84,17 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 /// Resource limits. Defaults: 1e9 fuel per activation, 128 MiB per instance, activity
-/// timeout 5 minutes when the workflow sets none.
+/// timeout 5 minutes when the workflow sets none, HTTP responses up to 16 MiB.
 #[derive(Debug, Clone)]
 pub struct SandboxLimits {
     /// Fuel (roughly, wasm instructions) one workflow activation may use.
     pub fuel_per_activation: u64,
-    /// Linear memory limit per instance, in bytes.
+    /// Linear memory limit per instance (all its memories together), in bytes.
     pub memory_bytes: usize,
     /// Start-to-close timeout of an activity whose options set none.
     pub default_activity_timeout: Duration,
+    /// Largest HTTP response body an activity may receive, in bytes.
+    pub http_response_bytes: usize,
 }
 
 impl Default for SandboxLimits {
@@ -90,33 +103,19 @@ impl Default for SandboxLimits {
             fuel_per_activation: 1_000_000_000,
             memory_bytes: 128 << 20,
             default_activity_timeout: Duration::from_secs(300),
+            http_response_bytes: 16 << 20,
         }
     }
 }
 
-/// What an instance is for; decides what its WASI clock and random return.
-#[derive(Debug)]
-pub enum GuestKind {
-    /// A workflow: logical time and seeded randomness.
-    Workflow {
-        /// The current activation's logical time.
-        now_ms: u64,
-        /// Deterministic random source for `random_get`.
-        rng: SplitMix64,
-    },
-    /// An activity: real time and randomness, until its start-to-close deadline.
-    Activity {
-        /// When the attempt's timeout expires.
-        deadline: std::time::Instant,
-    },
-}
-
-/// Per-instance host state.
+/// Per-instance host state of a workflow instance.
 #[derive(Debug)]
 pub struct GuestState {
-    limits: StoreLimits,
-    /// Clock and random behaviour.
-    pub kind: GuestKind,
+    limiter: GuestLimiter,
+    /// The current activation's logical time: what the WASI clocks return.
+    pub now_ms: u64,
+    /// Deterministic random source for `random_get`, seeded from the start event.
+    pub rng: SplitMix64,
     /// Captured stdout.
     pub stdout: Vec<u8>,
     /// Captured stderr.
@@ -124,16 +123,14 @@ pub struct GuestState {
 }
 
 /// Captured output above this size is truncated: logs are for people, not for bulk data.
-const MAX_CAPTURE: usize = 64 << 10;
+pub const MAX_CAPTURE: usize = 64 << 10;
 
 impl GuestState {
-    fn new(kind: GuestKind, memory_bytes: usize) -> GuestState {
+    fn new(rng: SplitMix64, memory_bytes: usize) -> GuestState {
         GuestState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(1)
-                .build(),
-            kind,
+            limiter: GuestLimiter::new(memory_bytes),
+            now_ms: 0,
+            rng,
             stdout: Vec::new(),
             stderr: Vec::new(),
         }
@@ -155,11 +152,13 @@ impl GuestState {
     }
 }
 
-/// A module compiled and linked, ready to instantiate cheaply.
+/// A module compiled and linked (for workflows and for activities), ready to instantiate
+/// cheaply.
 #[derive(Clone)]
 pub struct LoadedModule {
     module: Module,
     pre: InstancePre<GuestState>,
+    activity_pre: InstancePre<activity::ActivityState>,
 }
 
 impl LoadedModule {
@@ -173,7 +172,9 @@ impl LoadedModule {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
+    activity_linker: Linker<activity::ActivityState>,
     limits: SandboxLimits,
+    http: http::HttpClient,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -185,11 +186,12 @@ impl Drop for Sandbox {
 
 fn trap_error(
     e: wasmtime::Error,
-    state: &GuestState,
+    stderr: &[u8],
+    limit_hit: bool,
     fuel_budget: u64,
     memory_bytes: usize,
 ) -> SandboxError {
-    let stderr = String::from_utf8_lossy(&state.stderr).into_owned();
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
     if let Some(trap) = e.downcast_ref::<Trap>() {
         match trap {
             Trap::OutOfFuel => return SandboxError::OutOfFuel(fuel_budget),
@@ -198,8 +200,9 @@ fn trap_error(
         }
     }
     // Allocation failure inside the guest after `memory.grow` was refused shows up as an
-    // abort with this message from Rust's allocator.
-    if stderr.contains("memory allocation of") {
+    // abort with this message from Rust's allocator; a refused initial memory or table
+    // as an instantiation error.
+    if stderr.contains("memory allocation of") || limit_hit {
         return SandboxError::MemoryLimit(memory_bytes);
     }
     SandboxError::Trap {
@@ -220,10 +223,15 @@ impl Sandbox {
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
+            .wasm_multi_memory(false)
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasi::add_to_linker(&mut linker).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
+        wasi::add_to_linker(&mut linker).map_err(setup)?;
+        let mut activity_linker = Linker::new(&engine);
+        activity::add_to_linker(&mut activity_linker).map_err(setup)?;
+        let http =
+            http::HttpClient::new(limits.http_response_bytes).map_err(SandboxError::Setup)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
         std::thread::Builder::new()
@@ -238,7 +246,9 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             linker,
+            activity_linker,
             limits,
+            http,
             ticker_stop,
         })
     }
@@ -293,12 +303,22 @@ impl Sandbox {
     /// [`SandboxError::Abi`] naming the offending import or missing export.
     pub fn load(&self, module: Module) -> Result<LoadedModule, SandboxError> {
         for import in module.imports() {
-            if import.module() != wasi::WASI {
+            let known = match import.module() {
+                wasi::WASI => true,
+                m if m == imports::MODULE => {
+                    [imports::HTTP_SEND, imports::TAKE_STAGED].contains(&import.name())
+                }
+                _ => false,
+            };
+            if !known {
                 return Err(SandboxError::Abi(format!(
-                    "it imports `{}::{}`; pinion provides only `{}` functions",
+                    "it imports `{}::{}`; pinion provides `{}` functions and `{}::{{{}, {}}}`; was it built with a newer pinion-sdk?",
                     import.module(),
                     import.name(),
-                    wasi::WASI
+                    wasi::WASI,
+                    imports::MODULE,
+                    imports::HTTP_SEND,
+                    imports::TAKE_STAGED,
                 )));
             }
         }
@@ -350,49 +370,45 @@ impl Sandbox {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
-        Ok(LoadedModule { module, pre })
+        let activity_pre = self
+            .activity_linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::Abi(format!("{e:#}")))?;
+        Ok(LoadedModule {
+            module,
+            pre,
+            activity_pre,
+        })
     }
 
     fn instantiate(
         &self,
         loaded: &LoadedModule,
-        kind: GuestKind,
-    ) -> Result<GuestInstance, SandboxError> {
-        let workflow = matches!(kind, GuestKind::Workflow { .. });
-        let mut store = Store::new(
-            &self.engine,
-            GuestState::new(kind, self.limits.memory_bytes),
-        );
-        store.limiter(|s| &mut s.limits);
+        rng: SplitMix64,
+    ) -> Result<GuestInstance<GuestState>, SandboxError> {
+        let mut store = Store::new(&self.engine, GuestState::new(rng, self.limits.memory_bytes));
+        store.limiter(|s| &mut s.limiter);
         store
-            .set_fuel(if workflow {
-                self.limits.fuel_per_activation
-            } else {
-                u64::MAX
-            })
+            .set_fuel(self.limits.fuel_per_activation)
             .map_err(setup)?;
+        // Workflows are bounded by fuel, not time: the epoch never interrupts them.
         store.epoch_deadline_trap();
-        // An activity's whole attempt, `_initialize` included, is bounded by its timeout;
-        // workflows are bounded by fuel instead.
-        let ticks = match &store.data().kind {
-            #[allow(clippy::disallowed_methods)] // an activity's deadline is real time
-            GuestKind::Activity { deadline } => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                (left.as_millis() / EPOCH_TICK.as_millis()) as u64 + 2
-            }
-            GuestKind::Workflow { .. } => 1 << 40,
+        store.set_epoch_deadline(1 << 40);
+        let memory_bytes = self.limits.memory_bytes;
+        let fail = |e, s: &Store<GuestState>| {
+            trap_error(e, &s.data().stderr, s.data().limiter.hit, 0, memory_bytes)
         };
-        store.set_epoch_deadline(ticks);
-        let instance = loaded
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
+        let instance = match loaded.pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Err(fail(e, &store)),
+        };
         // A WASI "reactor" initialises its runtime in `_initialize`, once, before any export.
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
-            init.call(&mut store, ())
-                .map_err(|e| trap_error(e, store.data(), 0, self.limits.memory_bytes))?;
+            if let Err(e) = init.call(&mut store, ()) {
+                return Err(fail(e, &store));
+            }
         }
-        GuestInstance::new(store, instance, self.limits.memory_bytes)
+        GuestInstance::new(store, instance, memory_bytes)
     }
 
     /// Reads a module's ABI version and manifest, in a throwaway workflow-mode instance.
@@ -400,13 +416,7 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxError::Abi`] when the version is wrong or the manifest does not decode.
     pub fn read_manifest(&self, loaded: &LoadedModule) -> Result<Manifest, SandboxError> {
-        let mut g = self.instantiate(
-            loaded,
-            GuestKind::Workflow {
-                now_ms: 0,
-                rng: SplitMix64::new(0),
-            },
-        )?;
+        let mut g = self.instantiate(loaded, SplitMix64::new(0))?;
         let f: TypedFunc<(), i32> = g.func(exports::ABI_VERSION)?;
         let version = f.call(&mut g.store, ()).map_err(|e| g.trap(e))? as u32;
         if version != pinion_abi::ABI_VERSION {
@@ -439,13 +449,7 @@ impl Sandbox {
         loaded: &LoadedModule,
         seed: u64,
     ) -> Result<WorkflowInstance, SandboxError> {
-        let mut inner = self.instantiate(
-            loaded,
-            GuestKind::Workflow {
-                now_ms: 0,
-                rng: SplitMix64::new(seed ^ 0x5EED),
-            },
-        )?;
+        let mut inner = self.instantiate(loaded, SplitMix64::new(seed ^ 0x5EED))?;
         let activate = inner.func(exports::ACTIVATE)?;
         let query = inner.func(exports::QUERY)?;
         Ok(WorkflowInstance {
@@ -455,47 +459,32 @@ impl Sandbox {
             fuel: self.limits.fuel_per_activation,
         })
     }
-
-    /// Runs one activity attempt in a fresh instance with real clocks and randomness.
-    /// Returns the outcome and what the activity wrote to stdout and stderr.
-    ///
-    /// # Errors
-    /// [`SandboxError::Timeout`] past `timeout`; [`SandboxError::Trap`] on a panic.
-    pub fn run_activity(
-        &self,
-        loaded: &LoadedModule,
-        invocation: &ActivityInvocation,
-        timeout: Duration,
-    ) -> (Result<ActivityOutcome, SandboxError>, Vec<u8>, Vec<u8>) {
-        #[allow(clippy::disallowed_methods)] // an activity's deadline is real time
-        let deadline = std::time::Instant::now() + timeout;
-        let mut g = match self.instantiate(loaded, GuestKind::Activity { deadline }) {
-            Ok(g) => g,
-            Err(e) => return (Err(e), Vec::new(), Vec::new()),
-        };
-        let result = (|| {
-            let f: TypedFunc<(i32, i32), i64> = g.func(exports::RUN_ACTIVITY)?;
-            let request =
-                pinion_abi::encode(invocation).map_err(|e| SandboxError::Abi(e.to_string()))?;
-            let out = g.call_with_buffer(&f, &request).map_err(|e| match e {
-                SandboxError::Timeout(_) => SandboxError::Timeout(timeout),
-                other => other,
-            })?;
-            pinion_abi::decode::<ActivityOutcome>(&out)
-                .map_err(|e| SandboxError::Abi(format!("activity outcome does not decode: {e}")))
-        })();
-        let state = g.store.into_data();
-        (result, state.stdout, state.stderr)
-    }
 }
 
 fn setup(e: wasmtime::Error) -> SandboxError {
     SandboxError::Setup(format!("{e:#}"))
 }
 
+/// What the sandbox needs to know of a store's state to explain a trap.
+pub(crate) trait TrapContext {
+    /// What the guest wrote to stderr so far.
+    fn stderr(&self) -> Vec<u8>;
+    /// Whether the limiter refused a growth.
+    fn limit_hit(&self) -> bool;
+}
+
+impl TrapContext for GuestState {
+    fn stderr(&self) -> Vec<u8> {
+        self.stderr.clone()
+    }
+    fn limit_hit(&self) -> bool {
+        self.limiter.hit
+    }
+}
+
 /// A live instance and the ABI functions every kind uses.
-struct GuestInstance {
-    store: Store<GuestState>,
+pub(crate) struct GuestInstance<T: 'static> {
+    store: Store<T>,
     instance: Instance,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
@@ -503,12 +492,12 @@ struct GuestInstance {
     memory_bytes: usize,
 }
 
-impl GuestInstance {
+impl<T: TrapContext + 'static> GuestInstance<T> {
     fn new(
-        mut store: Store<GuestState>,
+        mut store: Store<T>,
         instance: Instance,
         memory_bytes: usize,
-    ) -> Result<GuestInstance, SandboxError> {
+    ) -> Result<GuestInstance<T>, SandboxError> {
         let memory = instance
             .get_memory(&mut store, exports::MEMORY)
             .ok_or_else(|| SandboxError::Abi("it exports no memory".into()))?;
@@ -544,25 +533,33 @@ impl GuestInstance {
     }
 
     fn trap(&self, e: wasmtime::Error) -> SandboxError {
-        let fuel = self.store.data();
-        trap_error(e, fuel, 0, self.memory_bytes)
+        let s = self.store.data();
+        trap_error(e, &s.stderr(), s.limit_hit(), 0, self.memory_bytes)
     }
 
     /// Copies a guest response out and frees it.
     fn take_buffer(&mut self, packed: u64) -> Result<Vec<u8>, SandboxError> {
         let (ptr, len) = pinion_abi::unpack(packed);
-        let mut out = vec![0u8; len as usize];
-        self.memory
-            .read(&self.store, ptr as usize, &mut out)
-            .map_err(|_| {
-                SandboxError::Abi(format!(
-                    "response buffer {ptr:#x}+{len} is outside guest memory"
-                ))
-            })?;
+        let out = self.read_response(ptr, len)?;
         self.free
             .call(&mut self.store, (ptr as i32, len as i32))
             .map_err(|e| self.trap(e))?;
         Ok(out)
+    }
+
+    /// Copies `ptr..ptr+len` out of guest memory, checking the range before allocating
+    /// anything: the length is the guest's word, not the host's to trust.
+    fn read_response(&self, ptr: u32, len: u32) -> Result<Vec<u8>, SandboxError> {
+        let (start, end) = (ptr as usize, ptr as usize + len as usize);
+        self.memory
+            .data(&self.store)
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                SandboxError::Abi(format!(
+                    "response buffer {ptr:#x}+{len} is outside guest memory"
+                ))
+            })
     }
 
     /// Writes `request` into guest memory, calls `f(ptr, len)`, and returns its response.
@@ -587,9 +584,49 @@ impl GuestInstance {
     }
 }
 
+impl<T: TrapContext + Send + 'static> GuestInstance<T> {
+    /// [`GuestInstance::call_with_buffer`] for stores whose host functions are async.
+    async fn call_with_buffer_async(
+        &mut self,
+        f: &TypedFunc<(i32, i32), i64>,
+        request: &[u8],
+    ) -> Result<Vec<u8>, SandboxError> {
+        let ptr = match self
+            .alloc
+            .call_async(&mut self.store, request.len() as i32)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Err(self.trap(e)),
+        };
+        self.memory
+            .write(&mut self.store, ptr as u32 as usize, request)
+            .map_err(|_| {
+                SandboxError::Abi("pinion_alloc returned a buffer outside guest memory".into())
+            })?;
+        let packed = match f
+            .call_async(&mut self.store, (ptr, request.len() as i32))
+            .await
+        {
+            Ok(p) => p as u64,
+            Err(e) => return Err(self.trap(e)),
+        };
+        let (ptr, len) = pinion_abi::unpack(packed);
+        let out = self.read_response(ptr, len)?;
+        if let Err(e) = self
+            .free
+            .call_async(&mut self.store, (ptr as i32, len as i32))
+            .await
+        {
+            return Err(self.trap(e));
+        }
+        Ok(out)
+    }
+}
+
 /// A workflow instance kept alive between activations.
 pub struct WorkflowInstance {
-    inner: GuestInstance,
+    inner: GuestInstance<GuestState>,
     activate: TypedFunc<(i32, i32), i64>,
     query: TypedFunc<(i32, i32), i64>,
     fuel: u64,
@@ -601,9 +638,7 @@ impl WorkflowInstance {
     /// # Errors
     /// Traps, fuel exhaustion, memory limits, or a completion that does not decode.
     pub fn activate(&mut self, activation: &Activation) -> Result<Completion, SandboxError> {
-        if let GuestKind::Workflow { now_ms, .. } = &mut self.inner.store.data_mut().kind {
-            *now_ms = activation.now_ms;
-        }
+        self.inner.store.data_mut().now_ms = activation.now_ms;
         self.inner.store.set_fuel(self.fuel).map_err(setup)?;
         let request =
             pinion_abi::encode(activation).map_err(|e| SandboxError::Abi(e.to_string()))?;
@@ -628,10 +663,7 @@ impl WorkflowInstance {
     /// Traps, fuel exhaustion, memory limits, or a response that does not decode. After an
     /// error the instance must be discarded.
     pub fn query(&mut self, request: &QueryRequest) -> Result<QueryResponse, SandboxError> {
-        let saved_rng = match &self.inner.store.data().kind {
-            GuestKind::Workflow { rng, .. } => Some(rng.clone()),
-            GuestKind::Activity { .. } => None,
-        };
+        let saved_rng = self.inner.store.data().rng.clone();
         let saved_output = self.take_output();
         self.inner.store.set_fuel(self.fuel).map_err(setup)?;
         let bytes = pinion_abi::encode(request).map_err(|e| SandboxError::Abi(e.to_string()))?;
@@ -644,9 +676,7 @@ impl WorkflowInstance {
                 other => other,
             });
         let state = self.inner.store.data_mut();
-        if let (GuestKind::Workflow { rng, .. }, Some(saved)) = (&mut state.kind, saved_rng) {
-            *rng = saved;
-        }
+        state.rng = saved_rng;
         (state.stdout, state.stderr) = saved_output;
         pinion_abi::decode(&out?)
             .map_err(|e| SandboxError::Abi(format!("query response does not decode: {e}")))

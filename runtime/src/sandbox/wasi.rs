@@ -1,23 +1,31 @@
-//! The WASI preview 1 surface pinion gives modules, written here rather than taken from
+//! The WASI preview 1 surface of **workflow** instances, written here rather than taken from
 //! `wasmtime-wasi` so that every function a workflow can reach is visibly deterministic.
+//! (Activities get `wasmtime-wasi` itself, see [`super::activity`]. `wasmtime-wasi` can
+//! inject clocks and random, but its `poll_oneoff` sleeps on real time, its `fd_*` family
+//! opens stdin and its clocks are read through traits with no notion of an activation; the
+//! fifteen functions below are smaller than the adapter it would take.)
 //!
-//! | function | workflow instance | activity instance |
-//! |---|---|---|
-//! | `clock_time_get` | the activation's logical time (from history) | the real clock |
-//! | `random_get` | a PRNG seeded from the start event | the OS's random source |
-//! | `fd_write` to 1, 2 | captured as log records | captured as log records |
-//! | `args_*`, `environ_*` | empty | empty |
-//! | `fd_prestat_get` | `EBADF`: no preopened directories | same |
-//! | `poll_oneoff` (sleep) | `ENOTCAPABLE`: workflows use durable timers | sleeps on a clock |
-//! | `proc_exit` | traps | traps |
-//! | anything else | `ENOSYS` | `ENOSYS` |
+//! | function | workflow instance |
+//! |---|---|
+//! | `clock_time_get` | the activation's logical time (from history) |
+//! | `random_get` | a PRNG seeded from the start event |
+//! | `fd_write` to 1, 2 | captured as log records |
+//! | `args_*`, `environ_*` | empty |
+//! | `fd_prestat_get` | `EBADF`: no preopened directories |
+//! | `poll_oneoff` (sleep) | `ENOTCAPABLE`: workflows use durable timers |
+//! | `proc_exit` | traps |
+//! | `pinion::http_send` | traps: workflows reach the world through activities |
+//! | anything else | `ENOSYS` |
 //!
 //! Because the workflow's clock and PRNG are fed from history, a workflow that calls
 //! `SystemTime::now()` or seeds `rand` from the OS sees the same values on every replay.
+//! Every pointer and length the guest passes is checked against its memory before the host
+//! allocates or copies anything.
 
+use pinion_abi::imports;
 use wasmtime::{Caller, Extern, FuncType, Linker, Val};
 
-use super::{GuestKind, GuestState};
+use super::GuestState;
 
 /// WASI errno values used here.
 mod errno {
@@ -92,40 +100,24 @@ fn write_bytes(caller: &mut Caller<'_, GuestState>, ptr: i32, bytes: &[u8]) -> R
         .map_err(|_| errno::FAULT)
 }
 
+/// Copies `ptr..ptr+len` out of guest memory; the range is checked before anything is
+/// allocated, so a huge length costs the host nothing.
 fn read_bytes(caller: &mut Caller<'_, GuestState>, ptr: i32, len: usize) -> Result<Vec<u8>, i32> {
     let mem = memory(caller).ok_or(errno::FAULT)?;
-    let mut buf = vec![0u8; len];
-    mem.read(caller, ptr as u32 as usize, &mut buf)
-        .map_err(|_| errno::FAULT)?;
-    Ok(buf)
+    let start = ptr as u32 as usize;
+    let end = start.checked_add(len).ok_or(errno::FAULT)?;
+    mem.data(&*caller)
+        .get(start..end)
+        .map(<[u8]>::to_vec)
+        .ok_or(errno::FAULT)
 }
 
 fn u32_at(bytes: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(bytes: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8 bytes"))
-}
-
 fn status(r: Result<(), i32>) -> i32 {
     r.err().unwrap_or(errno::SUCCESS)
-}
-
-#[allow(clippy::disallowed_methods)] // activities are allowed the real clock
-fn real_time_ns(clock_id: i32) -> u64 {
-    use std::sync::OnceLock;
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    static START: OnceLock<Instant> = OnceLock::new();
-    match clock_id {
-        // realtime
-        0 => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        // monotonic, process and thread cputime: a monotonic counter is a fair answer
-        _ => START.get_or_init(Instant::now).elapsed().as_nanos() as u64,
-    }
 }
 
 /// Defines every WASI function pinion provides in `linker`.
@@ -175,10 +167,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             if !(0..=3).contains(&id) {
                 return errno::INVAL;
             }
-            let ns = match &c.data().kind {
-                GuestKind::Workflow { now_ms, .. } => now_ms.saturating_mul(1_000_000),
-                GuestKind::Activity { .. } => real_time_ns(id),
-            };
+            let ns = c.data().now_ms.saturating_mul(1_000_000);
             status(write_bytes(&mut c, out, &ns.to_le_bytes()))
         },
     )?;
@@ -191,14 +180,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let (mut at, end) = (ptr as u32 as u64, ptr as u32 as u64 + len.max(0) as u64);
             while at < end {
                 let n = (end - at).min(chunk.len() as u64) as usize;
-                match &mut c.data_mut().kind {
-                    GuestKind::Workflow { rng, .. } => rng.fill(&mut chunk[..n]),
-                    GuestKind::Activity { .. } => {
-                        if getrandom::fill(&mut chunk[..n]).is_err() {
-                            return errno::NOSYS;
-                        }
-                    }
-                }
+                c.data_mut().rng.fill(&mut chunk[..n]);
                 if let Err(e) = write_bytes(&mut c, at as i32, &chunk[..n]) {
                     return e;
                 }
@@ -214,7 +196,10 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             if fd != 1 && fd != 2 {
                 return errno::BADF;
             }
-            let iov = match read_bytes(&mut c, iovs, iovs_len.max(0) as usize * 8) {
+            if iovs_len < 0 {
+                return errno::INVAL;
+            }
+            let iov = match read_bytes(&mut c, iovs, iovs_len as usize * 8) {
                 Ok(b) => b,
                 Err(e) => return e,
             };
@@ -272,80 +257,27 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             )))
         },
     )?;
+    // Sleeping in workflow code would make replay wait too; durable timers exist.
     linker.func_wrap(
         WASI,
         "poll_oneoff",
-        |mut c: Caller<'_, GuestState>,
-         subs: i32,
-         events: i32,
-         n: i32,
-         nevents: i32|
-         -> wasmtime::Result<i32> {
-            match c.data().kind {
-                // Sleeping in workflow code would make replay wait too; durable timers exist.
-                GuestKind::Workflow { .. } => Ok(errno::NOTCAPABLE),
-                GuestKind::Activity { deadline } => {
-                    poll_clocks(&mut c, subs, events, n, nevents, deadline)
-                }
-            }
+        |_: Caller<'_, GuestState>, _subs: i32, _events: i32, _n: i32, _nevents: i32| {
+            errno::NOTCAPABLE
         },
     )?;
+    for name in [imports::HTTP_SEND, imports::TAKE_STAGED] {
+        linker.func_wrap(
+            imports::MODULE,
+            name,
+            |_: Caller<'_, GuestState>, _ptr: i32, _len: i32| -> wasmtime::Result<i32> {
+                Err(wasmtime::Error::msg(
+                    "outgoing HTTP is not available to workflow code: it would not replay; \
+                     make the request in an activity and call the activity from the workflow",
+                ))
+            },
+        )?;
+    }
     Ok(())
-}
-
-/// `poll_oneoff` for activities: supports clock subscriptions (what `thread::sleep` uses).
-#[allow(clippy::disallowed_methods)] // activities sleep on the real clock
-fn poll_clocks(
-    c: &mut Caller<'_, GuestState>,
-    subs: i32,
-    events: i32,
-    n: i32,
-    nevents: i32,
-    deadline: std::time::Instant,
-) -> wasmtime::Result<i32> {
-    const SUB: usize = 48;
-    const EVENT: usize = 32;
-    if n <= 0 {
-        return Ok(errno::INVAL);
-    }
-    let raw = match read_bytes(c, subs, n as usize * SUB) {
-        Ok(b) => b,
-        Err(e) => return Ok(e),
-    };
-    let mut shortest: Option<(u64, u64)> = None; // (ns, userdata)
-    for i in 0..n as usize {
-        let s = &raw[i * SUB..(i + 1) * SUB];
-        if s[8] != 0 {
-            return Ok(errno::NOTCAPABLE); // fd readiness: activities have no fds to wait on
-        }
-        let (clock, timeout, flags) = (
-            u32_at(s, 16),
-            u64_at(s, 24),
-            u16::from_le_bytes([s[40], s[41]]),
-        );
-        let rel = if flags & 1 == 1 {
-            timeout.saturating_sub(real_time_ns(clock as i32))
-        } else {
-            timeout
-        };
-        if shortest.is_none_or(|(t, _)| rel < t) {
-            shortest = Some((rel, u64_at(s, 0)));
-        }
-    }
-    let (ns, userdata) = shortest.expect("n > 0");
-    // Never sleep past the attempt's start-to-close deadline: wake at it and trap, so the
-    // timeout holds even while the guest is blocked in the host.
-    let wanted = std::time::Duration::from_nanos(ns);
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    std::thread::sleep(wanted.min(left));
-    if wanted > left {
-        return Err(wasmtime::Trap::Interrupt.into());
-    }
-    let mut ev = [0u8; EVENT];
-    ev[0..8].copy_from_slice(&userdata.to_le_bytes());
-    Ok(status(write_bytes(c, events, &ev).and_then(|_| {
-        write_bytes(c, nevents, &1u32.to_le_bytes())
-    })))
 }
 
 /// Defines, for each WASI import of `module` that pinion does not provide, a function of

@@ -119,6 +119,9 @@ pub trait DeploymentStore {
     fn list_aliases(&self) -> Result<Vec<AliasRecord>, StoreError>;
     /// Changes of an alias, oldest first.
     fn alias_history(&self, name: &str) -> Result<Vec<AliasChange>, StoreError>;
+    /// Names of the aliases that point at, ramp to, or ever pointed or ramped to `hash`,
+    /// sorted: what a grant naming an alias covers.
+    fn aliases_of_module(&self, hash: &ModuleHash) -> Result<Vec<String>, StoreError>;
     /// Instance counts per module hash.
     fn module_usage(&self) -> Result<Vec<(ModuleHash, ModuleUsage)>, StoreError>;
     /// Deletes a module if no alias targets it and no running or blocked instance pins it,

@@ -131,6 +131,20 @@ impl DeploymentStore for SqliteStore {
         })
     }
 
+    fn aliases_of_module(&self, hash: &ModuleHash) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT name FROM alias_history WHERE module_hash = ?1 \
+                     UNION SELECT name FROM aliases WHERE module_hash = ?1 OR ramp_hash = ?1 \
+                     ORDER BY name",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([&hash.0], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<Result<_, _>>().map_err(map_err)
+        })
+    }
+
     fn module_usage(&self) -> Result<Vec<(ModuleHash, ModuleUsage)>, StoreError> {
         self.read(|c| {
             let mut st = c

@@ -1,0 +1,351 @@
+//! Activity instances: `wasmtime-wasi` preview 1 plus what the operator granted, run async.
+//!
+//! Each attempt gets a fresh instance of its pinned module in a store of its own:
+//!
+//! | capability | what the attempt gets |
+//! |---|---|
+//! | clocks, random | real ones (`wasmtime-wasi`'s defaults) |
+//! | files | the granted directories, preopened through `wasmtime-wasi` and cap-std, read-only or read-write; nothing else |
+//! | environment | the granted variables and secrets; nothing else |
+//! | stdout, stderr | captured (64 KiB each) as log records; secrets redacted |
+//! | sockets, args, stdin | none |
+//! | `pinion::http_send` | requests to the granted URL patterns ([`super::http`]) |
+//!
+//! The attempt runs with `call_async`: a request waiting on the network parks the attempt's
+//! future, not a thread, and a busy activity yields at every epoch tick. Its start-to-close
+//! timeout is a tokio timeout around instantiation and call together; what the attempt wrote
+//! before it timed out is kept.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use pinion_abi::{exports, imports, ActivityInvocation, ActivityOutcome, HttpRequest};
+use wasmtime::{Caller, Extern, Linker, Store, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::http::{self, Asker, HttpClient};
+use super::limiter::GuestLimiter;
+use super::MAX_CAPTURE;
+use super::{setup, trap_error, GuestInstance, LoadedModule, Sandbox, SandboxError, TrapContext};
+use crate::config::{Capabilities, DirMode};
+
+/// Largest HTTP request an activity may send (URL, headers and body, encoded).
+pub const MAX_HTTP_REQUEST: usize = 16 << 20;
+
+/// Host state of one activity attempt.
+pub struct ActivityState {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+    stderr: Capture,
+    caps: Arc<Capabilities>,
+    http: HttpClient,
+    deadline: Instant,
+    activity_type: String,
+    module: String,
+    /// The encoded outcome of the last `http_send`, until `take_staged` copies it.
+    staged: Option<Vec<u8>>,
+}
+
+impl TrapContext for ActivityState {
+    fn stderr(&self) -> Vec<u8> {
+        self.stderr.snapshot()
+    }
+    fn limit_hit(&self) -> bool {
+        self.limiter.hit
+    }
+}
+
+/// Output captured from an attempt: shared with the WASI context, so it survives the
+/// attempt's store being dropped by a timeout. Writes past [`MAX_CAPTURE`] are counted as
+/// written and dropped, as a full log would: a chatty activity must not fail on it.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// What was written.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.0.lock().expect("capture lock"))
+    }
+
+    fn append(&self, data: &[u8]) {
+        let mut buf = self.0.lock().expect("capture lock");
+        let room = MAX_CAPTURE.saturating_sub(buf.len());
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Result codes of the `pinion` host functions (negative: the call was refused).
+mod code {
+    pub const BAD_REQUEST: i32 = -1;
+    pub const OUT_OF_BOUNDS: i32 = -2;
+    pub const TOO_LARGE: i32 = -3;
+    pub const NOTHING_STAGED: i32 = -4;
+}
+
+fn guest_memory(caller: &mut Caller<'_, ActivityState>) -> Option<wasmtime::Memory> {
+    match caller.get_export(exports::MEMORY) {
+        Some(Extern::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Defines `wasmtime-wasi`'s preview 1 and pinion's host functions for activities.
+pub fn add_to_linker(linker: &mut Linker<ActivityState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_async(linker, |s: &mut ActivityState| &mut s.wasi)?;
+    linker.func_wrap_async(
+        imports::MODULE,
+        imports::HTTP_SEND,
+        |mut caller: Caller<'_, ActivityState>, (ptr, len): (i32, i32)| {
+            Box::new(async move {
+                // Bounds and size first: nothing is allocated for a length the guest made up.
+                if len < 0 || len as usize > MAX_HTTP_REQUEST {
+                    return Ok(code::TOO_LARGE);
+                }
+                let Some(mem) = guest_memory(&mut caller) else {
+                    return Ok(code::OUT_OF_BOUNDS);
+                };
+                let (start, end) = (ptr as u32 as usize, ptr as u32 as usize + len as usize);
+                let Some(bytes) = mem.data(&caller).get(start..end) else {
+                    return Ok(code::OUT_OF_BOUNDS);
+                };
+                let Ok(request) = pinion_abi::decode::<HttpRequest>(bytes) else {
+                    return Ok(code::BAD_REQUEST);
+                };
+                let s = caller.data();
+                let (client, caps, deadline) = (s.http.clone(), s.caps.clone(), s.deadline);
+                let (activity_type, module) = (s.activity_type.clone(), s.module.clone());
+                let asker = Asker {
+                    activity_type: &activity_type,
+                    module: &module,
+                };
+                let outcome = http::send(&client, &caps, &asker, request, deadline).await;
+                let encoded = pinion_abi::encode(&outcome)
+                    .map_err(|e| wasmtime::Error::msg(format!("encoding the HTTP outcome: {e}")))?;
+                let n = encoded.len() as i32;
+                caller.data_mut().staged = Some(encoded);
+                Ok(n)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        imports::MODULE,
+        imports::TAKE_STAGED,
+        |mut caller: Caller<'_, ActivityState>, ptr: i32, len: i32| -> i32 {
+            let Some(staged) = caller.data_mut().staged.take() else {
+                return code::NOTHING_STAGED;
+            };
+            if len < 0 || len as usize != staged.len() {
+                return code::BAD_REQUEST;
+            }
+            let Some(mem) = guest_memory(&mut caller) else {
+                return code::OUT_OF_BOUNDS;
+            };
+            match mem.write(&mut caller, ptr as u32 as usize, &staged) {
+                Ok(()) => 0,
+                Err(_) => code::OUT_OF_BOUNDS,
+            }
+        },
+    )?;
+    Ok(())
+}
+
+/// One attempt's outcome and what it wrote, secrets redacted.
+pub struct AttemptRun {
+    /// How the attempt ended.
+    pub result: Result<ActivityOutcome, SandboxError>,
+    /// Captured stdout.
+    pub stdout: Vec<u8>,
+    /// Captured stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Sandbox {
+    /// Runs one activity attempt in a fresh instance with real clocks and randomness and
+    /// the capabilities `caps` grants, within `timeout`. Whatever the attempt returns or
+    /// writes has the granted secrets redacted.
+    pub async fn run_activity(
+        &self,
+        loaded: &LoadedModule,
+        module_hash: &str,
+        invocation: &ActivityInvocation,
+        timeout: Duration,
+        caps: Arc<Capabilities>,
+    ) -> AttemptRun {
+        let (stdout, stderr) = (Capture::default(), Capture::default());
+        let attempt = self.attempt(
+            loaded,
+            module_hash,
+            invocation,
+            timeout,
+            &caps,
+            &stdout,
+            &stderr,
+        );
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::Timeout(timeout)),
+        };
+        let result = result
+            .map(|o| redact_outcome(&caps, o))
+            .map_err(|e| redact_error(&caps, e));
+        AttemptRun {
+            result,
+            stdout: caps.redact_bytes(stdout.take()),
+            stderr: caps.redact_bytes(stderr.take()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        loaded: &LoadedModule,
+        module_hash: &str,
+        invocation: &ActivityInvocation,
+        timeout: Duration,
+        caps: &Arc<Capabilities>,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> Result<ActivityOutcome, SandboxError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        for (k, v) in &caps.env {
+            wasi.env(k, v);
+        }
+        for (k, v) in &caps.secrets {
+            wasi.env(k, v.expose());
+        }
+        for d in &caps.dirs {
+            let perms = match d.mode {
+                DirMode::Ro => FsPerms::ReadOnly,
+                DirMode::Rw => FsPerms::ReadWrite,
+            };
+            wasi.preopened_dir(&d.host, &d.guest, perms).map_err(|e| {
+                SandboxError::Setup(format!(
+                    "cannot open the granted directory {} for {}: {e:#}",
+                    d.host.display(),
+                    d.guest
+                ))
+            })?;
+        }
+        #[allow(clippy::disallowed_methods)] // an activity's deadline is real time
+        let deadline = Instant::now() + timeout;
+        let memory_bytes = self.limits.memory_bytes;
+        let state = ActivityState {
+            wasi: wasi.build_p1(),
+            limiter: GuestLimiter::new(memory_bytes),
+            stderr: stderr.clone(),
+            caps: caps.clone(),
+            http: self.http.clone(),
+            deadline,
+            activity_type: invocation.activity_type.clone(),
+            module: module_hash.to_string(),
+            staged: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(u64::MAX).map_err(setup)?;
+        // Yield to tokio at every epoch tick: a busy activity shares the threads.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let fail = |e, s: &Store<ActivityState>| {
+            trap_error(
+                e,
+                &s.data().stderr.snapshot(),
+                s.data().limiter.hit,
+                0,
+                memory_bytes,
+            )
+        };
+        let instance = match loaded.activity_pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(fail(e, &store)),
+        };
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            if let Err(e) = init.call_async(&mut store, ()).await {
+                return Err(fail(e, &store));
+            }
+        }
+        let mut g = GuestInstance::new(store, instance, memory_bytes)?;
+        let f: TypedFunc<(i32, i32), i64> = g.func(exports::RUN_ACTIVITY)?;
+        let request =
+            pinion_abi::encode(invocation).map_err(|e| SandboxError::Abi(e.to_string()))?;
+        let out = g.call_with_buffer_async(&f, &request).await?;
+        pinion_abi::decode::<ActivityOutcome>(&out)
+            .map_err(|e| SandboxError::Abi(format!("activity outcome does not decode: {e}")))
+    }
+}
+
+impl Capture {
+    /// A copy of what was written so far.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.0.lock().expect("capture lock").clone()
+    }
+}
+
+fn redact_outcome(caps: &Capabilities, o: ActivityOutcome) -> ActivityOutcome {
+    if caps.secrets.is_empty() {
+        return o;
+    }
+    match o {
+        ActivityOutcome::Completed(bytes) => ActivityOutcome::Completed(caps.redact_bytes(bytes)),
+        ActivityOutcome::Failed(mut f) => {
+            f.message = caps.redact(&f.message);
+            f.kind = caps.redact(&f.kind);
+            ActivityOutcome::Failed(f)
+        }
+    }
+}
+
+fn redact_error(caps: &Capabilities, e: SandboxError) -> SandboxError {
+    if caps.secrets.is_empty() {
+        return e;
+    }
+    match e {
+        SandboxError::Trap { message, stderr } => SandboxError::Trap {
+            message: caps.redact(&message),
+            stderr: caps.redact(&stderr),
+        },
+        SandboxError::Setup(m) => SandboxError::Setup(caps.redact(&m)),
+        SandboxError::Abi(m) => SandboxError::Abi(caps.redact(&m)),
+        other => other,
+    }
+}
