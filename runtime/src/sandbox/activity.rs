@@ -52,7 +52,7 @@ impl TrapContext for ActivityState {
     fn stderr(&self) -> Vec<u8> {
         self.stderr.snapshot()
     }
-    fn limit_hit(&self) -> bool {
+    fn limit_hit(&self) -> Option<super::limiter::Limit> {
         self.limiter.hit
     }
 }

@@ -18,7 +18,16 @@ pub struct GuestLimiter {
     memory_used: usize,
     table_used: usize,
     /// Set when a growth was refused, so a trap can be reported as a limit, not a bug.
-    pub(crate) hit: bool,
+    pub(crate) hit: Option<Limit>,
+}
+
+/// Which limit a refused growth ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Linear memory.
+    Memory,
+    /// Table elements.
+    Table,
 }
 
 impl GuestLimiter {
@@ -28,7 +37,7 @@ impl GuestLimiter {
             memory_limit,
             memory_used: 0,
             table_used: 0,
-            hit: false,
+            hit: None,
         }
     }
 }
@@ -45,7 +54,7 @@ impl ResourceLimiter for GuestLimiter {
             .saturating_sub(current)
             .saturating_add(desired);
         if total > self.memory_limit {
-            self.hit = true;
+            self.hit = Some(Limit::Memory);
             return Ok(false);
         }
         self.memory_used = total;
@@ -63,7 +72,7 @@ impl ResourceLimiter for GuestLimiter {
             .saturating_sub(current)
             .saturating_add(desired);
         if total > TABLE_ELEMENTS {
-            self.hit = true;
+            self.hit = Some(Limit::Table);
             return Ok(false);
         }
         self.table_used = total;
@@ -102,6 +111,6 @@ mod tests {
         assert!(!l.memory_growing(100, 101, None).unwrap());
         assert!(l.table_growing(0, TABLE_ELEMENTS / 2, None).unwrap());
         assert!(!l.table_growing(0, TABLE_ELEMENTS, None).unwrap());
-        assert!(l.hit);
+        assert_eq!(l.hit, Some(Limit::Table));
     }
 }

@@ -36,7 +36,7 @@ use wasmtime::{
     Config, Engine, Instance, InstancePre, Linker, Memory, Module, OptLevel, Store, Trap, TypedFunc,
 };
 
-use limiter::GuestLimiter;
+use limiter::{GuestLimiter, Limit};
 
 pub use wasi::SplitMix64;
 
@@ -66,6 +66,9 @@ pub enum SandboxError {
     /// The instance hit its memory limit.
     #[error("guest exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    /// The instance's tables hit their limit (all tables together).
+    #[error("guest exceeded its limit of {0} table elements")]
+    TableLimit(usize),
     /// An activity attempt ran past its start-to-close timeout.
     #[error("activity ran past its start-to-close timeout of {0:?}")]
     Timeout(Duration),
@@ -187,7 +190,7 @@ impl Drop for Sandbox {
 fn trap_error(
     e: wasmtime::Error,
     stderr: &[u8],
-    limit_hit: bool,
+    limit_hit: Option<Limit>,
     fuel_budget: u64,
     memory_bytes: usize,
 ) -> SandboxError {
@@ -202,8 +205,13 @@ fn trap_error(
     // Allocation failure inside the guest after `memory.grow` was refused shows up as an
     // abort with this message from Rust's allocator; a refused initial memory or table
     // as an instantiation error.
-    if stderr.contains("memory allocation of") || limit_hit {
-        return SandboxError::MemoryLimit(memory_bytes);
+    match limit_hit {
+        Some(Limit::Table) => return SandboxError::TableLimit(limiter::TABLE_ELEMENTS),
+        Some(Limit::Memory) => return SandboxError::MemoryLimit(memory_bytes),
+        None if stderr.contains("memory allocation of") => {
+            return SandboxError::MemoryLimit(memory_bytes)
+        }
+        None => {}
     }
     SandboxError::Trap {
         message: format!("{e:#}"),
@@ -469,15 +477,15 @@ fn setup(e: wasmtime::Error) -> SandboxError {
 pub(crate) trait TrapContext {
     /// What the guest wrote to stderr so far.
     fn stderr(&self) -> Vec<u8>;
-    /// Whether the limiter refused a growth.
-    fn limit_hit(&self) -> bool;
+    /// Which limit the limiter enforced, if any.
+    fn limit_hit(&self) -> Option<Limit>;
 }
 
 impl TrapContext for GuestState {
     fn stderr(&self) -> Vec<u8> {
         self.stderr.clone()
     }
-    fn limit_hit(&self) -> bool {
+    fn limit_hit(&self) -> Option<Limit> {
         self.limiter.hit
     }
 }
