@@ -31,8 +31,19 @@ impl ApiServer {
     /// Starts a server on `db`, authenticated with `token_file` (else `--no-auth`), and
     /// waits until it prints the address it listens on.
     pub fn start(db: &Path, token_file: Option<&Path>) -> ApiServer {
+        ApiServer::start_with(db, token_file, &[], &[])
+    }
+
+    /// [`ApiServer::start`] with extra arguments before `server` (such as `--config F`)
+    /// and extra environment variables.
+    pub fn start_with(
+        db: &Path,
+        token_file: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ApiServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinion"));
-        cmd.arg("--db").arg(db);
+        cmd.arg("--db").arg(db).args(args).envs(env.iter().copied());
         if let Some(f) = token_file {
             cmd.arg("--token-file").arg(f);
         }

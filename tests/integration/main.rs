@@ -18,5 +18,6 @@ mod events;
 mod reach;
 mod replay;
 mod rollout;
+mod secrets;
 mod signals;
 mod versioning;
