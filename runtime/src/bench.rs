@@ -4,8 +4,15 @@
 //! an activity `n` times in sequence. Each step is one activity attempt plus two durable
 //! commits (the activity result into the inbox, the activation that schedules the next
 //! step) and one activation. Used by `pinion bench` and `benches/throughput.rs`.
+//!
+//! [`run_in_flight`] measures the other thing an engine must do well: many activities
+//! waiting on the network at once. It starts an HTTP server on loopback that answers every
+//! request after a fixed delay, grants the module access to it, and runs `HttpSteps`
+//! workflows whose activities do nothing but wait on that server. Used by
+//! `pinion bench --http-wait-ms` and `benches/in_flight.rs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
@@ -160,5 +167,204 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         steps_per_sec: (config.workflows as f64 * config.steps as f64) / seconds,
         step_p50_ms: percentile(&gaps, 0.50),
         step_p99_ms: percentile(&gaps, 0.99),
+    })
+}
+
+/// Settings of an in-flight run.
+#[derive(Debug, Clone)]
+pub struct InFlightConfig {
+    /// The module with the `HttpSteps` workflow.
+    pub module: PathBuf,
+    /// Directory for the throwaway database.
+    pub dir: PathBuf,
+    /// Workflows, all started at once: the number of activities in flight.
+    pub workflows: usize,
+    /// Activities per workflow, in sequence.
+    pub steps: u32,
+    /// How long the loopback server takes to answer each request.
+    pub wait: Duration,
+    /// SQLite durability.
+    pub synchronous: Synchronous,
+}
+
+/// What an in-flight run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InFlightReport {
+    /// Workflows (activities in flight).
+    pub workflows: usize,
+    /// Activities per workflow.
+    pub steps: u32,
+    /// The server's delay, ms.
+    pub wait_ms: u64,
+    /// From the first start to the last completion, seconds.
+    pub seconds: f64,
+    /// Completed activities per second over the whole run.
+    pub activities_per_sec: f64,
+    /// The most activities the server saw waiting at once.
+    pub peak_in_flight: usize,
+    /// Peak resident memory of this process (engine, workers and the loopback server), MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl std::fmt::Display for InFlightReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} workflows x {} activities waiting {} ms each on loopback HTTP: {:.2} s = {:.0} completed activities/s; peak {} in flight; peak RSS {:.0} MiB",
+            self.workflows, self.steps, self.wait_ms, self.seconds, self.activities_per_sec,
+            self.peak_in_flight, self.peak_rss_mib
+        )
+    }
+}
+
+/// The process's peak resident set size (`VmHWM`), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn clean(db: &Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let _ = std::fs::remove_dir_all(format!("{}.cache", db.display()));
+}
+
+/// Runs the in-flight benchmark once.
+///
+/// # Errors
+/// Engine errors, or a workflow that does not complete.
+#[allow(clippy::disallowed_methods)] // a benchmark measures real elapsed time
+pub fn run_in_flight(config: &InFlightConfig) -> Result<InFlightReport, Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let io = |reason: String| Error::Io {
+        path: "in-flight benchmark".into(),
+        reason,
+    };
+    // The slow service: answers every request after `wait`, counting requests in flight.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-http")
+        .enable_all()
+        .build()
+        .map_err(|e| io(e.to_string()))?;
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n2, p2, wait) = (now.clone(), peak.clone(), config.wait);
+    let router = axum::Router::new().route(
+        "/wait",
+        axum::routing::get(move || {
+            let (now, peak) = (n2.clone(), p2.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(wait).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| io(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| io(e.to_string()))?;
+    rt.spawn(async move { axum::serve(listener, router).await });
+
+    let db = config
+        .dir
+        .join(format!("in-flight-{}.db", std::process::id()));
+    clean(&db);
+    let grants = crate::config::Grants::parse(
+        &config.dir.join("bench.toml"),
+        &format!("[[grant]]\nmodules = [\"bench\"]\nactivities = [\"get\"]\nhttp = [\"http://{addr}\"]\n"),
+    )
+    .map_err(|e| io(e.to_string()))?;
+    let mut pc = PinionConfig::new(&db);
+    pc.sqlite.synchronous = config.synchronous;
+    pc.grants = Arc::new(crate::config::GrantSource::fixed(grants));
+    let p = Pinion::open(pc)?;
+    let hash = p.deploy_file(&config.module)?.hash;
+    p.set_alias("bench", &hash.0)?;
+    let worker = p.start_worker(WorkerConfig {
+        max_activities: config.workflows.max(1),
+        // Every workflow stays cached: the measurement is of waiting, not of replay.
+        cache_capacity: config.workflows.max(1024),
+        workflow_threads: std::env::var("PINION_BENCH_WT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2),
+        poll_interval: Duration::from_millis(20),
+        log: Arc::new(|_| {}),
+        ..WorkerConfig::default()
+    })?;
+    let input = format!(r#"{{"n": {}, "url": "http://{addr}/wait"}}"#, config.steps);
+    let start = Instant::now();
+    // Starts from several threads, so their commits share fsyncs as workers' do.
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= config.workflows {
+                    break;
+                }
+                let r = p.start(&StartRequest {
+                    alias: None,
+                    workflow_type: "HttpSteps".into(),
+                    module: hash.0.clone(),
+                    input_json: input.clone(),
+                    id: Some(format!("in-flight-{i}")),
+                });
+                if let Err(e) = r {
+                    *failed.lock().expect("lock") = Some(e);
+                    break;
+                }
+                worker.wake();
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().expect("lock") {
+        return Err(e);
+    }
+    // Done when every workflow is completed; anything else ending them is an error.
+    loop {
+        let usage = p
+            .store()
+            .module_usage()?
+            .into_iter()
+            .find(|(h, _)| *h == hash)
+            .map(|(_, u)| u)
+            .unwrap_or_default();
+        if usage.failed > 0 || usage.blocked > 0 {
+            return Err(io(format!(
+                "a benchmark workflow did not complete: {usage:?}"
+            )));
+        }
+        if usage.completed as usize >= config.workflows {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rss = peak_rss_mib();
+    worker.shutdown();
+    drop(p);
+    clean(&db);
+    rt.shutdown_background();
+    Ok(InFlightReport {
+        workflows: config.workflows,
+        steps: config.steps,
+        wait_ms: config.wait.as_millis() as u64,
+        seconds,
+        activities_per_sec: (config.workflows as f64 * f64::from(config.steps)) / seconds,
+        peak_in_flight: peak.load(Ordering::SeqCst),
+        peak_rss_mib: rss,
     })
 }

@@ -354,20 +354,27 @@ fn report(context: &str, e: &dyn std::fmt::Display) {
 }
 
 fn dispatch_loop(s: &Shared) {
+    // The queue is refilled from the database only when it runs low: with thousands of
+    // runnable instances, reading 512 ids after every activation cost more than the
+    // activations themselves.
+    let low_water = (s.config.workflow_threads.max(1) * 16).max(64);
     while !stopping(s) {
         let seen = s.workflow_wake.generation();
-        match s.store.runnable_instances(512) {
-            Ok(ids) => {
-                let mut q = s.queue.lock().expect("queue lock");
-                for id in ids {
-                    if q.1.insert(id.clone()) {
-                        q.0.push_back(id);
+        let pending = s.queue.lock().expect("queue lock").0.len();
+        if pending < low_water {
+            match s.store.runnable_instances(512) {
+                Ok(ids) => {
+                    let mut q = s.queue.lock().expect("queue lock");
+                    for id in ids {
+                        if q.1.insert(id.clone()) {
+                            q.0.push_back(id);
+                        }
                     }
+                    drop(q);
+                    s.queue_cv.notify_all();
                 }
-                drop(q);
-                s.queue_cv.notify_all();
+                Err(e) => report("listing runnable instances", &e),
             }
-            Err(e) => report("listing runnable instances", &e),
         }
         s.workflow_wake.wait(seen, s.config.poll_interval);
     }

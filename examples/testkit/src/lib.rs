@@ -17,6 +17,7 @@
 //! | `Collect` | `{count: n}` | the sum of `n` signals `add` (numbers); query `total` (sum so far) and `seen` (signals read) |
 //! | `Family` | `{children: n, alias?, approval?}` | sum of `n` child `Steps` runs (`n = 1..`) on the parent's module or `alias`'s; with `approval`, the result of one child `Approval` |
 //! | `Rounds` | `{rounds: n, total?}` | the sum of `n` signals `add`, reading one per run and continuing as new after each |
+//! | `HttpSteps` | `{n, url}` | `n`: calls `get` (an HTTP GET of `url`, granted by the operator) `n` times in sequence |
 //! | `Busy` | `{ms}` | never on its own: activity `slow` for `ms` of real time, with a one-hour timer beside it; on cancel runs `release` and ends cancelled |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
@@ -138,6 +139,31 @@ async fn steps(ctx: WorkflowContext, input: StepsInput) -> Result<u64, WorkflowE
         value = ctx.activity("step", &value).await?;
     }
     Ok(value)
+}
+
+#[derive(Deserialize)]
+struct HttpStepsInput {
+    n: u32,
+    url: String,
+}
+
+/// `n` activities in sequence, each a GET of `url` (the in-flight benchmark's workload: the
+/// activity spends its time waiting on the network).
+async fn http_steps(ctx: WorkflowContext, input: HttpStepsInput) -> Result<u32, WorkflowError> {
+    let options = ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(RetryPolicy::new().initial_interval(Duration::from_millis(100)));
+    for _ in 0..input.n {
+        let _: u16 = ctx.activity_with("get", &input.url, options.clone()).await?;
+    }
+    Ok(input.n)
+}
+
+fn get(url: String) -> Result<u16, ActivityError> {
+    Ok(pinion_sdk::http::Request::get(url)
+        .send()?
+        .error_for_status()?
+        .status())
 }
 
 async fn panic_workflow(_ctx: WorkflowContext, _input: Value) -> Result<(), WorkflowError> {
@@ -364,6 +390,7 @@ pinion_sdk::export! {
         "Busy" => busy,
         "Family" => family,
         "Rounds" => rounds,
+        "HttpSteps" => http_steps,
     },
     activities: {
         "double" => double,
@@ -372,5 +399,6 @@ pinion_sdk::export! {
         "hang" => hang,
         "step" => step,
         "release" => release,
+        "get" => get,
     },
 }

@@ -200,9 +200,15 @@ pub enum Command {
 /// `pinion bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Module exporting a `Steps` workflow (examples/testkit).
+    /// Module exporting a `Steps` workflow (examples/testkit); with --http-wait-ms, an
+    /// `HttpSteps` workflow.
     #[arg(long)]
     pub module: PathBuf,
+    /// Measure activities in flight instead: every activity waits this long on an HTTP
+    /// server on loopback that the benchmark starts; --concurrency is then the number of
+    /// workflows (activities in flight) and --steps the activities of each.
+    #[arg(long)]
+    pub http_wait_ms: Option<u64>,
     /// Activities per workflow.
     #[arg(long, default_value_t = 10)]
     pub steps: u32,

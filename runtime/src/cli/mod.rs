@@ -119,6 +119,23 @@ fn open(cli: &Cli) -> Result<Pinion, Failure> {
     Ok(Pinion::open(config)?)
 }
 
+/// Raises the soft limit on open files to the hard limit: every activity waiting on the
+/// network holds a socket, and the usual soft limit of 1024 is below what a server with
+/// thousands of activities in flight needs.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn usage(msg: impl std::fmt::Display) -> Failure {
     Failure {
         code: 2,
@@ -394,6 +411,28 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             std::fs::create_dir_all(&args.dir)
                 .with_context(|| format!("creating {}", args.dir.display()))?;
+            if let Some(wait_ms) = args.http_wait_ms {
+                raise_fd_limit();
+                let mut reports = Vec::new();
+                for &workflows in &args.concurrency {
+                    let report = crate::bench::run_in_flight(&crate::bench::InFlightConfig {
+                        module: args.module.clone(),
+                        dir: args.dir.clone(),
+                        workflows: workflows.max(1),
+                        steps: args.steps,
+                        wait: Duration::from_millis(wait_ms),
+                        synchronous,
+                    })?;
+                    if !json {
+                        println!("{report}");
+                    }
+                    reports.push(report);
+                }
+                if json {
+                    print_json(&reports);
+                }
+                return Ok(0);
+            }
             let mut reports = Vec::new();
             for &concurrency in &args.concurrency {
                 let report = crate::bench::run(&BenchConfig {
@@ -438,6 +477,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         })?);
                 }
             }
+            raise_fd_limit();
             let p = open(&cli)?;
             let worker = p.start_worker(WorkerConfig {
                 workflow_threads: args.workflow_threads,

@@ -145,6 +145,9 @@ fn query_one<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::
     c.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// Reader connections kept open between reads.
+const MAX_IDLE_READERS: usize = 32;
+
 /// Rows of `(id, time_ms, event JSON)` for one instance (history and inbox share the shape).
 fn event_rows(
     c: &Connection,
@@ -250,8 +253,10 @@ impl SqliteStore {
             None => Self::connect(&self.path, &self.options).map_err(map_err)?,
         };
         let r = f(&conn);
+        // Kept for reuse (a new connection re-reads the schema and prepares every
+        // statement again); enough for every thread that reads at once.
         let mut pool = self.readers.lock().expect("readers lock");
-        if pool.len() < 8 {
+        if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
         r
@@ -755,8 +760,8 @@ impl Store for SqliteStore {
         let any: bool = self.read(|c| {
             query_one(
                 c,
-                "SELECT EXISTS(SELECT 1 FROM activity_tasks
-                 WHERE visible_at_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1))",
+                "SELECT EXISTS(SELECT 1 FROM activity_tasks WHERE lease_until_ms IS NULL AND visible_at_ms <= ?1)
+                     OR EXISTS(SELECT 1 FROM activity_tasks WHERE lease_until_ms IS NOT NULL AND lease_until_ms <= ?1)",
                 [now_ms as i64],
                 |r| r.get(0),
             )
@@ -769,9 +774,13 @@ impl Store for SqliteStore {
             let now = now_ms as i64;
             let mut st = c
                 .prepare_cached(
-                    "SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
-                     WHERE visible_at_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)
-                     ORDER BY visible_at_ms LIMIT ?2",
+                    // Two index ranges (see migration 6): ready tasks, then expired leases.
+                    "SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
+                       WHERE lease_until_ms IS NULL AND visible_at_ms <= ?1 ORDER BY visible_at_ms LIMIT ?2)
+                     UNION ALL
+                     SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
+                       WHERE lease_until_ms IS NOT NULL AND lease_until_ms <= ?1 ORDER BY lease_until_ms LIMIT ?2)
+                     LIMIT ?2",
                 )
                 .map_err(map_err)?;
             let rows = st
@@ -870,7 +879,9 @@ impl Store for SqliteStore {
                 "SELECT min(t) FROM (
                     SELECT min(fire_at_ms) AS t FROM timers
                     UNION ALL
-                    SELECT min(max(visible_at_ms, coalesce(lease_until_ms, 0))) FROM activity_tasks)",
+                    SELECT min(visible_at_ms) FROM activity_tasks WHERE lease_until_ms IS NULL
+                    UNION ALL
+                    SELECT min(lease_until_ms) FROM activity_tasks WHERE lease_until_ms IS NOT NULL)",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )

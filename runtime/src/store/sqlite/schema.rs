@@ -16,9 +16,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("0003_signals.sql")),
     (4, include_str!("0004_children.sql")),
     (5, include_str!("0005_events.sql")),
+    (6, include_str!("0006_activity_claims.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 5;
+pub(super) const SCHEMA_VERSION: u32 = 6;
 
 impl SqliteStore {
     pub(super) fn connect(

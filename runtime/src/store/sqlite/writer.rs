@@ -44,6 +44,10 @@ impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp fo
     }
 }
 
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
+
 pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -61,15 +65,14 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
             continue;
         }
         for job in batch.iter_mut() {
-            let savepoint = conn.execute_batch("SAVEPOINT op");
+            // Cached statements: parsing these per operation cost more than most writes.
+            let savepoint = exec(&conn, "SAVEPOINT op");
             let ok = job.run(&conn);
             if savepoint.is_ok() {
-                let end = if ok {
-                    "RELEASE op"
-                } else {
-                    "ROLLBACK TO op; RELEASE op"
-                };
-                let _ = conn.execute_batch(end);
+                if !ok {
+                    let _ = exec(&conn, "ROLLBACK TO op");
+                }
+                let _ = exec(&conn, "RELEASE op");
             }
         }
         let committed = conn.execute_batch("COMMIT").map_err(map_err);
