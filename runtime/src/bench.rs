@@ -183,6 +183,8 @@ pub struct InFlightConfig {
     pub steps: u32,
     /// How long the loopback server takes to answer each request.
     pub wait: Duration,
+    /// Threads running workflow activations.
+    pub workflow_threads: usize,
     /// SQLite durability.
     pub synchronous: Synchronous,
 }

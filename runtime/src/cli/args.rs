@@ -209,6 +209,9 @@ pub struct BenchArgs {
     /// workflows (activities in flight) and --steps the activities of each.
     #[arg(long)]
     pub http_wait_ms: Option<u64>,
+    /// Threads running workflow activations (as `pinion server --workflow-threads`).
+    #[arg(long, default_value_t = 2)]
+    pub workflow_threads: usize,
     /// Activities per workflow.
     #[arg(long, default_value_t = 10)]
     pub steps: u32,

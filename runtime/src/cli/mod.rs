@@ -421,6 +421,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         workflows: workflows.max(1),
                         steps: args.steps,
                         wait: Duration::from_millis(wait_ms),
+                        workflow_threads: args.workflow_threads,
                         synchronous,
                     })?;
                     if !json {
