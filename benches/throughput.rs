@@ -24,6 +24,7 @@ fn main() {
             concurrency,
             workflows,
             synchronous: Synchronous::Full,
+            workflow_threads: 2,
         })
         .expect("benchmark run");
         println!("{report}");

@@ -35,6 +35,8 @@ pub struct BenchConfig {
     pub workflows: usize,
     /// SQLite durability.
     pub synchronous: Synchronous,
+    /// Threads running workflow activations.
+    pub workflow_threads: usize,
 }
 
 /// What one run measured.
@@ -97,6 +99,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     let hash = p.deploy_file(&config.module)?.hash;
     let worker = p.start_worker(WorkerConfig {
         max_activities: config.concurrency.clamp(4, 4096),
+        workflow_threads: config.workflow_threads,
         poll_interval: Duration::from_millis(20),
         log: std::sync::Arc::new(|_| {}),
         ..WorkerConfig::default()

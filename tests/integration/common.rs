@@ -156,3 +156,81 @@ pub fn transitions(p: &Pinion, id: &str) -> Vec<&'static str> {
         .map(|e| e.transition.name())
         .collect()
 }
+
+/// The orders example's payment service (`examples/orders/payment_service.py`), a real
+/// process on loopback; killed on drop.
+pub struct PaymentService {
+    child: std::process::Child,
+    pub url: String,
+    pub key: String,
+}
+
+impl PaymentService {
+    pub fn start() -> PaymentService {
+        use std::io::BufRead;
+        let key = format!("sk_test_{}", std::process::id());
+        let mut child = Command::new("python3")
+            .arg(root().join("examples/orders/payment_service.py"))
+            .args(["--port", "0"])
+            .env("PAY_API_KEY", &key)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the payment service (python3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("payment service listening on ")
+            .unwrap_or_else(|| panic!("payment service said {line:?}"))
+            .to_string();
+        PaymentService { child, url, key }
+    }
+
+    /// A `pinion.toml` (and its secrets file) in `dir` granting the orders module this
+    /// service, its key and `dir/receipts`, as the demo does. Also sets `PAYMENT_URL` in
+    /// this process's environment, where the grant reads it from.
+    pub fn grants(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir.join("receipts")).unwrap();
+        let secrets = dir.join("secrets.toml");
+        std::fs::write(&secrets, format!("PAY_API_KEY = \"{}\"\n", self.key)).unwrap();
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: tests that use the payment service all set the same value for it.
+        unsafe { std::env::set_var("PAYMENT_URL", &self.url) };
+        let config = dir.join("pinion.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "secrets_file = \"secrets.toml\"\n\
+                 [[grant]]\nmodules = [\"label:orders-v1\"]\nactivities = [\"charge_payment\"]\n\
+                 http = [\"{}\"]\nenv = [\"PAYMENT_URL\"]\nsecrets = [\"PAY_API_KEY\"]\n\
+                 [[grant]]\nmodules = [\"label:orders-v1\"]\nactivities = [\"write_receipt\"]\n\
+                 dirs = [{{ host = \"receipts\", guest = \"/receipts\", mode = \"rw\" }}]\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// An engine on `dir`'s database with [`PaymentService::grants`].
+    pub fn open(&self, dir: &TempDir) -> Pinion {
+        let config = self.grants(dir.path());
+        let mut pc = PinionConfig::new(dir.db());
+        pc.grants = Arc::new(
+            pinion_runtime::config::GrantSource::watch(&config, Box::new(|e| panic!("{e}")))
+                .unwrap(),
+        );
+        Pinion::open(pc).unwrap()
+    }
+}
+
+impl Drop for PaymentService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -372,7 +372,8 @@ fn a_ten_minute_timer_survives_a_restart_and_fires_on_time() {
 #[test]
 fn evicted_instances_are_rebuilt_by_replay_and_finish_normally() {
     let dir = TempDir::new("evict");
-    let p = open(&dir.db());
+    let payments = PaymentService::start();
+    let p = payments.open(&dir);
     let hash = deploy(&p, "orders");
     // No cache at all: every activation rebuilds the instance from history.
     let w = p
@@ -397,6 +398,24 @@ fn evicted_instances_are_rebuilt_by_replay_and_finish_normally() {
     let r = result_of(&p, "order");
     assert_eq!(r["order_id"], json!("o-1"));
     assert_eq!(r["total_cents"], json!(2500));
+    // The charge went through the payment service (its id is the service's), after one
+    // 503, and the receipt is in the granted directory.
+    assert!(r["charge_id"].as_str().unwrap().starts_with("ch_"), "{r}");
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("receipts/o-1.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["charge_id"], r["charge_id"]);
+    let charge_attempts = p
+        .history("order")
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e.kind {
+            pinion_runtime::EventKind::ActivityCompleted {
+                seq: 2, attempts, ..
+            } => Some(attempts),
+            _ => None,
+        });
+    assert_eq!(charge_attempts, Some(2), "one 503, then the charge");
 }
 
 fn limited(dir: &TempDir, fuel: u64, memory: usize) -> Pinion {
@@ -444,7 +463,8 @@ fn order(card: &str, deadline_ms: u64, gateway_failures: u32) -> String {
 #[test]
 fn a_declined_card_or_a_missed_payment_deadline_releases_the_inventory_and_fails_the_order() {
     let dir = TempDir::new("orders-fail");
-    let p = open(&dir.db());
+    let payments = PaymentService::start();
+    let p = payments.open(&dir);
     let hash = deploy(&p, "orders");
     let w = p.start_worker(quiet_worker()).unwrap();
     p.start(&start_req(

@@ -15,6 +15,7 @@ mod cli;
 mod determinism;
 mod engine;
 mod events;
+mod golden;
 mod hostile;
 mod reach;
 mod replay;

@@ -5,16 +5,38 @@
 //!
 //! 1. `reserve_inventory` for the order's items.
 //! 2. `charge_payment`, raced against a durable timer of `payment_deadline_ms` with
-//!    [`select`]. The gateway is flaky on purpose: it fails with the retryable kind
-//!    `"GatewayUnavailable"` on the first `gateway_failures` attempts, so the retry policy
-//!    (100 ms initial interval, backoff 2.0) is exercised.
+//!    [`select`]. It POSTs the charge over HTTP to a payment service (`payment_service.py`
+//!    beside this crate) at `$PAYMENT_URL`, authenticated with the secret `$PAY_API_KEY`:
+//!    both come from the operator's grants, not from the code. The service is flaky on
+//!    request: it answers 503 (retryable kind `"GatewayUnavailable"`) to the first
+//!    `gateway_failures` requests of a charge, so the retry policy (100 ms initial
+//!    interval, backoff 2.0) is exercised.
 //!    - deadline first → `release_inventory` (compensation), fail `"PaymentDeadlineExceeded"`;
 //!    - card `4000-0000-0000-0002` → non-retryable `"PaymentDeclined"` → `release_inventory`,
 //!      fail `"PaymentDeclined"`;
 //!    - any other final payment failure → `release_inventory`, fail `"PaymentFailed"`.
 //! 3. Three notifications in parallel with [`join3`]: `send_confirmation_email`, `send_sms`,
 //!    `notify_warehouse`. A failed notification is logged, not fatal: the money is taken.
-//! 4. Returns a receipt: `{order_id, total_cents, charge_id, reservation_id, notified}`.
+//! 4. `write_receipt` writes the receipt as JSON to `/receipts/<order_id>.json`, a
+//!    directory the operator grants read-write.
+//! 5. Returns the receipt: `{order_id, total_cents, charge_id, reservation_id, notified,
+//!    receipt_file}`.
+//!
+//! What the activities need granted (`pinion.toml`; the demo writes one):
+//!
+//! ```toml
+//! secrets_file = "secrets.toml"            # PAY_API_KEY = "..."
+//! [[grant]]
+//! modules = ["label:orders-v1"]
+//! activities = ["charge_payment"]
+//! http = ["http://127.0.0.1:8080"]         # where the payment service listens
+//! env = ["PAYMENT_URL"]
+//! secrets = ["PAY_API_KEY"]
+//! [[grant]]
+//! modules = ["label:orders-v1"]
+//! activities = ["write_receipt"]
+//! dirs = [{ host = "receipts", guest = "/receipts", mode = "rw" }]
+//! ```
 //!
 //! The charge carries an idempotency key drawn from the workflow's seeded PRNG
 //! ([`WorkflowContext::uuid`]): it is the same on every retry and on replay, which is what a
@@ -33,14 +55,12 @@
 
 use std::time::Duration;
 
+use pinion_sdk::http::Request;
 use pinion_sdk::{
     join3, select, ActivityContext, ActivityError, ActivityFailed, ActivityOptions, Either,
     RetryPolicy, WorkflowContext, WorkflowError,
 };
 use serde::{Deserialize, Serialize};
-
-/// The card number the fake gateway always declines.
-const DECLINED_CARD: &str = "4000-0000-0000-0002";
 
 /// One order line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,8 +111,8 @@ struct Notice {
     total_cents: u64,
 }
 
-/// What the workflow returns.
-#[derive(Debug, Serialize)]
+/// What the workflow returns, and what `write_receipt` stores.
+#[derive(Debug, Serialize, Deserialize)]
 struct Receipt {
     order_id: String,
     total_cents: u64,
@@ -100,6 +120,15 @@ struct Receipt {
     reservation_id: String,
     /// Channels that were notified successfully, in a fixed order.
     notified: Vec<String>,
+    /// Where the receipt was written (in the activity's view of the file system).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    receipt_file: String,
+}
+
+/// The payment service's answer to a charge.
+#[derive(Debug, Deserialize)]
+struct Charged {
+    charge_id: String,
 }
 
 /// Retries quickly: these are in-process fakes, and the tests should not wait long.
@@ -196,13 +225,18 @@ async fn process_order(ctx: WorkflowContext, order: Order) -> Result<Receipt, Wo
         }
     }
 
-    Ok(Receipt {
+    let mut receipt = Receipt {
         order_id: order.order_id,
         total_cents,
         charge_id,
         reservation_id,
         notified,
-    })
+        receipt_file: String::new(),
+    };
+    receipt.receipt_file = ctx
+        .activity_with("write_receipt", &receipt, quick_retries())
+        .await?;
+    Ok(receipt)
 }
 
 /// Compensation: give the reserved stock back.
@@ -222,7 +256,8 @@ fn payment_error(failed: ActivityFailed) -> WorkflowError {
     WorkflowError::new(kind, failed.to_string())
 }
 
-// ---- Activities: in-process fakes of the real services ----
+// ---- Activities: inventory and notifications are in-process stand-ins; the payment and
+// the receipt reach the world through what the operator grants ----
 
 fn reserve_inventory(reservation: Reservation) -> Result<String, ActivityError> {
     let units: u32 = reservation.items.iter().map(|i| i.qty).sum();
@@ -238,32 +273,69 @@ fn release_inventory(reservation_id: String) -> Result<(), ActivityError> {
     Ok(())
 }
 
+fn granted(name: &str) -> Result<String, ActivityError> {
+    std::env::var(name).map_err(|_| {
+        ActivityError::non_retryable(
+            "NotGranted",
+            format!("{name} is not set: grant it to charge_payment in pinion.toml"),
+        )
+    })
+}
+
+/// Charges the card through the payment service. The idempotency key makes a retried
+/// request return the first charge instead of charging twice.
 fn charge_payment(ctx: ActivityContext, req: ChargeRequest) -> Result<String, ActivityError> {
-    if req.card == DECLINED_CARD {
-        return Err(ActivityError::non_retryable(
+    let base = granted("PAYMENT_URL")?;
+    let key = granted("PAY_API_KEY")?;
+    let resp = Request::post(format!("{}/charges", base.trim_end_matches('/')))
+        .bearer(&key)
+        .json(&req)
+        .timeout(Duration::from_secs(5))
+        .send()?;
+    match resp.status() {
+        200 | 201 => {
+            let charged: Charged = resp.json()?;
+            eprintln!(
+                "charged {} cents for order {} on attempt {}: {}",
+                req.amount_cents,
+                req.order_id,
+                ctx.attempt(),
+                charged.charge_id
+            );
+            Ok(charged.charge_id)
+        }
+        402 => Err(ActivityError::non_retryable(
             "PaymentDeclined",
             format!("card {} was declined", req.card),
-        ));
-    }
-    if ctx.attempt() <= req.gateway_failures {
-        return Err(ActivityError::retryable(
+        )),
+        s if s >= 500 => Err(ActivityError::retryable(
             "GatewayUnavailable",
             format!(
-                "gateway unavailable (attempt {} of order {})",
+                "payment service answered {s} (attempt {} of order {})",
                 ctx.attempt(),
                 req.order_id
             ),
-        ));
+        )),
+        s => Err(ActivityError::non_retryable(
+            "PaymentRejected",
+            format!("payment service answered {s}: {}", resp.text()),
+        )),
     }
-    eprintln!(
-        "charged {} cents for order {} on attempt {}",
-        req.amount_cents,
-        req.order_id,
-        ctx.attempt()
-    );
-    // Derived from the idempotency key: a retried charge gets the same id.
-    let key = &req.idempotency_key;
-    Ok(format!("ch_{}", key.get(..8).unwrap_or(key)))
+}
+
+/// Writes the receipt into the granted `/receipts` directory; returns the file's path.
+fn write_receipt(receipt: Receipt) -> Result<String, ActivityError> {
+    let path = format!("/receipts/{}.json", receipt.order_id);
+    let json = serde_json::to_vec_pretty(&receipt)
+        .map_err(|e| ActivityError::non_retryable("InvalidReceipt", e.to_string()))?;
+    std::fs::write(&path, json).map_err(|e| {
+        ActivityError::non_retryable(
+            "ReceiptNotWritten",
+            format!("{path}: {e}; grant /receipts read-write to write_receipt in pinion.toml"),
+        )
+    })?;
+    eprintln!("receipt written to {path}");
+    Ok(path)
 }
 
 fn send_confirmation_email(notice: Notice) -> Result<String, ActivityError> {
@@ -292,7 +364,7 @@ fn notify_warehouse(reservation: Reservation) -> Result<String, ActivityError> {
 }
 
 pinion_sdk::export! {
-    version: "v1",
+    version: "orders-v1",
     workflows: { "ProcessOrder" => process_order },
     activities: {
         "reserve_inventory" => reserve_inventory,
@@ -301,5 +373,6 @@ pinion_sdk::export! {
         "send_confirmation_email" => send_confirmation_email,
         "send_sms" => send_sms,
         "notify_warehouse" => notify_warehouse,
+        "write_receipt" => write_receipt,
     },
 }

@@ -154,7 +154,9 @@ async fn http_steps(ctx: WorkflowContext, input: HttpStepsInput) -> Result<u32, 
         .start_to_close_timeout(Duration::from_secs(60))
         .retry_policy(RetryPolicy::new().initial_interval(Duration::from_millis(100)));
     for _ in 0..input.n {
-        let _: u16 = ctx.activity_with("get", &input.url, options.clone()).await?;
+        let _: u16 = ctx
+            .activity_with("get", &input.url, options.clone())
+            .await?;
     }
     Ok(input.n)
 }

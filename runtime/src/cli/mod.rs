@@ -443,6 +443,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     concurrency: concurrency.max(1),
                     workflows: args.workflows.unwrap_or((concurrency * 20).max(50)),
                     synchronous,
+                    workflow_threads: args.workflow_threads,
                 })?;
                 if !json {
                     println!("{report}");

@@ -1,0 +1,101 @@
+//! Modules pinned today keep running on every later pinion: binary modules built with
+//! ABI version 1 (before outgoing HTTP and the `pinion` host imports existed), committed
+//! under `tests/fixtures/modules/abi1/` with the histories they recorded. Each still
+//! deploys, runs new instances to completion, survives a worker restart mid-run, and
+//! replays its recorded history cleanly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pinion_runtime::replay::{ReplayOptions, Replayer};
+use pinion_runtime::InstanceStatus;
+use serde_json::json;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn abi1(file: &str) -> PathBuf {
+    root().join("tests/fixtures/modules/abi1").join(file)
+}
+
+/// (module file, workflow type, input, recorded history)
+fn modules() -> Vec<(&'static str, &'static str, String, &'static str)> {
+    vec![
+        (
+            "hello_v1.wasm",
+            "Hello",
+            json!({"wait_ms": 10}).to_string(),
+            "golden-hello.json",
+        ),
+        (
+            "foobar_v1.wasm",
+            "FooBar",
+            "null".into(),
+            "golden-foobar.json",
+        ),
+        (
+            "testkit.wasm",
+            "Steps",
+            json!({"n": 3}).to_string(),
+            "golden-testkit-steps.json",
+        ),
+        (
+            "orders.wasm",
+            "ProcessOrder",
+            json!({"order_id": "o-g", "customer": "ada@example.com",
+                   "items": [{"sku": "gear", "qty": 2, "price_cents": 1250}],
+                   "card": "4242-4242-4242-4242", "payment_deadline_ms": 30000,
+                   "gateway_failures": 1})
+            .to_string(),
+            "golden-orders.json",
+        ),
+    ]
+}
+
+#[test]
+fn abi1_modules_deploy_run_new_instances_and_replay_their_recorded_histories() {
+    let dir = TempDir::new("golden");
+    let p = open(&dir.db());
+    let mut started = Vec::new();
+    for (file, workflow_type, input, _) in modules() {
+        let bytes = std::fs::read(abi1(file)).unwrap();
+        let d = p
+            .deploy(&bytes)
+            .unwrap_or_else(|e| panic!("{file} no longer deploys: {e}"));
+        assert_eq!(d.manifest.abi_version, 1, "{file}");
+        let id = format!("new-{file}");
+        p.start(&start_req(workflow_type, &d.hash.0, &input, &id))
+            .unwrap();
+        started.push(id);
+    }
+    // Run half the work, stop the worker (as a restart would), then finish on a new one.
+    {
+        let w = p.start_worker(quiet_worker()).unwrap();
+        w.wake();
+        std::thread::sleep(Duration::from_millis(30));
+        w.shutdown();
+    }
+    let w = p.start_worker(quiet_worker()).unwrap();
+    w.wake();
+    for id in &started {
+        let rec = p.wait(id, WAIT).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
+    }
+
+    for (file, _, _, history) in modules() {
+        let replayer = Replayer::from_file(
+            &abi1(file),
+            ReplayOptions {
+                strict_inputs: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let report = replayer
+            .replay_file(&abi1("histories").join(history))
+            .unwrap();
+        assert!(report.is_compatible(), "{file}: {report}");
+        assert!(report.warnings.is_empty(), "{file}: {report}");
+        assert!(!report.result_differs, "{file}: {report}");
+    }
+}
