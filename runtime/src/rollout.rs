@@ -46,6 +46,39 @@ pub struct ModuleStatus {
     pub instances: ModuleUsage,
     /// Current, ramping, draining or drained.
     pub status: ModuleState,
+    /// What the grants in force give each of its activity types (only those given
+    /// anything); secrets by name only.
+    pub grants: Vec<ActivityGrants>,
+}
+
+/// What one activity type of a module is granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityGrants {
+    /// The activity type.
+    pub activity: String,
+    /// 1-based numbers of the `[[grant]]` entries that match it.
+    pub grants: Vec<usize>,
+    /// Allowed URL patterns.
+    pub http: Vec<String>,
+    /// Preopened directories.
+    pub dirs: Vec<crate::config::DirGrant>,
+    /// Environment variables, by name.
+    pub env: Vec<String>,
+    /// Secrets, by name.
+    pub secrets: Vec<String>,
+}
+
+impl ActivityGrants {
+    fn of(activity: String, caps: crate::config::Capabilities) -> ActivityGrants {
+        ActivityGrants {
+            activity,
+            grants: caps.grants,
+            http: caps.http.iter().map(|p| p.as_str().to_string()).collect(),
+            dirs: caps.dirs,
+            env: caps.env.into_iter().map(|(k, _)| k).collect(),
+            secrets: caps.secrets.into_iter().map(|(k, _)| k).collect(),
+        }
+    }
 }
 
 /// The parts of a module record people read.
@@ -219,8 +252,23 @@ impl Pinion {
     pub fn module_statuses(&self) -> Result<Vec<ModuleStatus>, Error> {
         let aliases = self.store().list_aliases()?;
         let usage = self.store().module_usage()?;
+        let grants = self.grants().current();
         let mut out = Vec::new();
         for m in self.modules()? {
+            let granted = if grants.is_empty() {
+                Vec::new()
+            } else {
+                let facts = crate::registry::ModuleFactsOwned {
+                    hash: m.hash.clone(),
+                    label: m.manifest.version_label.clone(),
+                    aliases: self.store().aliases_of_module(&m.hash)?,
+                };
+                grants
+                    .for_module(&facts.as_facts(), &m.manifest.activities)
+                    .into_iter()
+                    .map(|(a, caps)| ActivityGrants::of(a, caps))
+                    .collect()
+            };
             let names: Vec<String> = aliases
                 .iter()
                 .filter(|a| a.module_hash == m.hash)
@@ -255,6 +303,7 @@ impl Pinion {
                 ramping,
                 instances,
                 status,
+                grants: granted,
             });
         }
         Ok(out)

@@ -153,6 +153,28 @@ fn a_secret_reaches_the_activity_and_never_history_events_logs_or_the_database()
         "{r}"
     );
 
+    // What is granted, as the server sees it: names only, never a secret's value.
+    let modules = pinion(&db, &["--server", &server.url, "--json", "modules"]);
+    assert!(modules.status.success());
+    let modules: Value = serde_json::from_slice(&modules.stdout).unwrap();
+    let grants = &modules[0]["grants"];
+    let leak = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["activity"] == "leak")
+        .unwrap();
+    assert_eq!(leak["env"], json!(["PAY_REGION"]), "{grants}");
+    assert_eq!(leak["secrets"], json!(["PAY_API_TOKEN"]), "{grants}");
+    assert_eq!(leak["grants"], json!([1]), "{grants}");
+    assert!(!grants.to_string().contains(SECRET));
+    let table = pinion(&db, &["--server", &server.url, "modules"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("leak") && table.contains("env PAY_REGION; secrets PAY_API_TOKEN"),
+        "{table}"
+    );
+
     let events = pinion(
         &db,
         &[

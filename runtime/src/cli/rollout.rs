@@ -121,6 +121,10 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
         "{:<14} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} WORKFLOWS",
         "MODULE", "LABEL", "SIZE", "ALIASES", "RUNNING", "BLOCKED", "COMPLETED", "STATUS"
     );
+    let rows_grants: Vec<_> = rows
+        .iter()
+        .map(|m| (m.module.hash.short().to_string(), m.grants.clone()))
+        .collect();
     for m in rows {
         let mut aliases = m.aliases.clone();
         aliases.extend(m.ramping.iter().map(|(a, pct)| format!("{a}({pct}%)")));
@@ -144,7 +148,40 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
             m.module.workflows.join(", ")
         );
     }
+    print_grants(&rows_grants);
     Ok(0)
+}
+
+/// The grants part of `pinion modules`: one line per granted activity type.
+fn print_grants(rows: &[(String, Vec<crate::rollout::ActivityGrants>)]) {
+    if rows.iter().all(|(_, g)| g.is_empty()) {
+        return;
+    }
+    println!();
+    println!("{:<14} {:<24} GRANTED", "MODULE", "ACTIVITY");
+    for (module, grants) in rows {
+        for g in grants {
+            let mut parts = Vec::new();
+            if !g.http.is_empty() {
+                parts.push(format!("http {}", g.http.join(" ")));
+            }
+            for d in &g.dirs {
+                let mode = if d.mode == crate::config::DirMode::Rw {
+                    "rw"
+                } else {
+                    "ro"
+                };
+                parts.push(format!("dir {}={} ({mode})", d.guest, d.host.display()));
+            }
+            if !g.env.is_empty() {
+                parts.push(format!("env {}", g.env.join(" ")));
+            }
+            if !g.secrets.is_empty() {
+                parts.push(format!("secrets {}", g.secrets.join(" ")));
+            }
+            println!("{module:<14} {:<24} {}", g.activity, parts.join("; "));
+        }
+    }
 }
 
 /// `pinion gc --export-modules DIR`: writes files on this machine, so only against the

@@ -55,7 +55,7 @@ pub enum DirMode {
 }
 
 /// A host directory an activity sees under a guest path.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct DirGrant {
     /// The directory on the host (absolute, canonical).
     pub host: PathBuf,
