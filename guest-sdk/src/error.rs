@@ -211,6 +211,10 @@ pub struct WorkflowError {
     pub kind: String,
     /// Human-readable message.
     pub message: String,
+    /// For an error made from an [`ActivityFailed`], the attempts that activity made;
+    /// recorded as the failure's `attempts`, so the workflow's failure says how hard the
+    /// engine tried. 0 otherwise.
+    attempts: u32,
 }
 
 impl WorkflowError {
@@ -219,7 +223,13 @@ impl WorkflowError {
         WorkflowError {
             kind: kind.into(),
             message: message.into(),
+            attempts: 0,
         }
+    }
+
+    /// The attempts of the activity this error came from (0 when it did not come from one).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// A [`CANCELLED_KIND`] error: returned after a cancellation request, it ends the
@@ -240,7 +250,7 @@ impl WorkflowError {
             kind: self.kind,
             message: self.message,
             non_retryable: false,
-            attempts: 0,
+            attempts: self.attempts,
         }
     }
 }
@@ -262,12 +272,18 @@ impl From<ActivityFailed> for WorkflowError {
         } else {
             "failed"
         };
+        let tries = match failed.attempts {
+            0 => String::new(),
+            1 => " after 1 attempt".into(),
+            n => format!(" after {n} attempts"),
+        };
         WorkflowError {
             message: format!(
-                "activity \"{}\" {verb}: {}",
+                "activity \"{}\" {verb}{tries}: {}",
                 failed.activity_type, failed.message
             ),
             kind: failed.kind,
+            attempts: failed.attempts,
         }
     }
 }
@@ -296,13 +312,15 @@ mod tests {
             activity_type: "charge".into(),
             kind: "PaymentDeclined".into(),
             message: "no".into(),
-            attempts: 1,
+            attempts: 3,
             timed_out: false,
             non_retryable: true,
         };
         let e: WorkflowError = failed.into();
         assert_eq!(e.kind, "PaymentDeclined");
-        assert_eq!(e.message, "activity \"charge\" failed: no");
+        assert_eq!(e.message, "activity \"charge\" failed after 3 attempts: no");
+        // The workflow's failure says how many attempts the activity got (it said 0).
+        assert_eq!(e.into_failure().attempts, 3);
     }
 
     #[test]
