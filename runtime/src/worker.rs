@@ -746,6 +746,7 @@ fn record_attempt(s: &Shared, task: &ActivityTask, outcome: AttemptOutcome) -> b
                 ActivityResolution::Retry {
                     next_attempt: task.attempt + 1,
                     visible_at_ms: now + backoff_ms(policy, task.attempt),
+                    failure: f,
                 }
             }
         }

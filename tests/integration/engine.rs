@@ -540,3 +540,68 @@ fn an_abi_export_with_the_wrong_signature_is_rejected_at_deploy() {
     assert!(err.contains("`pinion_activate` export has type"), "{err}");
     assert!(p.modules().unwrap().is_empty());
 }
+
+#[test]
+fn status_shows_a_retrying_activity_with_its_attempt_last_failure_and_next_retry() {
+    use pinion_runtime::api::Api;
+    use pinion_runtime::store::PendingState;
+    let dir = TempDir::new("pending");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req(
+        "Retry",
+        &hash,
+        r#"{"fail_times": 1000, "max_attempts": 0, "non_retryable": false}"#,
+        "forever",
+    ))
+    .unwrap();
+    w.wake();
+    let mut seen = None;
+    wait_until("the third failed attempt", WAIT, || {
+        let rec = Api::status(&p, "forever").unwrap();
+        let pending = rec.pending_activities.first().cloned();
+        let done = pending
+            .as_ref()
+            .is_some_and(|a| a.attempt >= 4 && a.state == PendingState::BackingOff);
+        seen = pending;
+        done
+    });
+    let a = seen.unwrap();
+    assert_eq!((a.seq, a.activity_type.as_str()), (1, "flaky"));
+    let f = a.last_failure.as_ref().unwrap();
+    assert_eq!(f.kind, "Flaky");
+    assert_eq!(
+        f.message,
+        format!("failing attempt {} of 1000", a.attempt - 1)
+    );
+    assert!(
+        a.next_attempt_at_ms.unwrap() > 0 && a.started_at_ms.is_none(),
+        "{a:?}"
+    );
+    // The CLI's status prints the same.
+    let out = pinion(&dir.db(), &["status", "forever"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("#1 flaky attempt") && text.contains("last failure: Flaky: failing attempt"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&pinion(&dir.db(), &["--json", "status", "forever"]).stdout)
+            .unwrap();
+    assert_eq!(
+        json["pending_activities"][0]["activity_type"],
+        json!("flaky"),
+        "{json}"
+    );
+    let history = pinion(&dir.db(), &["history", "forever"]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        history.contains("ActivityScheduled") && history.contains("#1 flaky attempt"),
+        "{history}"
+    );
+    // A list does not carry them.
+    let list = Api::list(&p, &Default::default()).unwrap();
+    assert!(list.instances[0].pending_activities.is_empty());
+    p.terminate("forever", "test over").unwrap();
+}

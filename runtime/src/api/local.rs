@@ -276,7 +276,14 @@ impl Api for Pinion {
     }
 
     fn status(&self, id: &str) -> Result<InstanceRecord, ApiError> {
-        Ok(Pinion::status(self, id)?)
+        let mut rec = Pinion::status(self, id)?;
+        if !rec.status.is_closed() {
+            rec.pending_activities = self
+                .store()
+                .pending_activities(&rec.id)
+                .map_err(Error::from)?;
+        }
+        Ok(rec)
     }
 
     fn wait(&self, id: &str, timeout: Duration) -> Result<InstanceRecord, ApiError> {

@@ -342,7 +342,14 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     error: anyhow::anyhow!("give an instance id, or `export` / `import`"),
                 });
             };
-            print::print_history(&api(&cli)?.history(id, args.run)?, json);
+            let api = api(&cli)?;
+            print::print_history(&api.history(id, args.run)?, json);
+            // The text form ends with what is still in flight: the retries history does
+            // not record until the activity resolves.
+            if !json && args.run.is_none() {
+                let rec = api.status(id)?;
+                print::print_pending(&rec);
+            }
             Ok(0)
         }
         Command::Events(args) => events::events(api(&cli)?.as_ref(), json, args),

@@ -42,6 +42,31 @@ pub fn print_instance(r: &InstanceRecord, json: bool) {
     if r.cancel_requested && !r.status.is_closed() {
         println!("cancel:        requested");
     }
+    print_pending(r);
+}
+
+/// One line per pending activity of `r` (and its last failure).
+pub fn print_pending(r: &InstanceRecord) {
+    for a in &r.pending_activities {
+        let state = match a.state {
+            crate::store::PendingState::Scheduled => "scheduled".to_string(),
+            crate::store::PendingState::Running => match a.started_at_ms {
+                Some(t) => format!("running since {t}"),
+                None => "running".into(),
+            },
+            crate::store::PendingState::BackingOff => match a.next_attempt_at_ms {
+                Some(t) => format!("retrying at {t}"),
+                None => "backing off".into(),
+            },
+        };
+        println!(
+            "activity:      #{} {} attempt {}, {state}",
+            a.seq, a.activity_type, a.attempt
+        );
+        if let Some(f) = &a.last_failure {
+            println!("               last failure: {}: {}", f.kind, f.message);
+        }
+    }
 }
 
 /// Prints a closed instance's outcome; returns the exit code it implies.

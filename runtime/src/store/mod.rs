@@ -126,6 +126,10 @@ pub struct InstanceRecord {
     pub cancel_requested: bool,
     /// The current run: 1, then +1 at each continue-as-new (earlier runs are archived).
     pub run: u32,
+    /// The activities scheduled and not yet resolved, with their attempt and last failure.
+    /// Filled in by `status` (`GET /v1/instances/{id}`), empty in lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_activities: Vec<PendingActivity>,
 }
 
 /// Filter for [`Store::list_instances`].
@@ -281,11 +285,48 @@ pub enum ActivityResolution {
         next_attempt: u32,
         /// Earliest start of the retry.
         visible_at_ms: u64,
+        /// How the attempt failed (shown as the activity's last failure).
+        failure: pinion_abi::Failure,
     },
+}
+
+/// An activity that is scheduled and not yet resolved, as `pinion status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PendingActivity {
+    /// Its sequence number.
+    pub seq: u32,
+    /// Its type.
+    pub activity_type: String,
+    /// The current attempt, from 1.
+    pub attempt: u32,
+    /// `scheduled` (waiting for its first attempt), `running`, or `backing_off` (waiting to
+    /// retry after a failure).
+    pub state: PendingState,
+    /// When the running attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When the next attempt may start (the retry time while backing off).
+    pub next_attempt_at_ms: Option<u64>,
+    /// How the previous attempt failed.
+    pub last_failure: Option<pinion_abi::Failure>,
+}
+
+/// Where a pending activity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingState {
+    /// Waiting for its first attempt.
+    Scheduled,
+    /// An attempt is running.
+    Running,
+    /// Waiting to retry after a failed attempt.
+    BackingOff,
 }
 
 /// Durable state of the engine. All methods are synchronous and thread-safe.
 pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
+    /// The activities of `id` that are scheduled and not resolved, by sequence number.
+    fn pending_activities(&self, id: &InstanceId) -> Result<Vec<PendingActivity>, StoreError>;
+
     /// Stores a module unless one with the same hash exists. Returns true when inserted.
     fn put_module(
         &self,

@@ -30,7 +30,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     ActivationCommit, ActivityResolution, ActivityTask, InboxEntry, InstanceFilter,
-    InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError, Transition,
+    InstanceOutcome, InstanceRecord, ModuleRecord, NewInstance, PendingActivity, PendingState,
+    Store, StoreError, Transition,
 };
 use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleHash, Payload};
 
@@ -565,6 +566,58 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pending_activities(&self, id: &InstanceId) -> Result<Vec<PendingActivity>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, activity_type, attempt, visible_at_ms, lease_until_ms, started_at_ms, last_failure
+                     FROM activity_tasks WHERE instance_id = ?1 ORDER BY seq",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&id.0], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, activity_type, attempt, visible, lease, started, failure) =
+                    row.map_err(map_err)?;
+                let last_failure = match failure {
+                    Some(f) => Some(
+                        serde_json::from_str(&f).map_err(|e| corrupt("activity failure", e))?,
+                    ),
+                    None => None,
+                };
+                let state = if lease.is_some() {
+                    PendingState::Running
+                } else if last_failure.is_some() {
+                    PendingState::BackingOff
+                } else {
+                    PendingState::Scheduled
+                };
+                out.push(PendingActivity {
+                    seq,
+                    activity_type,
+                    attempt,
+                    state,
+                    started_at_ms: started.filter(|_| lease.is_some()).map(|t| t as u64),
+                    next_attempt_at_ms: (lease.is_none()).then_some(visible as u64),
+                    last_failure,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
         let mut encoded = Vec::with_capacity(commit.events.len());
         for (eid, kind) in &commit.events {
@@ -799,7 +852,7 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(map_err)?;
             let mut lease = c
-                .prepare_cached("UPDATE activity_tasks SET lease_until_ms = ?3 WHERE instance_id = ?1 AND seq = ?2")
+                .prepare_cached("UPDATE activity_tasks SET lease_until_ms = ?3, started_at_ms = ?4 WHERE instance_id = ?1 AND seq = ?2")
                 .map_err(map_err)?;
             let mut tasks = Vec::with_capacity(rows.len());
             for (iid, mh, seq, ty, input, options, attempt) in rows {
@@ -807,7 +860,7 @@ impl Store for SqliteStore {
                 // The lease outlives the attempt's own timeout, so a healthy long attempt is
                 // never claimed twice; a crashed process's lease is released at start-up.
                 let until = now_ms + lease_slack_ms + options.start_to_close_timeout_ms.unwrap_or(default_timeout_ms);
-                lease.execute(params![iid, seq, until as i64]).map_err(map_err)?;
+                lease.execute(params![iid, seq, until as i64, now]).map_err(map_err)?;
                 tasks.push(ActivityTask {
                     instance_id: InstanceId(iid),
                     module_hash: ModuleHash(mh),
@@ -844,11 +897,12 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             match resolution {
-                ActivityResolution::Retry { next_attempt, visible_at_ms } => {
+                ActivityResolution::Retry { next_attempt, visible_at_ms, failure } => {
                     exec(c,
-                        "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL
+                        "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL,
+                            started_at_ms = NULL, last_failure = ?5
                          WHERE instance_id = ?1 AND seq = ?2",
-                        params![instance, seq, next_attempt, visible_at_ms as i64],
+                        params![instance, seq, next_attempt, visible_at_ms as i64, to_json(&failure)?],
                     )
                     .map_err(map_err)?;
                 }

@@ -26,6 +26,7 @@ pub(super) fn instance_from_row(
             imported: row.get::<_, i64>(10)? != 0,
             cancel_requested: row.get::<_, i64>(11)? != 0,
             run: row.get(12)?,
+            pending_activities: Vec::new(),
         },
         row.get(7)?,
         row.get(8)?,
