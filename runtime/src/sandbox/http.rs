@@ -34,7 +34,6 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(256)
             .user_agent(concat!("pinion/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
