@@ -599,15 +599,34 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
 /// One activity attempt, from claim to recorded outcome.
 async fn attempt(s: Arc<Shared>, task: ActivityTask) {
     let outcome = run_attempt(&s, &task).await;
+    let now = s.clock.now_ms();
+    let resolution = resolution_of(&task, outcome, now);
+    let is_final = matches!(resolution, ActivityResolution::Resolve(_));
+    // Recorded without parking a thread on the commit: the store calls back once it is
+    // durable, and the bookkeeping there is a counter and two notifications.
     let s2 = s.clone();
-    let resolved = tokio::task::spawn_blocking(move || record_attempt(&s2, &task, outcome))
-        .await
-        .unwrap_or(false);
-    s.activities_running.fetch_sub(1, Ordering::SeqCst);
-    s.activity_wake.notify();
-    if resolved {
-        s.workflow_wake.notify();
-    }
+    let (seq, id) = (task.seq, task.instance_id.clone());
+    s.store.resolve_activity_then(
+        &task.instance_id,
+        task.seq,
+        task.attempt,
+        resolution,
+        now,
+        Box::new(move |recorded| {
+            let resolved = match recorded {
+                Ok(recorded) => recorded && is_final,
+                Err(e) => {
+                    report(&format!("recording activity {seq} of {id}"), &e);
+                    false
+                }
+            };
+            s2.activities_running.fetch_sub(1, Ordering::SeqCst);
+            s2.activity_wake.notify();
+            if resolved {
+                s2.workflow_wake.notify();
+            }
+        }),
+    );
 }
 
 /// How an attempt ended, before the retry policy is applied.
@@ -713,15 +732,13 @@ pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
     (delay.min(max as f64)) as u64
 }
 
-/// Records an attempt's fate: the result, the final failure, or the next attempt after
-/// backoff. Returns true when the workflow got a result.
-fn record_attempt(s: &Shared, task: &ActivityTask, outcome: AttemptOutcome) -> bool {
+/// An attempt's fate: the result, the final failure, or the next attempt after backoff.
+fn resolution_of(task: &ActivityTask, outcome: AttemptOutcome, now: u64) -> ActivityResolution {
     let AttemptOutcome {
         result: outcome,
         timed_out,
     } = outcome;
-    let now = s.clock.now_ms();
-    let resolution = match outcome {
+    match outcome {
         Ok(result) => ActivityResolution::Resolve(EventKind::ActivityCompleted {
             seq: task.seq,
             result,
@@ -749,20 +766,6 @@ fn record_attempt(s: &Shared, task: &ActivityTask, outcome: AttemptOutcome) -> b
                     failure: f,
                 }
             }
-        }
-    };
-    let is_final = matches!(resolution, ActivityResolution::Resolve(_));
-    match s
-        .store
-        .resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)
-    {
-        Ok(recorded) => recorded && is_final,
-        Err(e) => {
-            report(
-                &format!("recording activity {} of {}", task.seq, task.instance_id),
-                &e,
-            );
-            false
         }
     }
 }

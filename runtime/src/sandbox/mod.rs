@@ -25,6 +25,7 @@
 pub mod activity;
 pub mod http;
 pub mod limiter;
+mod stacks;
 pub mod wasi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,7 +233,8 @@ impl Sandbox {
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .wasm_multi_memory(false)
-            .cranelift_opt_level(OptLevel::Speed);
+            .cranelift_opt_level(OptLevel::Speed)
+            .with_host_stack(Arc::new(stacks::PoolHandle(stacks::StackPool::new(256))));
         let engine = Engine::new(&config).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(setup)?;

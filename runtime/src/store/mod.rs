@@ -384,6 +384,22 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
         resolution: ActivityResolution,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
+
+    /// [`Store::resolve_activity`] without blocking the caller: `done` receives the answer
+    /// once the write is durable (or failed), possibly on a store thread, so it must be
+    /// quick. The default waits, then calls `done`.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_activity_then(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        resolution: ActivityResolution,
+        now_ms: u64,
+        done: Box<dyn FnOnce(Result<bool, StoreError>) + Send>,
+    ) {
+        done(self.resolve_activity(instance, seq, attempt, resolution, now_ms));
+    }
     /// Forgets every activity lease (at start-up of the only process using this database).
     fn release_leases(&self) -> Result<u64, StoreError>;
     /// Earliest time something is due (a timer, or an activity attempt), if any.

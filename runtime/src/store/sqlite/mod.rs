@@ -44,7 +44,7 @@ mod schema;
 mod writer;
 
 use rows::{finish_instance, finish_module, instance_from_row, module_from_row, INSTANCE_COLUMNS};
-use writer::{writer_loop, Op, WriteJob};
+use writer::{writer_loop, Op, Reply, WriteJob};
 
 /// `synchronous` pragma levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,55 @@ fn query_one<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::
     f: F,
 ) -> rusqlite::Result<T> {
     c.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// The write that records an activity attempt's fate (see `Store::resolve_activity`).
+fn resolve_op(
+    instance: &InstanceId,
+    seq: u32,
+    attempt: u32,
+    resolution: ActivityResolution,
+    now_ms: u64,
+) -> impl FnOnce(&Connection) -> Result<bool, StoreError> + Send + 'static {
+    let instance = instance.0.clone();
+    move |c| {
+        let current: Option<u32> = c
+            .query_row(
+                "SELECT attempt FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
+                params![instance, seq],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+        if current != Some(attempt) {
+            return Ok(false);
+        }
+        match resolution {
+            ActivityResolution::Retry {
+                next_attempt,
+                visible_at_ms,
+                failure,
+            } => {
+                exec(c,
+                    "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL,
+                        started_at_ms = NULL, last_failure = ?5
+                     WHERE instance_id = ?1 AND seq = ?2",
+                    params![instance, seq, next_attempt, visible_at_ms as i64, to_json(&failure)?],
+                )
+                .map_err(map_err)?;
+            }
+            ActivityResolution::Resolve(kind) => {
+                exec(
+                    c,
+                    "DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
+                    params![instance, seq],
+                )
+                .map_err(map_err)?;
+                push_inbox(c, &instance, now_ms, &kind)?;
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Reader connections kept open between reads.
@@ -283,10 +332,31 @@ impl SqliteStore {
         let job: WriteJob = Box::new(Op {
             f: Some(f),
             result: None,
-            reply: tx,
+            reply: Reply::Channel(tx),
         });
         sender.send(job).map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`SqliteStore::write`] without waiting: `done` gets the answer on the writer thread
+    /// once the batch holding the write has committed (or failed).
+    fn write_then<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        done: Box<dyn FnOnce(Result<R, StoreError>) + Send>,
+    ) {
+        let sender = self.writer.lock().expect("writer lock").clone();
+        let Some(sender) = sender else {
+            return done(Err(StoreError::Closed));
+        };
+        let job: WriteJob = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply: Reply::Callback(done),
+        });
+        if let Err(std::sync::mpsc::SendError(job)) = sender.send(job) {
+            job.finish(Err(StoreError::Closed));
+        }
     }
 
     /// Stops the writer thread after it drains its queue. Called on drop too.
@@ -883,37 +953,19 @@ impl Store for SqliteStore {
         resolution: ActivityResolution,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let instance = instance.0.clone();
-        self.write(move |c| {
-            let current: Option<u32> = c
-                .query_row(
-                    "SELECT attempt FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
-                    params![instance, seq],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(map_err)?;
-            if current != Some(attempt) {
-                return Ok(false);
-            }
-            match resolution {
-                ActivityResolution::Retry { next_attempt, visible_at_ms, failure } => {
-                    exec(c,
-                        "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL,
-                            started_at_ms = NULL, last_failure = ?5
-                         WHERE instance_id = ?1 AND seq = ?2",
-                        params![instance, seq, next_attempt, visible_at_ms as i64, to_json(&failure)?],
-                    )
-                    .map_err(map_err)?;
-                }
-                ActivityResolution::Resolve(kind) => {
-                    exec(c, "DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2", params![instance, seq])
-                        .map_err(map_err)?;
-                    push_inbox(c, &instance, now_ms, &kind)?;
-                }
-            }
-            Ok(true)
-        })
+        self.write(resolve_op(instance, seq, attempt, resolution, now_ms))
+    }
+
+    fn resolve_activity_then(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        resolution: ActivityResolution,
+        now_ms: u64,
+        done: Box<dyn FnOnce(Result<bool, StoreError>) + Send>,
+    ) {
+        self.write_then(resolve_op(instance, seq, attempt, resolution, now_ms), done);
     }
 
     fn release_leases(&self) -> Result<u64, StoreError> {

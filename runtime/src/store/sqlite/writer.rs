@@ -23,7 +23,14 @@ pub(super) type WriteJob = Box<dyn WriteOp>;
 pub(super) struct Op<R, F> {
     pub(super) f: Option<F>,
     pub(super) result: Option<Result<R, StoreError>>,
-    pub(super) reply: SyncSender<Result<R, StoreError>>,
+    pub(super) reply: Reply<R>,
+}
+
+/// Where a write's answer goes: back to a caller waiting on a channel, or into a callback
+/// run on the writer thread (for callers that must not block a thread on the commit).
+pub(super) enum Reply<R> {
+    Channel(SyncSender<Result<R, StoreError>>),
+    Callback(Box<dyn FnOnce(Result<R, StoreError>) + Send>),
 }
 
 impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp for Op<R, F> {
@@ -40,7 +47,12 @@ impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp fo
             (Err(e), _) => Err(e),
             (Ok(()), None) => Err(StoreError::Closed),
         };
-        let _ = self.reply.send(answer);
+        match self.reply {
+            Reply::Channel(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Callback(done) => done(answer),
+        }
     }
 }
 
