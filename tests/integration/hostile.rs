@@ -117,14 +117,18 @@ fn deploy(server: &ApiServer, bytes: Vec<u8>) -> (u16, Value) {
 }
 
 fn start(server: &ApiServer, hash: &str, id: &str) {
+    start_with(
+        server,
+        json!({ "workflow_type": "W", "module": hash, "id": id }),
+    );
+}
+
+fn start_with(server: &ApiServer, body: Value) {
     let (status, body) = crate::api::http(
         "POST",
         &format!("{}/v1/instances", server.url),
         None,
-        Some((
-            "application/json",
-            serde_json::to_vec(&json!({ "workflow_type": "W", "module": hash, "id": id })).unwrap(),
-        )),
+        Some(("application/json", serde_json::to_vec(&body).unwrap())),
     );
     assert_eq!(status, 201, "{body}");
 }
@@ -259,16 +263,10 @@ fn huge_lengths_and_bad_buffers_end_in_clear_errors_and_the_server_keeps_serving
     // Still serving: an ordinary module runs to completion on the same server.
     let (_, d) = deploy(&server, wasm_bytes("testkit"));
     let hash = d["hash"].as_str().unwrap().to_string();
-    let (status, body) = crate::api::http(
-        "POST",
-        &format!("{}/v1/instances", server.url),
-        None,
-        Some((
-            "application/json",
-            serde_json::to_vec(&json!({ "workflow_type": "Steps", "module": hash, "id": "after", "input": {"n": 3} })).unwrap(),
-        )),
+    start_with(
+        &server,
+        json!({ "workflow_type": "Steps", "module": hash, "id": "after", "input": {"n": 3} }),
     );
-    assert_eq!(status, 201, "{body}");
     let r = wait(&server, "after");
     assert_eq!(r["result"], json!(3), "{r}");
     let (status, log) = server.terminate();

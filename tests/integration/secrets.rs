@@ -4,7 +4,7 @@
 //! server runs, ignored in favour of the last good one.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -97,11 +97,12 @@ fn file_contains(path: &Path, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn a_secret_reaches_the_activity_and_never_history_events_logs_or_the_database() {
-    let dir = TempDir::new("secrets");
-    write_secrets(&dir, 0o600);
-    let config = write_config(&dir, &["PAY_REGION"]);
+/// The reach module deployed on `dir`'s database, and a server granting it `PAY_REGION`
+/// (from its environment) and the secret `PAY_API_TOKEN`. Returns the server, the database,
+/// the module's hash and the configuration file.
+fn serve(dir: &TempDir) -> (ApiServer, PathBuf, String, PathBuf) {
+    write_secrets(dir, 0o600);
+    let config = write_config(dir, &["PAY_REGION"]);
     let db = dir.db();
     let out = pinion(&db, &["deploy", wasm("reach").to_str().unwrap()]);
     assert!(out.status.success());
@@ -112,6 +113,13 @@ fn a_secret_reaches_the_activity_and_never_history_events_logs_or_the_database()
         &["--config", config.to_str().unwrap()],
         &[("PAY_REGION", "eu-west")],
     );
+    (server, db, hash, config)
+}
+
+#[test]
+fn a_secret_reaches_the_activity_and_never_history_events_logs_or_the_database() {
+    let dir = TempDir::new("secrets");
+    let (server, db, hash, _) = serve(&dir);
 
     // The activity sees exactly what was granted, under the granted names.
     let r = call(&server, &db, &hash, "names", "env_all", Value::Null);
@@ -250,17 +258,7 @@ fn a_secret_reaches_the_activity_and_never_history_events_logs_or_the_database()
 #[test]
 fn a_grant_change_applies_to_the_next_attempt_and_a_broken_edit_keeps_the_last_good_grants() {
     let dir = TempDir::new("regrant");
-    write_secrets(&dir, 0o600);
-    let config = write_config(&dir, &["PAY_REGION"]);
-    let db = dir.db();
-    let out = pinion(&db, &["deploy", wasm("reach").to_str().unwrap()]);
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let server = ApiServer::start_with(
-        &db,
-        None,
-        &["--config", config.to_str().unwrap()],
-        &[("PAY_REGION", "eu-west")],
-    );
+    let (server, db, hash, config) = serve(&dir);
     let r = call(&server, &db, &hash, "before", "env_all", Value::Null);
     assert_eq!(r, json!({ "ok": ["PAY_API_TOKEN", "PAY_REGION"] }));
 

@@ -119,6 +119,26 @@ fn open(cli: &Cli) -> Result<Pinion, Failure> {
     Ok(Pinion::open(config)?)
 }
 
+/// Runs one benchmark per level: a line as each report comes, or one JSON array at the end.
+fn run_reports<T: std::fmt::Display + serde::Serialize>(
+    levels: &[usize],
+    json: bool,
+    mut run: impl FnMut(usize) -> Result<T, Error>,
+) -> Result<i32, Failure> {
+    let mut reports = Vec::new();
+    for &level in levels {
+        let report = run(level)?;
+        if !json {
+            println!("{report}");
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(&reports);
+    }
+    Ok(0)
+}
+
 /// Raises the soft limit on open files to the hard limit: every activity waiting on the
 /// network holds a socket, and the usual soft limit of 1024 is below what a server with
 /// thousands of activities in flight needs.
@@ -420,9 +440,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 .with_context(|| format!("creating {}", args.dir.display()))?;
             if let Some(wait_ms) = args.http_wait_ms {
                 raise_fd_limit();
-                let mut reports = Vec::new();
-                for &workflows in &args.concurrency {
-                    let report = crate::bench::run_in_flight(&crate::bench::InFlightConfig {
+                return run_reports(&args.concurrency, json, |workflows| {
+                    crate::bench::run_in_flight(&crate::bench::InFlightConfig {
                         module: args.module.clone(),
                         dir: args.dir.clone(),
                         workflows: workflows.max(1),
@@ -430,20 +449,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         wait: Duration::from_millis(wait_ms),
                         workflow_threads: args.workflow_threads,
                         synchronous,
-                    })?;
-                    if !json {
-                        println!("{report}");
-                    }
-                    reports.push(report);
-                }
-                if json {
-                    print_json(&reports);
-                }
-                return Ok(0);
+                    })
+                });
             }
-            let mut reports = Vec::new();
-            for &concurrency in &args.concurrency {
-                let report = crate::bench::run(&BenchConfig {
+            run_reports(&args.concurrency, json, |concurrency| {
+                crate::bench::run(&BenchConfig {
                     module: args.module.clone(),
                     dir: args.dir.clone(),
                     steps: args.steps,
@@ -451,16 +461,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     workflows: args.workflows.unwrap_or((concurrency * 20).max(50)),
                     synchronous,
                     workflow_threads: args.workflow_threads,
-                })?;
-                if !json {
-                    println!("{report}");
-                }
-                reports.push(report);
-            }
-            if json {
-                print_json(&reports);
-            }
-            Ok(0)
+                })
+            })
         }
         Command::Server(args) => {
             // Check the flags before touching the database.
