@@ -96,6 +96,12 @@ pub struct ModuleSummary {
     pub activities: Vec<String>,
     /// Deploy time.
     pub deployed_at_ms: u64,
+    /// The guest ABI version the module speaks.
+    #[serde(default)]
+    pub abi_version: u32,
+    /// The `pinion-sdk` version it was built with.
+    #[serde(default)]
+    pub sdk_version: String,
 }
 
 impl From<&ModuleRecord> for ModuleSummary {
@@ -107,6 +113,8 @@ impl From<&ModuleRecord> for ModuleSummary {
             workflows: m.manifest.workflows.clone(),
             activities: m.manifest.activities.clone(),
             deployed_at_ms: m.deployed_at_ms,
+            abi_version: m.manifest.abi_version,
+            sdk_version: m.manifest.sdk_version.clone(),
         }
     }
 }

@@ -69,6 +69,13 @@ fn abi1_modules_deploy_run_new_instances_and_replay_their_recorded_histories() {
             .unwrap();
         started.push(id);
     }
+    // `pinion modules` says which ABI and SDK each was built with.
+    let listed = pinion_runtime::api::Api::modules(&p).unwrap();
+    assert_eq!(listed.len(), 4);
+    for m in &listed {
+        assert_eq!(m.module.abi_version, 1, "{m:?}");
+        assert_eq!(m.module.sdk_version, "0.1.0", "{m:?}");
+    }
     // Run half the work, stop the worker (as a restart would), then finish on a new one.
     {
         let w = p.start_worker(quiet_worker()).unwrap();

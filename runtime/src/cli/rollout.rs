@@ -118,8 +118,17 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
         return Ok(0);
     }
     println!(
-        "{:<14} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} WORKFLOWS",
-        "MODULE", "LABEL", "SIZE", "ALIASES", "RUNNING", "BLOCKED", "COMPLETED", "STATUS"
+        "{:<14} {:<8} {:>3} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} WORKFLOWS",
+        "MODULE",
+        "LABEL",
+        "ABI",
+        "SDK",
+        "SIZE",
+        "ALIASES",
+        "RUNNING",
+        "BLOCKED",
+        "COMPLETED",
+        "STATUS"
     );
     let rows_grants: Vec<_> = rows
         .iter()
@@ -129,9 +138,11 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
         let mut aliases = m.aliases.clone();
         aliases.extend(m.ramping.iter().map(|(a, pct)| format!("{a}({pct}%)")));
         println!(
-            "{:<14} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} {}",
+            "{:<14} {:<8} {:>3} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} {}",
             m.module.hash.short(),
             m.module.version_label.as_deref().unwrap_or("-"),
+            m.module.abi_version,
+            m.module.sdk_version,
             m.module.size,
             if aliases.is_empty() {
                 "-".into()
