@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
+# Python 3 runs the fuzz test's schemathesis and the orders example's payment service.
+if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3 python3-venv
+fi
 # Guests build into their own target dir so tests never wait on this cargo's lock.
 cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml --target-dir target/wasm-guests
 # The API fuzz test (tests/integration/api_fuzz.rs) runs schemathesis from this venv, with
