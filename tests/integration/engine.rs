@@ -605,3 +605,35 @@ fn status_shows_a_retrying_activity_with_its_attempt_last_failure_and_next_retry
     assert!(list.instances[0].pending_activities.is_empty());
     p.terminate("forever", "test over").unwrap();
 }
+
+#[test]
+fn an_order_id_that_is_not_a_plain_name_never_names_a_receipt_file() {
+    let dir = TempDir::new("orders-id");
+    let payments = PaymentService::start();
+    let p = payments.open(&dir);
+    let hash = deploy(&p, "orders");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    let input = json!({
+        "order_id": "../escape", "customer": "ada@example.com",
+        "items": [{"sku": "gear", "qty": 1, "price_cents": 100}],
+        "card": "4242-4242-4242-4242", "payment_deadline_ms": 30000, "gateway_failures": 0
+    });
+    p.start(&start_req(
+        "ProcessOrder",
+        &hash,
+        &input.to_string(),
+        "bad-id",
+    ))
+    .unwrap();
+    w.wake();
+    let rec = p.wait("bad-id", WAIT).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Failed, "{rec:?}");
+    assert_eq!(rec.failure.unwrap().kind, "InvalidOrderId");
+    assert!(!dir.path().join("escape.json").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("receipts"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

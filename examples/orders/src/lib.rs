@@ -325,7 +325,20 @@ fn charge_payment(ctx: ActivityContext, req: ChargeRequest) -> Result<String, Ac
 
 /// Writes the receipt into the granted `/receipts` directory; returns the file's path.
 fn write_receipt(receipt: Receipt) -> Result<String, ActivityError> {
-    let path = format!("/receipts/{}.json", receipt.order_id);
+    // The order id comes from the workflow's input and names the file: only plain names.
+    let id = &receipt.order_id;
+    if id.is_empty()
+        || id.len() > 100
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ActivityError::non_retryable(
+            "InvalidOrderId",
+            format!("order id {id:?} cannot name a receipt file: use 1 to 100 letters, digits, '-' or '_'"),
+        ));
+    }
+    let path = format!("/receipts/{id}.json");
     let json = serde_json::to_vec_pretty(&receipt)
         .map_err(|e| ActivityError::non_retryable("InvalidReceipt", e.to_string()))?;
     std::fs::write(&path, json).map_err(|e| {
