@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use pinion_abi::ActivityInvocation;
 use pinion_runtime::bench::{run_in_flight, InFlightConfig};
 use pinion_runtime::config::Capabilities;
+use pinion_runtime::sandbox::activity::AttemptControl;
 use pinion_runtime::sandbox::{Sandbox, SandboxLimits};
 use pinion_runtime::store::sqlite::Synchronous;
 
@@ -45,6 +46,7 @@ fn main() {
                 attempt: 1,
                 instance_id: "bench".into(),
                 seq: 1,
+                heartbeat_details: None,
             };
             let run = sandbox
                 .run_activity(
@@ -53,6 +55,7 @@ fn main() {
                     &invocation,
                     Duration::from_secs(10),
                     caps.clone(),
+                    Arc::new(AttemptControl::new(None, |_| {})),
                 )
                 .await;
             run.result.expect("attempt");

@@ -35,6 +35,7 @@ fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
     let options = ActivityOptions {
         start_to_close_timeout_ms: None,
         retry: RetryPolicy::default(),
+        heartbeat_timeout_ms: None,
     };
     push(EventKind::WorkflowStarted {
         workflow_type: "Steps".into(),

@@ -69,6 +69,12 @@ impl ActivityError {
         }
     }
 
+    /// True for the error [`ActivityContext::heartbeat`](crate::ActivityContext::heartbeat)
+    /// returns when the attempt should stop (kind [`CANCELLED_KIND`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == CANCELLED_KIND
+    }
+
     /// Converts to the wire shape, stamping the attempt number the host gave this run.
     pub(crate) fn into_failure(self, attempt: u32) -> Failure {
         Failure {

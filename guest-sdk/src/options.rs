@@ -127,6 +127,7 @@ impl From<RetryPolicy> for pinion_abi::RetryPolicy {
 /// | --- | --- |
 /// | [`start_to_close_timeout`](Self::start_to_close_timeout) | none: the host's default applies |
 /// | [`retry_policy`](Self::retry_policy) | [`RetryPolicy::default`] (unlimited attempts, 1 s, ×2.0) |
+/// | [`heartbeat_timeout`](Self::heartbeat_timeout) | none: heartbeats are optional |
 ///
 /// # Examples
 /// ```
@@ -144,6 +145,7 @@ impl From<RetryPolicy> for pinion_abi::RetryPolicy {
 pub struct ActivityOptions {
     start_to_close_timeout: Option<Duration>,
     retry: RetryPolicy,
+    heartbeat_timeout: Option<Duration>,
 }
 
 impl ActivityOptions {
@@ -164,6 +166,17 @@ impl ActivityOptions {
         self.retry = policy;
         self
     }
+
+    /// Longest silence between heartbeats: an attempt that goes this long without calling
+    /// [`ActivityContext::heartbeat`](crate::ActivityContext::heartbeat) (counted from its
+    /// start, then from its last heartbeat) is abandoned and fails with kind
+    /// `"HeartbeatTimeout"`, retried like any timeout. Use it for long activities, so a hung
+    /// one is noticed in seconds rather than at its start-to-close timeout. Rounded up to
+    /// whole ms.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = Some(timeout);
+        self
+    }
 }
 
 impl From<ActivityOptions> for pinion_abi::ActivityOptions {
@@ -171,6 +184,7 @@ impl From<ActivityOptions> for pinion_abi::ActivityOptions {
         pinion_abi::ActivityOptions {
             start_to_close_timeout_ms: o.start_to_close_timeout.map(duration_to_ms),
             retry: o.retry.into(),
+            heartbeat_timeout_ms: o.heartbeat_timeout.map(duration_to_ms),
         }
     }
 }

@@ -131,6 +131,15 @@ fn fails_until_third(ctx: ActivityContext, x: i64) -> Result<Value, ActivityErro
     Ok(json!({ "x": x, "attempt": ctx.attempt(), "instance": ctx.instance_id(), "seq": ctx.seq() }))
 }
 
+/// Counts to `x`, resuming after the count an earlier attempt heartbeated.
+fn resume(ctx: ActivityContext, x: u32) -> Result<Value, ActivityError> {
+    let from: u32 = ctx.heartbeat_details()?.unwrap_or(0);
+    for i in from + 1..=x {
+        ctx.heartbeat(&i)?;
+    }
+    Ok(json!({ "from": from, "to": x }))
+}
+
 fn declined() -> Result<(), ActivityError> {
     Err(ActivityError::non_retryable("Declined", "no"))
 }
@@ -162,6 +171,7 @@ pinion_sdk::export! {
         "flaky" => fails_until_third,
         "declined" => declined,
         "receipt" => receipt,
+        "resume" => resume,
     },
 }
 
@@ -526,6 +536,7 @@ fn invocation(activity_type: &str, input: &str, attempt: u32) -> ActivityInvocat
         attempt,
         instance_id: "wf-9".into(),
         seq: 4,
+        heartbeat_details: None,
     }
 }
 
@@ -551,6 +562,29 @@ fn activities_run_in_all_three_forms() {
     assert_eq!(
         value,
         json!({ "x": 5, "attempt": 3, "instance": "wf-9", "seq": 4 })
+    );
+}
+
+#[test]
+fn heartbeat_details_of_an_earlier_attempt_reach_the_context() {
+    let first = __rt::run_activity(&__PINION_MODULE, invocation("resume", "5", 1));
+    assert_eq!(
+        first,
+        ActivityOutcome::Completed(br#"{"from":0,"to":5}"#.to_vec())
+    );
+    let mut retry = invocation("resume", "5", 2);
+    retry.heartbeat_details = Some(b"3".to_vec());
+    let second = __rt::run_activity(&__PINION_MODULE, retry);
+    assert_eq!(
+        second,
+        ActivityOutcome::Completed(br#"{"from":3,"to":5}"#.to_vec())
+    );
+    let mut bad = invocation("resume", "5", 2);
+    bad.heartbeat_details = Some(br#""three""#.to_vec());
+    let f = failed(__rt::run_activity(&__PINION_MODULE, bad));
+    assert_eq!(
+        (f.kind.as_str(), f.non_retryable),
+        ("InvalidHeartbeatDetails", true)
     );
 }
 
@@ -614,7 +648,7 @@ fn manifest_lists_everything_registered() {
     );
     assert_eq!(
         m.activities,
-        ["greet", "double", "flaky", "declined", "receipt"]
+        ["greet", "double", "flaky", "declined", "receipt", "resume"]
     );
     let decoded: pinion_sdk::abi::Manifest =
         pinion_sdk::abi::decode(&__rt::manifest_bytes(&__PINION_MODULE)).unwrap();

@@ -34,6 +34,7 @@ use crate::config::{Capabilities, GrantSource};
 use crate::executor::{Checks, ExecError, ResolvedModule, WorkflowRun};
 use crate::history::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
 use crate::registry::{ModuleTarget, Registry};
+use crate::sandbox::activity::AttemptControl;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{
     ActivationCommit, ActivityResolution, ActivityTask, NondeterminismPolicy, Store, StoreError,
@@ -181,9 +182,23 @@ pub(crate) struct Shared {
     queue_cv: Condvar,
     cache: Mutex<RunCache>,
     activities_running: AtomicUsize,
+    /// The attempts in flight, by instance and sequence number, so a workflow that cancels
+    /// an activity reaches its running attempt.
+    attempts: Mutex<HashMap<(InstanceId, u32), Arc<AttemptControl>>>,
 }
 
 impl Shared {
+    /// Tells the running attempts of `id`'s activities `seqs` (all of them when `None`)
+    /// that they are no longer wanted: each learns it at its next heartbeat.
+    pub(crate) fn cancel_attempts(&self, id: &InstanceId, seqs: Option<&[u32]>) {
+        let attempts = self.attempts.lock().expect("attempts lock");
+        for ((instance, seq), control) in attempts.iter() {
+            if instance == id && seqs.is_none_or(|s| s.contains(seq)) {
+                control.cancel();
+            }
+        }
+    }
+
     /// Takes the cached run of `id` if it is at the end of a history of `event_count`
     /// events (a query borrows it; [`Shared::return_cached`] gives it back).
     pub(crate) fn take_cached(&self, id: &InstanceId, event_count: u64) -> Option<WorkflowRun> {
@@ -261,6 +276,7 @@ impl Worker {
             queue_cv: Condvar::new(),
             cache: Mutex::new(RunCache::new(config.cache_capacity)),
             activities_running: AtomicUsize::new(0),
+            attempts: Mutex::new(HashMap::new()),
             config,
         });
         let mut threads = Vec::new();
@@ -481,6 +497,7 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
     };
     emit(s, id, "workflow", &live.output);
     let (scheduled, timers) = (!live.new_activities.is_empty(), !live.new_timers.is_empty());
+    let cancelled = live.cancelled_activities.clone();
     s.store.commit_activation(ActivationCommit {
         instance_id: id.clone(),
         expected_next_event: rec.event_count + 1,
@@ -497,6 +514,9 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
     })?;
     if !run.is_closed() {
         s.cache.lock().expect("cache lock").put(id.clone(), run);
+    }
+    if !cancelled.is_empty() {
+        s.cancel_attempts(id, Some(&cancelled));
     }
     if scheduled {
         s.activity_wake.notify();
@@ -598,9 +618,19 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
 
 /// One activity attempt, from claim to recorded outcome.
 async fn attempt(s: Arc<Shared>, task: ActivityTask) {
-    let outcome = run_attempt(&s, &task).await;
+    let key = (task.instance_id.clone(), task.seq);
+    let control = attempt_control(&s, &task);
+    s.attempts
+        .lock()
+        .expect("attempts lock")
+        .insert(key.clone(), control.clone());
+    let outcome = run_attempt(&s, &task, control.clone()).await;
+    s.attempts.lock().expect("attempts lock").remove(&key);
     let now = s.clock.now_ms();
-    let resolution = resolution_of(&task, outcome, now);
+    let details = control
+        .last_details()
+        .and_then(|d| Payload::from_json_bytes(&d).ok());
+    let resolution = resolution_of(&task, outcome, details, now);
     let is_final = matches!(resolution, ActivityResolution::Resolve(_));
     // Recorded without parking a thread on the commit: the store calls back once it is
     // durable, and the bookkeeping there is a counter and two notifications.
@@ -635,7 +665,43 @@ struct AttemptOutcome {
     timed_out: bool,
 }
 
-async fn run_attempt(s: &Shared, task: &ActivityTask) -> AttemptOutcome {
+/// The attempt's control: its heartbeat timeout, and heartbeat details written through
+/// the store from tokio's blocking pool. A write that finds the attempt no longer current
+/// (the activity was cancelled, the instance ended or was terminated) cancels it.
+fn attempt_control(s: &Arc<Shared>, task: &ActivityTask) -> Arc<AttemptControl> {
+    let timeout = task.options.heartbeat_timeout_ms.map(Duration::from_millis);
+    Arc::new_cyclic(|me: &std::sync::Weak<AttemptControl>| {
+        let (me, s) = (me.clone(), s.clone());
+        let (id, seq, attempt) = (task.instance_id.clone(), task.seq, task.attempt);
+        AttemptControl::new(timeout, move |details| {
+            let Ok(details) = Payload::from_json_bytes(&details) else {
+                return;
+            };
+            let (me, s, id) = (me.clone(), s.clone(), id.clone());
+            tokio::task::spawn_blocking(move || {
+                let now = s.clock.now_ms();
+                match s.store.record_heartbeat(&id, seq, attempt, &details, now) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if let Some(control) = me.upgrade() {
+                            control.cancel();
+                        }
+                    }
+                    Err(e) => report(
+                        &format!("recording a heartbeat of activity {seq} of {id}"),
+                        &e,
+                    ),
+                }
+            });
+        })
+    })
+}
+
+async fn run_attempt(
+    s: &Shared,
+    task: &ActivityTask,
+    control: Arc<AttemptControl>,
+) -> AttemptOutcome {
     let failure = |kind: &str, message: String, non_retryable: bool| Failure {
         kind: kind.into(),
         message,
@@ -664,10 +730,21 @@ async fn run_attempt(s: &Shared, task: &ActivityTask) -> AttemptOutcome {
         attempt: task.attempt,
         instance_id: task.instance_id.0.clone(),
         seq: task.seq,
+        heartbeat_details: task
+            .heartbeat_details
+            .as_ref()
+            .map(|d| d.as_bytes().to_vec()),
     };
     let run = s
         .sandbox
-        .run_activity(&module, &task.module_hash.0, &invocation, timeout, caps)
+        .run_activity(
+            &module,
+            &task.module_hash.0,
+            &invocation,
+            timeout,
+            caps,
+            control,
+        )
         .await;
     emit(s, &task.instance_id, &source, &(run.stdout, run.stderr));
     let (result, timed_out) = match run.result {
@@ -693,6 +770,17 @@ async fn run_attempt(s: &Shared, task: &ActivityTask) -> AttemptOutcome {
             Err(failure(
                 "StartToCloseTimeout",
                 format!("attempt {} ran past {t:?}", task.attempt),
+                false,
+            )),
+            true,
+        ),
+        Err(SandboxError::HeartbeatTimeout(t)) => (
+            Err(failure(
+                "HeartbeatTimeout",
+                format!(
+                    "attempt {} sent no heartbeat for {t:?} (its heartbeat timeout)",
+                    task.attempt
+                ),
                 false,
             )),
             true,
@@ -733,7 +821,12 @@ pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
 }
 
 /// An attempt's fate: the result, the final failure, or the next attempt after backoff.
-fn resolution_of(task: &ActivityTask, outcome: AttemptOutcome, now: u64) -> ActivityResolution {
+fn resolution_of(
+    task: &ActivityTask,
+    outcome: AttemptOutcome,
+    heartbeat_details: Option<Payload>,
+    now: u64,
+) -> ActivityResolution {
     let AttemptOutcome {
         result: outcome,
         timed_out,
@@ -764,6 +857,7 @@ fn resolution_of(task: &ActivityTask, outcome: AttemptOutcome, now: u64) -> Acti
                     next_attempt: task.attempt + 1,
                     visible_at_ms: now + backoff_ms(policy, task.attempt),
                     failure: f,
+                    heartbeat_details,
                 }
             }
         }

@@ -45,12 +45,15 @@ fn module(imports: &str, activity: &str, activate_extra: &str, extra: &str) -> V
                 maximum_attempts: 1,
                 ..RetryPolicy::default()
             },
+            heartbeat_timeout_ms: None,
         },
     }]))
     .unwrap();
-    let complete = pinion_abi::encode(&Completion::Commands(vec![Cmd::CompleteWorkflow {
-        result: b"\"survived\"".to_vec(),
-    }]))
+    let complete = pinion_abi::encode(&Completion::<ActivityOptions>::Commands(vec![
+        Cmd::CompleteWorkflow {
+            result: b"\"survived\"".to_vec(),
+        },
+    ]))
     .unwrap();
     let outcome = pinion_abi::encode(&ActivityOutcome::Completed(b"null".to_vec())).unwrap();
     let wat = format!(
@@ -63,7 +66,7 @@ fn module(imports: &str, activity: &str, activate_extra: &str, extra: &str) -> V
   (data (i32.const 2048) "{s}")
   (data (i32.const 3072) "{c}")
   (data (i32.const 4096) "{o}")
-  (func (export "pinion_abi_version") (result i32) i32.const 1)
+  (func (export "pinion_abi_version") (result i32) i32.const {v})
   (func (export "pinion_manifest") (result i64) i64.const {pm})
   (func (export "pinion_alloc") (param i32) (result i32) i32.const 65536)
   (func (export "pinion_free") (param i32 i32))
@@ -85,6 +88,7 @@ fn module(imports: &str, activity: &str, activate_extra: &str, extra: &str) -> V
         s = data(&schedule),
         c = data(&complete),
         o = data(&outcome),
+        v = pinion_abi::ABI_VERSION,
         pm = pack(1024, manifest.len()),
         ps = pack(2048, schedule.len()),
         pc = pack(3072, complete.len()),

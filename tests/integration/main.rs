@@ -16,6 +16,7 @@ mod determinism;
 mod engine;
 mod events;
 mod golden;
+mod heartbeats;
 mod hostile;
 mod reach;
 mod replay;

@@ -16,6 +16,9 @@
 //! | `env_all` | ignored | every variable name the activity sees, sorted |
 //! | `leak` | `{name}` | the variable's value, after printing it to stdout and stderr (secrets must come out redacted) |
 //! | `fail_with` | `{name}` | fails with a message holding the variable's value |
+//! | `count` | `{to, fail_at?, pause_ms?}` | heartbeats 1..=`to` (pausing between beats), resuming after the last count an earlier attempt heartbeated; the first attempt fails (retryable) once it has counted to `fail_at`; returns `{from, to, attempt}` |
+//! | `go_silent` | `{beats, silence_ms}` | heartbeats `beats` times, then (first attempt only) sleeps `silence_ms` without a heartbeat; returns `{attempt, details}` |
+//! | `until_cancelled` | `{marker}` | heartbeats every 20 ms for up to a minute; when told to stop, writes `cancelled after N heartbeats` to the file `marker` and returns the cancellation |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
 //! (produces `reach.wasm`).
@@ -23,7 +26,9 @@
 use std::time::Duration;
 
 use pinion_sdk::http::Request;
-use pinion_sdk::{ActivityError, ActivityOptions, RetryPolicy, WorkflowContext, WorkflowError};
+use pinion_sdk::{
+    ActivityContext, ActivityError, ActivityOptions, RetryPolicy, WorkflowContext, WorkflowError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -36,6 +41,8 @@ struct CallInput {
     attempts: u32,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    heartbeat_timeout_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -50,6 +57,9 @@ async fn call(ctx: WorkflowContext, input: CallInput) -> Result<Value, WorkflowE
     );
     if let Some(ms) = input.timeout_ms {
         options = options.start_to_close_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = input.heartbeat_timeout_ms {
+        options = options.heartbeat_timeout(Duration::from_millis(ms));
     }
     match ctx
         .activity_with::<Value>(&input.activity, &input.input, options)
@@ -162,6 +172,66 @@ fn fail_with(n: Name) -> Result<(), ActivityError> {
     ))
 }
 
+#[derive(Deserialize)]
+struct Count {
+    to: u32,
+    #[serde(default)]
+    fail_at: Option<u32>,
+    #[serde(default)]
+    pause_ms: u64,
+}
+
+fn count(ctx: ActivityContext, c: Count) -> Result<Value, ActivityError> {
+    let from: u32 = ctx.heartbeat_details()?.unwrap_or(0);
+    for i in from + 1..=c.to {
+        std::thread::sleep(Duration::from_millis(c.pause_ms));
+        ctx.heartbeat(&i)?;
+        if ctx.attempt() == 1 && Some(i) == c.fail_at {
+            return Err(ActivityError::retryable(
+                "Interrupted",
+                format!("stopped at {i}"),
+            ));
+        }
+    }
+    Ok(json!({ "from": from, "to": c.to, "attempt": ctx.attempt() }))
+}
+
+#[derive(Deserialize)]
+struct GoSilent {
+    beats: u32,
+    silence_ms: u64,
+}
+
+fn go_silent(ctx: ActivityContext, g: GoSilent) -> Result<Value, ActivityError> {
+    let details: Option<Value> = ctx.heartbeat_details()?;
+    for i in 1..=g.beats {
+        ctx.heartbeat(&json!({ "beat": i, "attempt": ctx.attempt() }))?;
+    }
+    if ctx.attempt() == 1 {
+        std::thread::sleep(Duration::from_millis(g.silence_ms));
+    }
+    Ok(json!({ "attempt": ctx.attempt(), "details": details }))
+}
+
+#[derive(Deserialize)]
+struct Marker {
+    marker: String,
+}
+
+fn until_cancelled(ctx: ActivityContext, m: Marker) -> Result<String, ActivityError> {
+    for i in 1..=3_000u32 {
+        if let Err(e) = ctx.heartbeat(&i) {
+            if e.is_cancelled() {
+                let note = format!("cancelled after {i} heartbeats");
+                std::fs::write(&m.marker, &note).map_err(io)?;
+            }
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok("never cancelled".into())
+}
+
 pinion_sdk::export! {
     version: "reach",
     workflows: { "Call" => call },
@@ -175,5 +245,8 @@ pinion_sdk::export! {
         "env_all" => env_all,
         "leak" => leak,
         "fail_with" => fail_with,
+        "count" => count,
+        "go_silent" => go_silent,
+        "until_cancelled" => until_cancelled,
     },
 }

@@ -34,9 +34,20 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-/// The ABI version this crate describes. A module whose `pinion_abi_version` export returns
-/// anything else is rejected at deploy time.
-pub const ABI_VERSION: u32 = 1;
+/// The ABI version this crate describes, and that modules built with this crate declare.
+///
+/// | version | what changed |
+/// | --- | --- |
+/// | 1 | the first release |
+/// | 2 | [`ActivityOptions::heartbeat_timeout_ms`]; [`ActivityInvocation::heartbeat_details`]; the [`imports::HEARTBEAT`] host function |
+///
+/// A host built with this crate runs modules of every version from
+/// [`OLDEST_ABI_VERSION`] to this one: it decodes an older module's messages with the frozen
+/// types of that version (module [`v1`]) and converts them.
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI version a host built with this crate still runs.
+pub const OLDEST_ABI_VERSION: u32 = 1;
 
 /// Names of the functions a workflow module exports.
 pub mod exports {
@@ -78,6 +89,14 @@ pub mod imports {
     /// `ptr..ptr+len` (`len` must equal the staged length) and drop them. Returns 0, or a
     /// negative number when nothing is staged or the length differs.
     pub const TAKE_STAGED: &str = "take_staged";
+    /// `(ptr: i32, len: i32) -> i32` (ABI 2): record a heartbeat of the running activity
+    /// attempt with the details (JSON bytes) at `ptr..ptr+len`. Returns 0 to go on, 1 when
+    /// the attempt should stop because its workflow cancelled it (or it is no longer
+    /// wanted), or a negative number when the details are out of bounds or too large.
+    /// Activities only: in a workflow instance the call traps.
+    pub const HEARTBEAT: &str = "heartbeat";
+    /// Every function above: what a module may import from [`MODULE`].
+    pub const ALL: [&str; 3] = [HTTP_SEND, TAKE_STAGED, HEARTBEAT];
 }
 
 /// An outgoing HTTP request from an activity ([`imports::HTTP_SEND`]).
@@ -287,8 +306,12 @@ pub struct Failure {
 }
 
 /// What the guest asks the host to do. Commands are matched against history on replay.
+///
+/// `O` is the activity options type of the ABI version: always the default,
+/// [`ActivityOptions`], except in a host decoding an older module's completion
+/// ([`v1::Completion`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command {
+pub enum Command<O = ActivityOptions> {
     /// Schedule an activity of this module.
     ScheduleActivity {
         /// Per-instance sequence number, counting activities from 1.
@@ -298,7 +321,7 @@ pub enum Command {
         /// Input payload (JSON bytes).
         input: Vec<u8>,
         /// Timeout and retry policy.
-        options: ActivityOptions,
+        options: O,
     },
     /// Start a durable timer.
     StartTimer {
@@ -377,13 +400,19 @@ pub enum Command {
     },
 }
 
-/// Options for one activity call. The default: host default timeout, default retry policy.
+/// Options for one activity call. The default: host default timeout, default retry policy,
+/// no heartbeat timeout.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivityOptions {
     /// Limit on one attempt's run time, in milliseconds; `None` means the host default.
     pub start_to_close_timeout_ms: Option<u64>,
     /// How failed attempts are retried.
     pub retry: RetryPolicy,
+    /// (ABI 2) An attempt that goes this long without a heartbeat (counted from its start,
+    /// then from its last heartbeat) fails with kind `HeartbeatTimeout` and is retried like
+    /// any timeout. `None`: heartbeats are optional and never awaited.
+    #[serde(default)]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 /// Retry policy for an activity, with the semantics of Temporal's `RetryPolicy`.
@@ -413,11 +442,11 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The guest's answer to an [`Activation`].
+/// The guest's answer to an [`Activation`]. `O` as in [`Command`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Completion {
+pub enum Completion<O = ActivityOptions> {
     /// Commands issued, in order. Empty when the workflow is only waiting.
-    Commands(Vec<Command>),
+    Commands(Vec<Command<O>>),
     /// The SDK could not apply the activation (for example an unknown workflow type). The
     /// host blocks the instance with this message; it is not a workflow failure.
     Error(String),
@@ -436,6 +465,10 @@ pub struct ActivityInvocation {
     pub instance_id: String,
     /// The activity's sequence number in that instance.
     pub seq: u32,
+    /// (ABI 2) The details of the last heartbeat an earlier attempt of this activity
+    /// recorded (JSON bytes), so a long activity resumes where it stopped; `None` on a
+    /// first attempt or when no attempt heartbeated.
+    pub heartbeat_details: Option<Vec<u8>>,
 }
 
 /// How one activity attempt ended.
@@ -469,6 +502,131 @@ pub enum QueryResponse {
     /// in-memory state may be disturbed, so the host must drop this wasm instance and
     /// rebuild it from history before its next activation.
     Violated(Failure),
+}
+
+impl<O> Command<O> {
+    /// The same command with its activity options converted (used to bring an older ABI
+    /// version's command up to date).
+    pub fn map_options<P>(self, f: impl FnOnce(O) -> P) -> Command<P> {
+        match self {
+            Command::ScheduleActivity {
+                seq,
+                activity_type,
+                input,
+                options,
+            } => Command::ScheduleActivity {
+                seq,
+                activity_type,
+                input,
+                options: f(options),
+            },
+            Command::StartTimer { seq, duration_ms } => Command::StartTimer { seq, duration_ms },
+            Command::CancelTimer { seq } => Command::CancelTimer { seq },
+            Command::RecordMarker { id, data } => Command::RecordMarker { id, data },
+            Command::CompleteWorkflow { result } => Command::CompleteWorkflow { result },
+            Command::FailWorkflow { failure } => Command::FailWorkflow { failure },
+            Command::RequestCancelActivity { seq } => Command::RequestCancelActivity { seq },
+            Command::CancelWorkflow { reason } => Command::CancelWorkflow { reason },
+            Command::StartChild {
+                seq,
+                workflow_type,
+                input,
+                id,
+                module,
+            } => Command::StartChild {
+                seq,
+                workflow_type,
+                input,
+                id,
+                module,
+            },
+            Command::RequestCancelChild { seq } => Command::RequestCancelChild { seq },
+            Command::ContinueAsNew {
+                input,
+                workflow_type,
+                module,
+                unread_signals,
+            } => Command::ContinueAsNew {
+                input,
+                workflow_type,
+                module,
+                unread_signals,
+            },
+        }
+    }
+}
+
+/// The messages of ABI version 1 that differ from today's, frozen, and their conversions. A
+/// host decodes a version-1 module's [`Completion`](v1::Completion) with these types and
+/// sends it a version-1 [`ActivityInvocation`](v1::ActivityInvocation); every other message
+/// is the same in both versions.
+pub mod v1 {
+    use super::RetryPolicy;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use serde::{Deserialize, Serialize};
+
+    /// [`super::ActivityOptions`] of ABI 1: no heartbeat timeout.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct ActivityOptions {
+        /// As in ABI 2.
+        pub start_to_close_timeout_ms: Option<u64>,
+        /// As in ABI 2.
+        pub retry: RetryPolicy,
+    }
+
+    impl From<ActivityOptions> for super::ActivityOptions {
+        fn from(o: ActivityOptions) -> Self {
+            super::ActivityOptions {
+                start_to_close_timeout_ms: o.start_to_close_timeout_ms,
+                retry: o.retry,
+                heartbeat_timeout_ms: None,
+            }
+        }
+    }
+
+    /// A [`super::Completion`] of ABI 1.
+    pub type Completion = super::Completion<ActivityOptions>;
+
+    impl From<Completion> for super::Completion {
+        fn from(c: Completion) -> Self {
+            match c {
+                super::Completion::Commands(cmds) => super::Completion::Commands(
+                    cmds.into_iter()
+                        .map(|c| c.map_options(Into::into))
+                        .collect(),
+                ),
+                super::Completion::Error(e) => super::Completion::Error(e),
+            }
+        }
+    }
+
+    /// [`super::ActivityInvocation`] of ABI 1: no heartbeat details.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ActivityInvocation {
+        /// As in ABI 2.
+        pub activity_type: String,
+        /// As in ABI 2.
+        pub input: Vec<u8>,
+        /// As in ABI 2.
+        pub attempt: u32,
+        /// As in ABI 2.
+        pub instance_id: String,
+        /// As in ABI 2.
+        pub seq: u32,
+    }
+
+    impl From<&super::ActivityInvocation> for ActivityInvocation {
+        fn from(i: &super::ActivityInvocation) -> Self {
+            ActivityInvocation {
+                activity_type: i.activity_type.clone(),
+                input: i.input.clone(),
+                attempt: i.attempt,
+                instance_id: i.instance_id.clone(),
+                seq: i.seq,
+            }
+        }
+    }
 }
 
 /// Encodes a message with postcard.
@@ -512,5 +670,60 @@ mod tests {
         };
         let bytes = encode(&a).unwrap();
         assert_eq!(decode::<Activation>(&bytes).unwrap(), a);
+    }
+
+    fn schedule<O>(options: O) -> Completion<O> {
+        Completion::Commands(vec![
+            Command::ScheduleActivity {
+                seq: 1,
+                activity_type: "charge".into(),
+                input: b"{}".to_vec(),
+                options,
+            },
+            Command::StartTimer {
+                seq: 1,
+                duration_ms: 5,
+            },
+        ])
+    }
+
+    #[test]
+    fn a_version_1_completion_decodes_with_the_frozen_types_and_converts() {
+        let old = v1::ActivityOptions {
+            start_to_close_timeout_ms: Some(7),
+            retry: RetryPolicy::default(),
+        };
+        let bytes = encode(&schedule(old)).unwrap();
+        // Today's types misread it: the timer command's bytes would be taken for options.
+        assert_ne!(
+            decode::<Completion>(&bytes).ok(),
+            Some(schedule(ActivityOptions {
+                start_to_close_timeout_ms: Some(7),
+                ..ActivityOptions::default()
+            }))
+        );
+        let converted: Completion = decode::<v1::Completion>(&bytes).unwrap().into();
+        assert_eq!(
+            converted,
+            schedule(ActivityOptions {
+                start_to_close_timeout_ms: Some(7),
+                retry: RetryPolicy::default(),
+                heartbeat_timeout_ms: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_version_1_invocation_is_a_prefix_of_todays() {
+        let now = ActivityInvocation {
+            activity_type: "charge".into(),
+            input: b"1".to_vec(),
+            attempt: 2,
+            instance_id: "o-1".into(),
+            seq: 3,
+            heartbeat_details: Some(b"7".to_vec()),
+        };
+        let old = encode(&v1::ActivityInvocation::from(&now)).unwrap();
+        assert!(encode(&now).unwrap().starts_with(&old));
     }
 }

@@ -112,6 +112,7 @@ pub fn run_activity(module: &Module, invocation: ActivityInvocation) -> Activity
         attempt,
         instance_id,
         seq,
+        heartbeat_details,
     } = invocation;
     let Some(def) = module.activities.iter().find(|a| a.name == activity_type) else {
         return ActivityOutcome::Failed(Failure {
@@ -134,6 +135,7 @@ pub fn run_activity(module: &Module, invocation: ActivityInvocation) -> Activity
         instance_id,
         activity_type,
         seq,
+        heartbeat_details,
     };
     match (def.run)(ctx, &input) {
         Ok(output) => ActivityOutcome::Completed(output),

@@ -66,6 +66,18 @@ pub fn print_pending(r: &InstanceRecord) {
         if let Some(f) = &a.last_failure {
             println!("               last failure: {}: {}", f.kind, f.message);
         }
+        if let (Some(t), Some(d)) = (a.last_heartbeat_at_ms, &a.heartbeat_details) {
+            let mut details = d.json().to_string();
+            if details.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|&i| details.is_char_boundary(i))
+                    .unwrap_or(0);
+                details.truncate(cut);
+                details.push_str("...");
+            }
+            println!("               last heartbeat at {t}: {details}");
+        }
     }
 }
 

@@ -101,6 +101,10 @@ impl Pinion {
     pub fn terminate(&self, id: &str, reason: &str) -> Result<(), Error> {
         let id = InstanceId(id.to_owned());
         for_instance(&id, self.store.terminate(&id, reason, self.clock.now_ms()))?;
+        if let Some(s) = self.worker_shared() {
+            // Its running activity attempts learn it at their next heartbeat.
+            s.cancel_attempts(&id, None);
+        }
         Ok(())
     }
 

@@ -10,12 +10,15 @@
 //! | stdout, stderr | captured (64 KiB each) as log records; secrets redacted |
 //! | sockets, args, stdin | none |
 //! | `pinion::http_send` | requests to the granted URL patterns ([`super::http`]) |
+//! | `pinion::heartbeat` | records progress in the attempt's [`AttemptControl`]; answers whether to stop |
 //!
 //! The attempt runs with `call_async`: a request waiting on the network parks the attempt's
 //! future, not a thread, and a busy activity yields at every epoch tick. Its start-to-close
-//! timeout is a tokio timeout around instantiation and call together; what the attempt wrote
-//! before it timed out is kept.
+//! timeout and its heartbeat timeout race the attempt's future; when one fires first the
+//! future is dropped, which stops the guest wherever it is. What the attempt wrote before
+//! is kept.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,6 +37,109 @@ use crate::config::{Capabilities, DirMode};
 /// Largest HTTP request an activity may send (URL, headers and body, encoded).
 pub const MAX_HTTP_REQUEST: usize = 16 << 20;
 
+/// Largest heartbeat details an activity may record.
+pub const MAX_HEARTBEAT_DETAILS: usize = 1 << 20;
+
+/// Longest time between two writes of an attempt's heartbeat details to the database.
+pub const MAX_HEARTBEAT_PERSIST_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What an attempt shares with whoever runs it: the heartbeats it records, and whether it
+/// should stop. The runner keeps a handle to cancel it; the heartbeat host function records
+/// into it and hands details to `persist` at most every `persist_every` (the first one at
+/// once), so a crash loses little progress and the database is not written on every beat.
+pub struct AttemptControl {
+    cancelled: AtomicBool,
+    beat: Mutex<Beat>,
+    heartbeat_timeout: Option<Duration>,
+    persist_every: Duration,
+    persist: Box<dyn Fn(Vec<u8>) + Send + Sync>,
+}
+
+struct Beat {
+    last: Instant,
+    details: Option<Vec<u8>>,
+    persisted_at: Option<Instant>,
+}
+
+impl AttemptControl {
+    /// A control for an attempt starting now. `persist` is called (on the attempt's task,
+    /// so it must not block) with details to write durably.
+    pub fn new(
+        heartbeat_timeout: Option<Duration>,
+        persist: impl Fn(Vec<u8>) + Send + Sync + 'static,
+    ) -> AttemptControl {
+        let persist_every = heartbeat_timeout
+            .map(|t| t.mul_f64(0.8))
+            .unwrap_or(MAX_HEARTBEAT_PERSIST_INTERVAL)
+            .min(MAX_HEARTBEAT_PERSIST_INTERVAL);
+        AttemptControl {
+            cancelled: AtomicBool::new(false),
+            beat: Mutex::new(Beat {
+                last: now(),
+                details: None,
+                persisted_at: None,
+            }),
+            heartbeat_timeout,
+            persist_every,
+            persist: Box::new(persist),
+        }
+    }
+
+    /// Asks the attempt to stop: its next heartbeat answers "cancelled".
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The details of the attempt's last heartbeat.
+    pub fn last_details(&self) -> Option<Vec<u8>> {
+        self.beat.lock().expect("beat lock").details.clone()
+    }
+
+    /// Records a heartbeat, handing the details to `persist` when a write is due.
+    fn record(&self, details: Vec<u8>) {
+        let at = now();
+        let mut beat = self.beat.lock().expect("beat lock");
+        beat.last = at;
+        let due = beat
+            .persisted_at
+            .is_none_or(|p| at.duration_since(p) >= self.persist_every);
+        if due {
+            beat.persisted_at = Some(at);
+        }
+        beat.details = Some(details.clone());
+        drop(beat);
+        if due {
+            (self.persist)(details);
+        }
+    }
+
+    /// Resolves when the attempt has gone its heartbeat timeout without a heartbeat; never,
+    /// when it has none.
+    async fn silence(&self) -> Duration {
+        let Some(timeout) = self.heartbeat_timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.beat.lock().expect("beat lock").last;
+            let due = last + timeout;
+            if now() >= due {
+                return timeout;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // heartbeats are measured in real time
+fn now() -> Instant {
+    Instant::now()
+}
+
 /// Host state of one activity attempt.
 pub struct ActivityState {
     wasi: WasiP1Ctx,
@@ -46,6 +152,7 @@ pub struct ActivityState {
     module: String,
     /// The encoded outcome of the last `http_send`, until `take_staged` copies it.
     staged: Option<Vec<u8>>,
+    control: Arc<AttemptControl>,
 }
 
 impl TrapContext for ActivityState {
@@ -119,6 +226,8 @@ mod code {
     pub const OUT_OF_BOUNDS: i32 = -2;
     pub const TOO_LARGE: i32 = -3;
     pub const NOTHING_STAGED: i32 = -4;
+    pub const GO_ON: i32 = 0;
+    pub const STOP: i32 = 1;
 }
 
 fn guest_memory(caller: &mut Caller<'_, ActivityState>) -> Option<wasmtime::Memory> {
@@ -168,6 +277,33 @@ pub fn add_to_linker(linker: &mut Linker<ActivityState>) -> wasmtime::Result<()>
     )?;
     linker.func_wrap(
         imports::MODULE,
+        imports::HEARTBEAT,
+        |mut caller: Caller<'_, ActivityState>, ptr: i32, len: i32| -> i32 {
+            if len < 0 || len as usize > MAX_HEARTBEAT_DETAILS {
+                return code::TOO_LARGE;
+            }
+            let Some(mem) = guest_memory(&mut caller) else {
+                return code::OUT_OF_BOUNDS;
+            };
+            let (start, end) = (ptr as u32 as usize, ptr as u32 as usize + len as usize);
+            let Some(bytes) = mem.data(&caller).get(start..end) else {
+                return code::OUT_OF_BOUNDS;
+            };
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+                return code::BAD_REQUEST; // details are JSON: they are stored and shown as such
+            }
+            let bytes = bytes.to_vec();
+            let s = caller.data();
+            s.control.record(s.caps.redact_bytes(bytes));
+            if s.control.is_cancelled() {
+                code::STOP
+            } else {
+                code::GO_ON
+            }
+        },
+    )?;
+    linker.func_wrap(
+        imports::MODULE,
         imports::TAKE_STAGED,
         |mut caller: Caller<'_, ActivityState>, ptr: i32, len: i32| -> i32 {
             let Some(staged) = caller.data_mut().staged.take() else {
@@ -200,8 +336,9 @@ pub struct AttemptRun {
 
 impl Sandbox {
     /// Runs one activity attempt in a fresh instance with real clocks and randomness and
-    /// the capabilities `caps` grants, within `timeout`. Whatever the attempt returns or
-    /// writes has the granted secrets redacted.
+    /// the capabilities `caps` grants, within `timeout` and the heartbeat timeout of
+    /// `control`. Whatever the attempt returns, writes or heartbeats has the granted secrets
+    /// redacted.
     pub async fn run_activity(
         &self,
         loaded: &LoadedModule,
@@ -209,6 +346,7 @@ impl Sandbox {
         invocation: &ActivityInvocation,
         timeout: Duration,
         caps: Arc<Capabilities>,
+        control: Arc<AttemptControl>,
     ) -> AttemptRun {
         let (stdout, stderr) = (Capture::default(), Capture::default());
         let attempt = self.attempt(
@@ -219,10 +357,12 @@ impl Sandbox {
             &caps,
             &stdout,
             &stderr,
+            &control,
         );
-        let result = match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(SandboxError::Timeout(timeout)),
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = tokio::time::sleep(timeout) => Err(SandboxError::Timeout(timeout)),
+            t = control.silence() => Err(SandboxError::HeartbeatTimeout(t)),
         };
         let result = result
             .map(|o| redact_outcome(&caps, o))
@@ -244,6 +384,7 @@ impl Sandbox {
         caps: &Arc<Capabilities>,
         stdout: &Capture,
         stderr: &Capture,
+        control: &Arc<AttemptControl>,
     ) -> Result<ActivityOutcome, SandboxError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
@@ -279,6 +420,7 @@ impl Sandbox {
             activity_type: invocation.activity_type.clone(),
             module: module_hash.to_string(),
             staged: None,
+            control: control.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -306,8 +448,14 @@ impl Sandbox {
         }
         let mut g = GuestInstance::new(store, instance, memory_bytes)?;
         let f: TypedFunc<(i32, i32), i64> = g.func(exports::RUN_ACTIVITY)?;
-        let request =
-            pinion_abi::encode(invocation).map_err(|e| SandboxError::Abi(e.to_string()))?;
+        let version: TypedFunc<(), i32> = g.func(exports::ABI_VERSION)?;
+        let request = match version.call_async(&mut g.store, ()).await {
+            // A version-1 module reads the invocation without heartbeat details.
+            Ok(1) => pinion_abi::encode(&pinion_abi::v1::ActivityInvocation::from(invocation)),
+            Ok(_) => pinion_abi::encode(invocation),
+            Err(e) => return Err(g.trap(e)),
+        }
+        .map_err(|e| SandboxError::Abi(e.to_string()))?;
         let out = g.call_with_buffer_async(&f, &request).await?;
         pinion_abi::decode::<ActivityOutcome>(&out)
             .map_err(|e| SandboxError::Abi(format!("activity outcome does not decode: {e}")))

@@ -73,6 +73,9 @@ pub enum SandboxError {
     /// An activity attempt ran past its start-to-close timeout.
     #[error("activity ran past its start-to-close timeout of {0:?}")]
     Timeout(Duration),
+    /// An activity attempt went longer than its heartbeat timeout without a heartbeat.
+    #[error("activity sent no heartbeat for {0:?} (its heartbeat timeout)")]
+    HeartbeatTimeout(Duration),
     /// The engine itself could not be set up.
     #[error("sandbox setup failed: {0}")]
     Setup(String),
@@ -315,20 +318,17 @@ impl Sandbox {
         for import in module.imports() {
             let known = match import.module() {
                 wasi::WASI => true,
-                m if m == imports::MODULE => {
-                    [imports::HTTP_SEND, imports::TAKE_STAGED].contains(&import.name())
-                }
+                m if m == imports::MODULE => imports::ALL.contains(&import.name()),
                 _ => false,
             };
             if !known {
                 return Err(SandboxError::Abi(format!(
-                    "it imports `{}::{}`; pinion provides `{}` functions and `{}::{{{}, {}}}`; was it built with a newer pinion-sdk?",
+                    "it imports `{}::{}`; pinion provides `{}` functions and `{}::{{{}}}`; was it built with a newer pinion-sdk?",
                     import.module(),
                     import.name(),
                     wasi::WASI,
                     imports::MODULE,
-                    imports::HTTP_SEND,
-                    imports::TAKE_STAGED,
+                    imports::ALL.join(", "),
                 )));
             }
         }
@@ -429,22 +429,17 @@ impl Sandbox {
         let mut g = self.instantiate(loaded, SplitMix64::new(0))?;
         let f: TypedFunc<(), i32> = g.func(exports::ABI_VERSION)?;
         let version = f.call(&mut g.store, ()).map_err(|e| g.trap(e))? as u32;
-        if version != pinion_abi::ABI_VERSION {
-            return Err(SandboxError::Abi(format!(
-                "its ABI version is {version}, this pinion speaks version {}; rebuild it with a matching pinion-sdk",
-                pinion_abi::ABI_VERSION
-            )));
-        }
+        check_abi_version(version)?;
         let f: TypedFunc<(), i64> = g.func(exports::MANIFEST)?;
         let packed = f.call(&mut g.store, ()).map_err(|e| g.trap(e))?;
         let bytes = g.take_buffer(packed as u64)?;
         let manifest: Manifest = pinion_abi::decode(&bytes)
             .map_err(|e| SandboxError::Abi(format!("its manifest does not decode: {e}")))?;
-        if manifest.abi_version != pinion_abi::ABI_VERSION {
+        if manifest.abi_version != version {
             return Err(SandboxError::Abi(format!(
-                "its manifest declares ABI version {}, this pinion speaks version {}",
+                "its manifest declares ABI version {}, but its `{}` export returns {version}",
                 manifest.abi_version,
-                pinion_abi::ABI_VERSION
+                exports::ABI_VERSION,
             )));
         }
         Ok(manifest)
@@ -462,13 +457,31 @@ impl Sandbox {
         let mut inner = self.instantiate(loaded, SplitMix64::new(seed ^ 0x5EED))?;
         let activate = inner.func(exports::ACTIVATE)?;
         let query = inner.func(exports::QUERY)?;
+        let abi_version = inner.abi_version()?;
         Ok(WorkflowInstance {
             inner,
             activate,
             query,
             fuel: self.limits.fuel_per_activation,
+            abi_version,
         })
     }
+}
+
+/// Refuses an ABI version this runtime does not run, naming the ones it does.
+fn check_abi_version(version: u32) -> Result<(), SandboxError> {
+    use pinion_abi::{ABI_VERSION, OLDEST_ABI_VERSION};
+    if (OLDEST_ABI_VERSION..=ABI_VERSION).contains(&version) {
+        return Ok(());
+    }
+    let advice = if version > ABI_VERSION {
+        "it was built with a newer pinion-sdk; upgrade pinion, or rebuild the module with an SDK of this pinion's version"
+    } else {
+        "it was built with an SDK this pinion no longer supports; rebuild it with a current pinion-sdk"
+    };
+    Err(SandboxError::Abi(format!(
+        "its ABI version is {version}, this pinion runs versions {OLDEST_ABI_VERSION} to {ABI_VERSION}; {advice}"
+    )))
 }
 
 fn setup(e: wasmtime::Error) -> SandboxError {
@@ -540,6 +553,14 @@ impl<T: TrapContext + 'static> GuestInstance<T> {
             .map_err(|e| {
                 SandboxError::Abi(format!("`{name}` is missing or has the wrong type: {e}"))
             })
+    }
+
+    /// The ABI version the module declares (checked to be one this runtime runs).
+    fn abi_version(&mut self) -> Result<u32, SandboxError> {
+        let f: TypedFunc<(), i32> = self.func(exports::ABI_VERSION)?;
+        let version = f.call(&mut self.store, ()).map_err(|e| self.trap(e))? as u32;
+        check_abi_version(version)?;
+        Ok(version)
     }
 
     fn trap(&self, e: wasmtime::Error) -> SandboxError {
@@ -640,6 +661,8 @@ pub struct WorkflowInstance {
     activate: TypedFunc<(i32, i32), i64>,
     query: TypedFunc<(i32, i32), i64>,
     fuel: u64,
+    /// Which ABI version's messages the module speaks.
+    abi_version: u32,
 }
 
 impl WorkflowInstance {
@@ -660,8 +683,12 @@ impl WorkflowInstance {
                 SandboxError::OutOfFuel(_) => SandboxError::OutOfFuel(self.fuel),
                 other => other,
             })?;
-        pinion_abi::decode(&out)
-            .map_err(|e| SandboxError::Abi(format!("completion does not decode: {e}")))
+        let decoded = if self.abi_version == 1 {
+            pinion_abi::decode::<pinion_abi::v1::Completion>(&out).map(Completion::from)
+        } else {
+            pinion_abi::decode::<Completion>(&out)
+        };
+        decoded.map_err(|e| SandboxError::Abi(format!("completion does not decode: {e}")))
     }
 
     /// Evaluates a query handler. Whatever the handler does to the host side of the sandbox

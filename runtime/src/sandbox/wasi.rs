@@ -265,15 +265,18 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             errno::NOTCAPABLE
         },
     )?;
-    for name in [imports::HTTP_SEND, imports::TAKE_STAGED] {
+    for name in imports::ALL {
+        let message = if name == imports::HEARTBEAT {
+            "heartbeats belong to activities: a workflow called ActivityContext::heartbeat"
+        } else {
+            "outgoing HTTP is not available to workflow code: it would not replay; \
+             make the request in an activity and call the activity from the workflow"
+        };
         linker.func_wrap(
             imports::MODULE,
             name,
-            |_: Caller<'_, GuestState>, _ptr: i32, _len: i32| -> wasmtime::Result<i32> {
-                Err(wasmtime::Error::msg(
-                    "outgoing HTTP is not available to workflow code: it would not replay; \
-                     make the request in an activity and call the activity from the workflow",
-                ))
+            move |_: Caller<'_, GuestState>, _ptr: i32, _len: i32| -> wasmtime::Result<i32> {
+                Err(wasmtime::Error::msg(message))
             },
         )?;
     }

@@ -204,6 +204,8 @@ pub struct ActivityTask {
     pub options: ActivityOptions,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// The last heartbeat details an earlier attempt recorded.
+    pub heartbeat_details: Option<Payload>,
 }
 
 /// A timer to arm.
@@ -287,6 +289,9 @@ pub enum ActivityResolution {
         visible_at_ms: u64,
         /// How the attempt failed (shown as the activity's last failure).
         failure: pinion_abi::Failure,
+        /// The failed attempt's last heartbeat details, for the next attempt (`None` keeps
+        /// what an earlier attempt recorded).
+        heartbeat_details: Option<Payload>,
     },
 }
 
@@ -308,6 +313,13 @@ pub struct PendingActivity {
     pub next_attempt_at_ms: Option<u64>,
     /// How the previous attempt failed.
     pub last_failure: Option<pinion_abi::Failure>,
+    /// When heartbeat details were last written (they are written at most every few
+    /// seconds while an attempt runs, and when it fails).
+    #[serde(default)]
+    pub last_heartbeat_at_ms: Option<u64>,
+    /// The last heartbeat details written: how far the activity got.
+    #[serde(default)]
+    pub heartbeat_details: Option<Payload>,
 }
 
 /// Where a pending activity is.
@@ -382,6 +394,18 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
         seq: u32,
         attempt: u32,
         resolution: ActivityResolution,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes the heartbeat details of a running attempt. Returns false (and changes
+    /// nothing) when that attempt is no longer the current one: the activity was cancelled,
+    /// its instance ended or was terminated, or another attempt took over.
+    fn record_heartbeat(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        details: &Payload,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 

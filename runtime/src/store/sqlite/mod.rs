@@ -172,12 +172,24 @@ fn resolve_op(
                 next_attempt,
                 visible_at_ms,
                 failure,
+                heartbeat_details,
             } => {
+                let beat_at = heartbeat_details.as_ref().map(|_| now_ms as i64);
                 exec(c,
                     "UPDATE activity_tasks SET attempt = ?3, visible_at_ms = ?4, lease_until_ms = NULL,
-                        started_at_ms = NULL, last_failure = ?5
+                        started_at_ms = NULL, last_failure = ?5,
+                        heartbeat_details = coalesce(?6, heartbeat_details),
+                        last_heartbeat_ms = coalesce(?7, last_heartbeat_ms)
                      WHERE instance_id = ?1 AND seq = ?2",
-                    params![instance, seq, next_attempt, visible_at_ms as i64, to_json(&failure)?],
+                    params![
+                        instance,
+                        seq,
+                        next_attempt,
+                        visible_at_ms as i64,
+                        to_json(&failure)?,
+                        heartbeat_details.as_ref().map(Payload::json),
+                        beat_at
+                    ],
                 )
                 .map_err(map_err)?;
             }
@@ -193,6 +205,10 @@ fn resolve_op(
         }
         Ok(true)
     }
+}
+
+fn heartbeat_payload(json: &str) -> Result<Payload, StoreError> {
+    Payload::from_json_bytes(json.as_bytes()).map_err(|e| corrupt("heartbeat details", e))
 }
 
 /// Reader connections kept open between reads.
@@ -640,7 +656,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT seq, activity_type, attempt, visible_at_ms, lease_until_ms, started_at_ms, last_failure
+                    "SELECT seq, activity_type, attempt, visible_at_ms, lease_until_ms, started_at_ms, last_failure,
+                        last_heartbeat_ms, heartbeat_details
                      FROM activity_tasks WHERE instance_id = ?1 ORDER BY seq",
                 )
                 .map_err(map_err)?;
@@ -654,12 +671,14 @@ impl Store for SqliteStore {
                         r.get::<_, Option<i64>>(4)?,
                         r.get::<_, Option<i64>>(5)?,
                         r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
                     ))
                 })
                 .map_err(map_err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, activity_type, attempt, visible, lease, started, failure) =
+                let (seq, activity_type, attempt, visible, lease, started, failure, beat_at, details) =
                     row.map_err(map_err)?;
                 let last_failure = match failure {
                     Some(f) => Some(
@@ -682,6 +701,8 @@ impl Store for SqliteStore {
                     started_at_ms: started.filter(|_| lease.is_some()).map(|t| t as u64),
                     next_attempt_at_ms: (lease.is_none()).then_some(visible as u64),
                     last_failure,
+                    last_heartbeat_at_ms: beat_at.map(|t| t as u64),
+                    heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
                 });
             }
             Ok(out)
@@ -898,10 +919,10 @@ impl Store for SqliteStore {
             let mut st = c
                 .prepare_cached(
                     // Two index ranges (see migration 6): ready tasks, then expired leases.
-                    "SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
+                    "SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details FROM activity_tasks
                        WHERE lease_until_ms IS NULL AND visible_at_ms <= ?1 ORDER BY visible_at_ms LIMIT ?2)
                      UNION ALL
-                     SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt FROM activity_tasks
+                     SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details FROM activity_tasks
                        WHERE lease_until_ms IS NOT NULL AND lease_until_ms <= ?1 ORDER BY lease_until_ms LIMIT ?2)
                      LIMIT ?2",
                 )
@@ -916,6 +937,7 @@ impl Store for SqliteStore {
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
                         r.get::<_, u32>(6)?,
+                        r.get::<_, Option<String>>(7)?,
                     ))
                 })
                 .map_err(map_err)?
@@ -925,7 +947,7 @@ impl Store for SqliteStore {
                 .prepare_cached("UPDATE activity_tasks SET lease_until_ms = ?3, started_at_ms = ?4 WHERE instance_id = ?1 AND seq = ?2")
                 .map_err(map_err)?;
             let mut tasks = Vec::with_capacity(rows.len());
-            for (iid, mh, seq, ty, input, options, attempt) in rows {
+            for (iid, mh, seq, ty, input, options, attempt, details) in rows {
                 let options: ActivityOptions = serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?;
                 // The lease outlives the attempt's own timeout, so a healthy long attempt is
                 // never claimed twice; a crashed process's lease is released at start-up.
@@ -939,6 +961,7 @@ impl Store for SqliteStore {
                     input: Payload::from_json_bytes(input.as_bytes()).map_err(|e| corrupt("activity input", e))?,
                     options,
                     attempt,
+                    heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
                 });
             }
             Ok(tasks)
@@ -954,6 +977,27 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         self.write(resolve_op(instance, seq, attempt, resolution, now_ms))
+    }
+
+    fn record_heartbeat(
+        &self,
+        instance: &InstanceId,
+        seq: u32,
+        attempt: u32,
+        details: &Payload,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (instance, details) = (instance.0.clone(), details.json().to_owned());
+        self.write(move |c| {
+            let n = exec(
+                c,
+                "UPDATE activity_tasks SET heartbeat_details = ?4, last_heartbeat_ms = ?5
+                 WHERE instance_id = ?1 AND seq = ?2 AND attempt = ?3",
+                params![instance, seq, attempt, details, now_ms as i64],
+            )
+            .map_err(map_err)?;
+            Ok(n == 1)
+        })
     }
 
     fn resolve_activity_then(

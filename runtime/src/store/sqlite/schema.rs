@@ -17,9 +17,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("0004_children.sql")),
     (5, include_str!("0005_events.sql")),
     (6, include_str!("0006_activity_claims.sql")),
+    (7, include_str!("0007_heartbeats.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 6;
+pub(super) const SCHEMA_VERSION: u32 = 7;
 
 impl SqliteStore {
     pub(super) fn connect(
