@@ -507,13 +507,18 @@ fn a_declined_card_or_a_missed_payment_deadline_releases_the_inventory_and_fails
 /// activities: [], version_label: None }`. `pinion_abi_version` answers 1 only after
 /// `_initialize` ran. `activate_result` is the result type of `pinion_activate`.
 fn tiny_module(activate_result: &str) -> Vec<u8> {
+    tiny_module_of_version(activate_result, "(global.get $ready)")
+}
+
+/// [`tiny_module`] whose `pinion_abi_version` returns `version` (a wasm expression).
+fn tiny_module_of_version(activate_result: &str, version: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(module
           (memory (export "memory") 1)
           (data (i32.const 1024) "\01\01\74\01\01\57\00\00")
           (global $ready (mut i32) (i32.const 0))
           (func (export "_initialize") (global.set $ready (i32.const 1)))
-          (func (export "pinion_abi_version") (result i32) (global.get $ready))
+          (func (export "pinion_abi_version") (result i32) {version})
           (func (export "pinion_manifest") (result i64) (i64.const 0x0000040000000008))
           (func (export "pinion_alloc") (param i32) (result i32) (i32.const 2048))
           (func (export "pinion_free") (param i32 i32))
@@ -530,6 +535,27 @@ fn a_wasi_reactor_is_initialised_before_its_exports_are_called() {
     let p = open(&dir.db());
     let d = p.deploy(&tiny_module("i64")).unwrap();
     assert_eq!(d.manifest.workflows, vec!["W".to_string()]);
+}
+
+#[test]
+fn a_module_of_an_abi_version_this_pinion_does_not_run_is_refused_with_the_versions_it_does() {
+    let dir = TempDir::new("abi-version");
+    let p = open(&dir.db());
+    for (version, advice) in [("99", "upgrade pinion"), ("0", "no longer supports")] {
+        let bytes = tiny_module_of_version("i64", &format!("(i32.const {version})"));
+        let err = p.deploy(&bytes).unwrap_err().to_string();
+        let runs = format!(
+            "this pinion runs versions {} to {}",
+            pinion_abi::OLDEST_ABI_VERSION,
+            pinion_abi::ABI_VERSION
+        );
+        assert!(
+            err.contains(&format!("its ABI version is {version}")),
+            "{err}"
+        );
+        assert!(err.contains(&runs) && err.contains(advice), "{err}");
+    }
+    assert!(p.modules().unwrap().is_empty());
 }
 
 #[test]
