@@ -166,6 +166,30 @@ impl RunCache {
     }
 }
 
+/// The workflow threads' work: instances to activate, the set taken (so no two threads
+/// run one instance), and activations whose commit became durable, to finish.
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<InstanceId>,
+    taken: HashSet<InstanceId>,
+    committed: Vec<Committed>,
+}
+
+/// An activation whose commit the store has answered.
+struct Committed {
+    id: InstanceId,
+    after: AfterCommit,
+    result: Result<(), StoreError>,
+}
+
+/// What an activation leaves to do once its commit is durable.
+struct AfterCommit {
+    run: WorkflowRun,
+    scheduled: bool,
+    timers: bool,
+    cancelled: Vec<u32>,
+}
+
 /// Shared by every worker thread.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
@@ -178,7 +202,9 @@ pub(crate) struct Shared {
     pub workflow_wake: Notify,
     pub activity_wake: Notify,
     pub timer_wake: Notify,
-    queue: Mutex<(VecDeque<InstanceId>, HashSet<InstanceId>)>,
+    /// Runnable instances waiting for a workflow thread, and the ones a thread took
+    /// whose activation is not finished yet (running, or its commit not durable yet).
+    queue: Mutex<Queue>,
     queue_cv: Condvar,
     cache: Mutex<RunCache>,
     activities_running: AtomicUsize,
@@ -272,7 +298,7 @@ impl Worker {
             workflow_wake: Notify::default(),
             activity_wake: Notify::default(),
             timer_wake: Notify::default(),
-            queue: Mutex::new((VecDeque::new(), HashSet::new())),
+            queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             cache: Mutex::new(RunCache::new(config.cache_capacity)),
             activities_running: AtomicUsize::new(0),
@@ -376,14 +402,14 @@ fn dispatch_loop(s: &Shared) {
     let low_water = (s.config.workflow_threads.max(1) * 16).max(64);
     while !stopping(s) {
         let seen = s.workflow_wake.generation();
-        let pending = s.queue.lock().expect("queue lock").0.len();
+        let pending = s.queue.lock().expect("queue lock").ready.len();
         if pending < low_water {
             match s.store.runnable_instances(512) {
                 Ok(ids) => {
                     let mut q = s.queue.lock().expect("queue lock");
                     for id in ids {
-                        if q.1.insert(id.clone()) {
-                            q.0.push_back(id);
+                        if q.taken.insert(id.clone()) {
+                            q.ready.push_back(id);
                         }
                     }
                     drop(q);
@@ -396,16 +422,24 @@ fn dispatch_loop(s: &Shared) {
     }
 }
 
-fn workflow_loop(s: &Shared) {
+/// Takes runnable instances and activates them. A thread does not wait for an activation's
+/// commit to be durable: it hands the commit to the store and goes on with the next
+/// instance, and finishes the activation (caches the run, wakes the activity and timer
+/// threads, frees the instance for the next activation) when the store calls back. So the
+/// activations of many instances share each fsync however few threads there are.
+fn workflow_loop(s: &Arc<Shared>) {
     loop {
-        let id = {
+        let next = {
             let mut q = s.queue.lock().expect("queue lock");
             loop {
                 if stopping(s) {
                     return;
                 }
-                if let Some(id) = q.0.pop_front() {
-                    break id;
+                if !q.committed.is_empty() {
+                    break Err(std::mem::take(&mut q.committed));
+                }
+                if let Some(id) = q.ready.pop_front() {
+                    break Ok(id);
                 }
                 q = s
                     .queue_cv
@@ -414,46 +448,105 @@ fn workflow_loop(s: &Shared) {
                     .0;
             }
         };
+        let id = match next {
+            Ok(id) => id,
+            Err(committed) => {
+                for c in committed {
+                    finish(s, c);
+                }
+                continue;
+            }
+        };
         match process_instance(s, &id) {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() => {}
-            // Undecodable history cannot get better by retrying: park the instance where an
-            // operator sees it instead of spinning on it.
-            // Errors that retrying cannot fix (undecodable data, a commit that violates a
-            // constraint) would re-run the instance forever: park it where an operator
-            // sees it instead.
-            Err(
-                e @ (StoreError::Corrupt(_)
-                | StoreError::AlreadyExists(_)
-                | StoreError::NotFound(_)),
-            ) => {
-                report(&format!("instance {id} blocked"), &e);
-                let _ = s.store.block_instance(
-                    &id,
-                    &format!("cannot commit the instance's state: {e}"),
-                    s.clock.now_ms(),
+            Ok(Some((commit, after))) => {
+                let s2 = s.clone();
+                s.store.commit_activation_then(
+                    commit,
+                    Box::new(move |result| {
+                        let mut q = s2.queue.lock().expect("queue lock");
+                        q.committed.push(Committed { id, after, result });
+                        drop(q);
+                        s2.queue_cv.notify_one();
+                    }),
                 );
             }
+            Ok(None) => release(s, &id),
             Err(e) => {
-                // Database trouble (disk full, I/O): back off instead of spinning.
-                report(&format!("instance {id}"), &e);
-                std::thread::sleep(s.config.poll_interval);
+                handle_error(s, &id, e);
+                release(s, &id);
             }
         }
-        // Leave the in-flight set only after the commit, so no two threads run one instance.
-        s.queue.lock().expect("queue lock").1.remove(&id);
-        s.workflow_wake.notify();
     }
 }
 
-/// Runs one activation of `id`, if it has input waiting.
-fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
+/// Frees `id` for its next activation.
+fn release(s: &Shared, id: &InstanceId) {
+    s.queue.lock().expect("queue lock").taken.remove(id);
+    s.workflow_wake.notify();
+}
+
+/// Finishes an activation whose commit the store answered.
+fn finish(s: &Shared, c: Committed) {
+    let Committed { id, after, result } = c;
+    match result {
+        Ok(()) => {
+            if !after.run.is_closed() {
+                s.cache
+                    .lock()
+                    .expect("cache lock")
+                    .put(id.clone(), after.run);
+            }
+            if !after.cancelled.is_empty() {
+                s.cancel_attempts(&id, Some(&after.cancelled));
+            }
+            if after.scheduled {
+                s.activity_wake.notify();
+            }
+            if after.timers {
+                s.timer_wake.notify();
+            }
+        }
+        // The run is ahead of the durable history: drop it; the next activation rebuilds.
+        Err(e) => handle_error(s, &id, e),
+    }
+    release(s, &id);
+}
+
+fn handle_error(s: &Shared, id: &InstanceId, e: StoreError) {
+    match e {
+        e if e.is_retryable() => {}
+        // Errors that retrying cannot fix (undecodable data, a commit that violates a
+        // constraint) would re-run the instance forever: park it where an operator sees
+        // it instead.
+        e @ (StoreError::Corrupt(_) | StoreError::AlreadyExists(_) | StoreError::NotFound(_)) => {
+            report(&format!("instance {id} blocked"), &e);
+            let _ = s.store.block_instance(
+                id,
+                &format!("cannot commit the instance's state: {e}"),
+                s.clock.now_ms(),
+            );
+        }
+        e => {
+            // Database trouble (disk full, I/O): back off instead of spinning.
+            report(&format!("instance {id}"), &e);
+            std::thread::sleep(s.config.poll_interval);
+        }
+    }
+}
+
+/// Runs one activation of `id`, if it has input waiting, and returns its commit and what is
+/// left to do once that is durable (`None` when there was nothing to do or the instance
+/// was blocked).
+fn process_instance(
+    s: &Shared,
+    id: &InstanceId,
+) -> Result<Option<(ActivationCommit, AfterCommit)>, StoreError> {
     let Some(rec) = s.store.get_instance(id)? else {
-        return Ok(());
+        return Ok(None);
     };
     if rec.status != InstanceStatus::Running {
         s.cache.lock().expect("cache lock").take(id);
-        return Ok(());
+        return Ok(None);
     }
     let inbox = s.store.load_inbox(id)?;
     let cached = s.cache.lock().expect("cache lock").take(id);
@@ -464,18 +557,21 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
             let module = match s.registry.load(&rec.module_hash) {
                 Ok(m) => m,
                 Err(e) => {
-                    return s.store.block_instance(
-                        id,
-                        &format!("cannot load pinned module: {e}"),
-                        s.clock.now_ms(),
-                    )
+                    return s
+                        .store
+                        .block_instance(
+                            id,
+                            &format!("cannot load pinned module: {e}"),
+                            s.clock.now_ms(),
+                        )
+                        .map(|()| None)
                 }
             };
             match WorkflowRun::rebuild(&s.sandbox, &module, id, &history, Checks::default()) {
                 Ok((run, pending)) => {
                     (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>())
                 }
-                Err(e) => return block(s, id, &e),
+                Err(e) => return block(s, id, &e).map(|()| None),
             }
         }
     };
@@ -485,7 +581,7 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
     if inputs.is_empty() {
         s.store.mark_idle(id)?;
         s.cache.lock().expect("cache lock").put(id.clone(), run);
-        return Ok(());
+        return Ok(None);
     }
     let now = s.clock.now_ms();
     let resolve = |choice: &ModuleChoice, id: &str, workflow_type: &str| {
@@ -493,12 +589,12 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
     };
     let live = match run.run_live(&inputs, recorded, now, &resolve) {
         Ok(l) => l,
-        Err(e) => return block(s, id, &e),
+        Err(e) => return block(s, id, &e).map(|()| None),
     };
     emit(s, id, "workflow", &live.output);
     let (scheduled, timers) = (!live.new_activities.is_empty(), !live.new_timers.is_empty());
     let cancelled = live.cancelled_activities.clone();
-    s.store.commit_activation(ActivationCommit {
+    let commit = ActivationCommit {
         instance_id: id.clone(),
         expected_next_event: rec.event_count + 1,
         events: live.events,
@@ -511,20 +607,16 @@ fn process_instance(s: &Shared, id: &InstanceId) -> Result<(), StoreError> {
         cancelled_children: live.cancelled_children,
         outcome: live.outcome,
         now_ms: now,
-    })?;
-    if !run.is_closed() {
-        s.cache.lock().expect("cache lock").put(id.clone(), run);
-    }
-    if !cancelled.is_empty() {
-        s.cancel_attempts(id, Some(&cancelled));
-    }
-    if scheduled {
-        s.activity_wake.notify();
-    }
-    if timers {
-        s.timer_wake.notify();
-    }
-    Ok(())
+    };
+    Ok(Some((
+        commit,
+        AfterCommit {
+            run,
+            scheduled,
+            timers,
+            cancelled,
+        },
+    )))
 }
 
 /// Resolves the module a child or a continued run asks for (see

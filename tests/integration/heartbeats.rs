@@ -111,9 +111,10 @@ fn wait_heartbeating(p: &Pinion, id: &str) {
     });
 }
 
+/// Waits until the file at `path` has content (the activity creates it, then writes).
 fn wait_for_file(path: &Path) -> String {
     wait_until(&format!("{} to be written", path.display()), WAIT, || {
-        path.exists()
+        std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
     });
     std::fs::read_to_string(path).unwrap()
 }

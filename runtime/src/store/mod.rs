@@ -373,6 +373,16 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError>;
     /// Commits one activation (see [`ActivationCommit`]).
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError>;
+    /// [`Store::commit_activation`] without blocking the caller: `done` receives the answer
+    /// once the commit is durable (or failed), possibly on a store thread, so it must be
+    /// quick. The default commits, then calls `done`.
+    fn commit_activation_then(
+        &self,
+        commit: ActivationCommit,
+        done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    ) {
+        done(self.commit_activation(commit));
+    }
     /// Marks an instance blocked, with the reason, and not runnable.
     fn block_instance(&self, id: &InstanceId, reason: &str, now_ms: u64) -> Result<(), StoreError>;
 

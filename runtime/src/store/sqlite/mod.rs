@@ -211,6 +211,187 @@ fn heartbeat_payload(json: &str) -> Result<Payload, StoreError> {
     Payload::from_json_bytes(json.as_bytes()).map_err(|e| corrupt("heartbeat details", e))
 }
 
+/// The write that commits one activation (see `Store::commit_activation`); encoding
+/// happens here, on the caller's thread, so the writer thread only runs SQL.
+fn commit_op(
+    commit: ActivationCommit,
+) -> Result<impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static, StoreError> {
+    let mut encoded = Vec::with_capacity(commit.events.len());
+    for (eid, kind) in &commit.events {
+        encoded.push((*eid, to_json(kind)?));
+    }
+    let mut activities = Vec::with_capacity(commit.new_activities.len());
+    for a in &commit.new_activities {
+        activities.push((
+            a.seq,
+            a.activity_type.clone(),
+            a.input.json().to_owned(),
+            to_json(&a.options)?,
+        ));
+    }
+    let (result, failure, status) = match &commit.outcome {
+        InstanceOutcome::Running => (None, None, "running"),
+        InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
+        InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
+        InstanceOutcome::Cancelled(reason) => (
+            None,
+            Some(to_json(&reason_failure("Cancelled", reason))?),
+            "cancelled",
+        ),
+        InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
+    };
+    let cancelled = match &commit.outcome {
+        InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
+        _ => reason_failure("Cancelled", ""),
+    };
+    Ok(move |c: &Connection| {
+        let id = &commit.instance_id.0;
+        let now = commit.now_ms as i64;
+        let (count, cur_status, module): (i64, String, String) = c
+            .query_row(
+                "SELECT event_count, status, module_hash FROM instances WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+        if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
+            return Err(StoreError::Conflict(format!(
+                "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
+                commit.expected_next_event
+            )));
+        }
+        {
+            let mut ins = c
+                .prepare_cached(
+                    "INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(map_err)?;
+            for (eid, data) in &encoded {
+                ins.execute(params![id, *eid as i64, now, data])
+                    .map_err(map_err)?;
+            }
+            let mut del = c
+                .prepare_cached("DELETE FROM inbox WHERE id = ?1 AND instance_id = ?2")
+                .map_err(map_err)?;
+            for iid in &commit.consumed_inbox {
+                del.execute(params![iid, id]).map_err(map_err)?;
+            }
+        }
+        let start_children = |c: &Connection| -> Result<(), StoreError> {
+            for child in &commit.new_children {
+                lifecycle::start_child(c, id, child.seq, &child.id, &child.started, commit.now_ms)?;
+            }
+            for seq in &commit.cancelled_children {
+                lifecycle::cancel_child(
+                    c,
+                    id,
+                    *seq,
+                    &format!("its parent {id} was cancelled"),
+                    commit.now_ms,
+                )?;
+            }
+            Ok(())
+        };
+        if let InstanceOutcome::ContinuedAsNew(started, unread) = &commit.outcome {
+            // The old run's children cannot report to the new run, which never started
+            // them: they end with the run.
+            start_children(c)?;
+            lifecycle::terminate_children(c, id, commit.now_ms)?;
+            return lifecycle::continue_as_new(c, id, started, unread, commit.now_ms);
+        }
+        if status == "running" {
+            start_children(c)?;
+            let mut ins = c
+                .prepare_cached(
+                    "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                )
+                .map_err(map_err)?;
+            for (seq, ty, input, options) in &activities {
+                ins.execute(params![id, seq, module, ty, input, options, now])
+                    .map_err(map_err)?;
+            }
+            let mut t = c
+                .prepare_cached(
+                    "INSERT INTO timers(instance_id, seq, fire_at_ms) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(map_err)?;
+            for timer in &commit.new_timers {
+                t.execute(params![id, timer.seq, timer.fire_at_ms as i64])
+                    .map_err(map_err)?;
+            }
+            let mut d = c
+                .prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2")
+                .map_err(map_err)?;
+            for seq in &commit.cancelled_timers {
+                d.execute(params![id, seq]).map_err(map_err)?;
+            }
+            let mut d = c
+                .prepare_cached("DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2")
+                .map_err(map_err)?;
+            for seq in &commit.cancelled_activities {
+                d.execute(params![id, seq]).map_err(map_err)?;
+            }
+            let pending: i64 = c
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            exec(c,
+                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4 WHERE id = ?1",
+                params![id, count + encoded.len() as i64, now, pending],
+            )
+            .map_err(map_err)?;
+        } else {
+            // Input that arrived while this activation ran (a signal, typically) must not
+            // vanish with the instance: refuse to close, so the worker redoes the
+            // activation with that input delivered and recorded.
+            let late: bool = c
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            if late {
+                return Err(StoreError::Conflict(format!(
+                    "instance {id}: new input arrived while its final activation ran; redoing it with that input"
+                )));
+            }
+            start_children(c)?;
+            lifecycle::clear_work(c, id)?;
+            exec(c,
+                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = ?4, result = ?5, failure = ?6
+                 WHERE id = ?1",
+                params![id, count + encoded.len() as i64, now, status, result, failure],
+            )
+            .map_err(map_err)?;
+            let (ending, transition) = match &commit.outcome {
+                InstanceOutcome::Completed(p) => {
+                    (lifecycle::Ending::Completed(p), Transition::Completed)
+                }
+                InstanceOutcome::Failed(f) => (
+                    lifecycle::Ending::Failed(f),
+                    Transition::Failed { failure: f.clone() },
+                ),
+                _ => (
+                    lifecycle::Ending::Failed(&cancelled),
+                    Transition::Cancelled {
+                        reason: cancelled.message.clone(),
+                    },
+                ),
+            };
+            events::publish(c, id, &transition, commit.now_ms)?;
+            lifecycle::ended(c, id, ending, commit.now_ms)?;
+        }
+        Ok(())
+    })
+}
+
 /// Reader connections kept open between reads.
 const MAX_IDLE_READERS: usize = 32;
 
@@ -710,146 +891,18 @@ impl Store for SqliteStore {
     }
 
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
-        let mut encoded = Vec::with_capacity(commit.events.len());
-        for (eid, kind) in &commit.events {
-            encoded.push((*eid, to_json(kind)?));
+        self.write(commit_op(commit)?)
+    }
+
+    fn commit_activation_then(
+        &self,
+        commit: ActivationCommit,
+        done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    ) {
+        match commit_op(commit) {
+            Ok(op) => self.write_then(op, done),
+            Err(e) => done(Err(e)),
         }
-        let mut activities = Vec::with_capacity(commit.new_activities.len());
-        for a in &commit.new_activities {
-            activities.push((
-                a.seq,
-                a.activity_type.clone(),
-                a.input.json().to_owned(),
-                to_json(&a.options)?,
-            ));
-        }
-        let (result, failure, status) = match &commit.outcome {
-            InstanceOutcome::Running => (None, None, "running"),
-            InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
-            InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
-            InstanceOutcome::Cancelled(reason) => (
-                None,
-                Some(to_json(&reason_failure("Cancelled", reason))?),
-                "cancelled",
-            ),
-            InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
-        };
-        let cancelled = match &commit.outcome {
-            InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
-            _ => reason_failure("Cancelled", ""),
-        };
-        self.write(move |c| {
-            let id = &commit.instance_id.0;
-            let now = commit.now_ms as i64;
-            let (count, cur_status, module): (i64, String, String) = c
-                .query_row("SELECT event_count, status, module_hash FROM instances WHERE id = ?1", [id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
-                .map_err(map_err)?
-                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
-            if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
-                return Err(StoreError::Conflict(format!(
-                    "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
-                    commit.expected_next_event
-                )));
-            }
-            {
-                let mut ins = c
-                    .prepare_cached("INSERT INTO events(instance_id, id, time_ms, data) VALUES (?1, ?2, ?3, ?4)")
-                    .map_err(map_err)?;
-                for (eid, data) in &encoded {
-                    ins.execute(params![id, *eid as i64, now, data]).map_err(map_err)?;
-                }
-                let mut del = c.prepare_cached("DELETE FROM inbox WHERE id = ?1 AND instance_id = ?2").map_err(map_err)?;
-                for iid in &commit.consumed_inbox {
-                    del.execute(params![iid, id]).map_err(map_err)?;
-                }
-            }
-            let start_children = |c: &Connection| -> Result<(), StoreError> {
-                for child in &commit.new_children {
-                    lifecycle::start_child(c, id, child.seq, &child.id, &child.started, commit.now_ms)?;
-                }
-                for seq in &commit.cancelled_children {
-                    lifecycle::cancel_child(c, id, *seq, &format!("its parent {id} was cancelled"), commit.now_ms)?;
-                }
-                Ok(())
-            };
-            if let InstanceOutcome::ContinuedAsNew(started, unread) = &commit.outcome {
-                // The old run's children cannot report to the new run, which never started
-                // them: they end with the run.
-                start_children(c)?;
-                lifecycle::terminate_children(c, id, commit.now_ms)?;
-                return lifecycle::continue_as_new(c, id, started, unread, commit.now_ms);
-            }
-            if status == "running" {
-                start_children(c)?;
-                let mut ins = c
-                    .prepare_cached(
-                        "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
-                    )
-                    .map_err(map_err)?;
-                for (seq, ty, input, options) in &activities {
-                    ins.execute(params![id, seq, module, ty, input, options, now]).map_err(map_err)?;
-                }
-                let mut t = c
-                    .prepare_cached("INSERT INTO timers(instance_id, seq, fire_at_ms) VALUES (?1, ?2, ?3)")
-                    .map_err(map_err)?;
-                for timer in &commit.new_timers {
-                    t.execute(params![id, timer.seq, timer.fire_at_ms as i64]).map_err(map_err)?;
-                }
-                let mut d = c.prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND seq = ?2").map_err(map_err)?;
-                for seq in &commit.cancelled_timers {
-                    d.execute(params![id, seq]).map_err(map_err)?;
-                }
-                let mut d = c
-                    .prepare_cached("DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2")
-                    .map_err(map_err)?;
-                for seq in &commit.cancelled_activities {
-                    d.execute(params![id, seq]).map_err(map_err)?;
-                }
-                let pending: i64 = c
-                    .query_row("SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)", [id], |r| r.get(0))
-                    .map_err(map_err)?;
-                exec(c,
-                    "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4 WHERE id = ?1",
-                    params![id, count + encoded.len() as i64, now, pending],
-                )
-                .map_err(map_err)?;
-            } else {
-                // Input that arrived while this activation ran (a signal, typically) must not
-                // vanish with the instance: refuse to close, so the worker redoes the
-                // activation with that input delivered and recorded.
-                let late: bool = c
-                    .query_row("SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)", [id], |r| r.get(0))
-                    .map_err(map_err)?;
-                if late {
-                    return Err(StoreError::Conflict(format!(
-                        "instance {id}: new input arrived while its final activation ran; redoing it with that input"
-                    )));
-                }
-                start_children(c)?;
-                lifecycle::clear_work(c, id)?;
-                exec(c,
-                    "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = 0, status = ?4, result = ?5, failure = ?6
-                     WHERE id = ?1",
-                    params![id, count + encoded.len() as i64, now, status, result, failure],
-                )
-                .map_err(map_err)?;
-                let (ending, transition) = match &commit.outcome {
-                    InstanceOutcome::Completed(p) => (lifecycle::Ending::Completed(p), Transition::Completed),
-                    InstanceOutcome::Failed(f) => (lifecycle::Ending::Failed(f), Transition::Failed { failure: f.clone() }),
-                    _ => (
-                        lifecycle::Ending::Failed(&cancelled),
-                        Transition::Cancelled { reason: cancelled.message.clone() },
-                    ),
-                };
-                events::publish(c, id, &transition, commit.now_ms)?;
-                lifecycle::ended(c, id, ending, commit.now_ms)?;
-            }
-            Ok(())
-        })
     }
 
     fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError> {
