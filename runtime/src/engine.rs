@@ -5,6 +5,7 @@
 //! over this type, so anything the CLI can do a Rust program can do too.
 
 mod control;
+pub mod preflight;
 
 pub use control::BulkSelector;
 

@@ -11,7 +11,7 @@
 //! recompile and a wasmtime upgrade (new fingerprint) never loads stale code.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pinion_abi::Manifest;
@@ -245,7 +245,7 @@ impl Registry {
         let newly_stored = self
             .store
             .put_module(&hash, bytes, &manifest, self.clock.now_ms())?;
-        self.write_cache(&hash, &loaded);
+        write_cache(&self.sandbox, self.cache_dir.as_deref(), &hash, &loaded);
         self.loaded
             .lock()
             .expect("registry lock")
@@ -332,19 +332,11 @@ impl Registry {
         if let Some(m) = self.loaded.lock().expect("registry lock").get(hash) {
             return Ok(m.clone());
         }
-        let loaded = match self.read_cache(hash) {
-            Some(l) => l,
-            None => {
-                let bytes = self
-                    .store
-                    .module_bytes(hash)?
-                    .ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))?;
-                let module = self.sandbox.compile(&bytes)?;
-                let loaded = self.sandbox.load(module)?;
-                self.write_cache(hash, &loaded);
-                loaded
-            }
-        };
+        let loaded = load_cached(&self.sandbox, self.cache_dir.as_deref(), hash, || {
+            self.store
+                .module_bytes(hash)?
+                .ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))
+        })?;
         let loaded = Arc::new(loaded);
         self.loaded
             .lock()
@@ -372,43 +364,64 @@ impl Registry {
         let (hash, manifest, loaded) = self.validate(bytes)?;
         Ok((hash, manifest, Arc::new(loaded)))
     }
-
     fn cache_path(&self, hash: &ModuleHash) -> Option<PathBuf> {
-        self.cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{}.{}.cwasm", hash.0, self.sandbox.fingerprint())))
+        cache_path(&self.sandbox, self.cache_dir.as_deref(), hash)
     }
+}
 
-    fn read_cache(&self, hash: &ModuleHash) -> Option<LoadedModule> {
-        let path = self.cache_path(hash)?;
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the file was written by `Module::serialize` of an engine with the same
-        // fingerprint, in a directory pinion owns; wasmtime re-checks compatibility and we
-        // fall back to compiling on any error.
-        let module =
-            unsafe { wasmtime::Module::deserialize_file(self.sandbox.engine(), &path) }.ok()?;
-        self.sandbox.load(module).ok()
+fn cache_path(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash) -> Option<PathBuf> {
+    dir.map(|d| d.join(format!("{}.{}.cwasm", hash.0, sandbox.fingerprint())))
+}
+
+/// Loads module `hash` from the compile cache in `dir`, else compiles `bytes()` and writes
+/// the cache. Shared by the registry and the runtime upgrade check
+/// ([`crate::engine::preflight`]), so the check's compiles are not done twice.
+///
+/// # Errors
+/// What `bytes` returns, or a module that no longer compiles or links.
+pub(crate) fn load_cached(
+    sandbox: &Sandbox,
+    dir: Option<&Path>,
+    hash: &ModuleHash,
+    bytes: impl FnOnce() -> Result<Vec<u8>, RegistryError>,
+) -> Result<LoadedModule, RegistryError> {
+    if let Some(l) = read_cache(sandbox, dir, hash) {
+        return Ok(l);
     }
+    let module = sandbox.compile(&bytes()?)?;
+    let loaded = sandbox.load(module)?;
+    write_cache(sandbox, dir, hash, &loaded);
+    Ok(loaded)
+}
 
-    fn write_cache(&self, hash: &ModuleHash, loaded: &LoadedModule) {
-        // The cache is an optimisation: failing to write it must not fail a deploy.
-        let Some(path) = self.cache_path(hash) else {
-            return;
-        };
-        if path.exists() {
-            return;
-        }
-        let Ok(bytes) = loaded.module().serialize() else {
-            return;
-        };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+fn read_cache(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash) -> Option<LoadedModule> {
+    let path = cache_path(sandbox, dir, hash)?;
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the file was written by `Module::serialize` of an engine with the same
+    // fingerprint, in a directory pinion owns; wasmtime re-checks compatibility and we
+    // fall back to compiling on any error.
+    let module = unsafe { wasmtime::Module::deserialize_file(sandbox.engine(), &path) }.ok()?;
+    sandbox.load(module).ok()
+}
+
+fn write_cache(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash, loaded: &LoadedModule) {
+    // The cache is an optimisation: failing to write it must not fail a deploy.
+    let Some(path) = cache_path(sandbox, dir, hash) else {
+        return;
+    };
+    if path.exists() {
+        return;
+    }
+    let Ok(bytes) = loaded.module().serialize() else {
+        return;
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
     }
 }

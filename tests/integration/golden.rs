@@ -155,3 +155,78 @@ fn golden(abi: u32, sdk_version: &str, modules: Vec<Golden>) {
         assert!(!report.result_differs, "{file}: {report}");
     }
 }
+
+/// The runtime upgrade check: a database whose running instances pin a module this pinion
+/// cannot run (here a module of guest ABI 99, written over the stored bytes, as a pinion
+/// that dropped an ABI version would see it) is refused by `pinion server` before anything
+/// changes, naming the module and how many instances pin it.
+#[test]
+fn the_server_refuses_a_database_pinning_modules_it_cannot_run_and_changes_nothing() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("upgrade-check");
+    let db = dir.db();
+    let p = open(&db);
+    let hash = p
+        .deploy(&std::fs::read(fixture(2, "hello_v1.wasm")).unwrap())
+        .unwrap()
+        .hash
+        .0;
+    for id in ["pinned-1", "pinned-2"] {
+        p.start(&start_req("Hello", &hash, "null", id)).unwrap();
+    }
+    drop(p);
+    let future = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+          (func (export "pinion_abi_version") (result i32) i32.const 99)
+          (func (export "pinion_manifest") (result i64) i64.const 0)
+          (func (export "pinion_alloc") (param i32) (result i32) i32.const 0)
+          (func (export "pinion_free") (param i32 i32))
+          (func (export "pinion_activate") (param i32 i32) (result i64) unreachable)
+          (func (export "pinion_run_activity") (param i32 i32) (result i64) unreachable)
+          (func (export "pinion_query") (param i32 i32) (result i64) unreachable))"#,
+    )
+    .unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE modules SET bytes = ?1 WHERE hash = ?2",
+            rusqlite::params![future, hash],
+        )
+        .unwrap();
+    // A new pinion has a new compile-cache fingerprint: nothing compiled is reused.
+    let cache = pinion_runtime::PinionConfig::new(&db).cache_dir.unwrap();
+    std::fs::remove_dir_all(&cache).unwrap();
+    let before = std::fs::read(&db).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(&db)
+        .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("the server started on a database pinning a module it cannot run");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains(&hash), "{stderr}");
+    assert!(stderr.contains("2 instance(s)"), "{stderr}");
+    assert!(stderr.contains("its ABI version is 99"), "{stderr}");
+    assert!(stderr.contains("--allow-unrunnable-modules"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the refused start changed the database"
+    );
+}

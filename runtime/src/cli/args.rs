@@ -285,6 +285,10 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Start even when running or blocked instances pin modules this pinion cannot run
+    /// (see the runtime upgrade check): those instances will be blocked.
+    #[arg(long)]
+    pub allow_unrunnable_modules: bool,
 }
 
 /// `pinion events` arguments.

@@ -104,6 +104,53 @@ pub fn main() -> i32 {
     }
 }
 
+/// Exit code of `server` and `run` when the database pins modules this pinion cannot run.
+const EXIT_UNRUNNABLE_MODULES: i32 = 9;
+
+/// The runtime upgrade check ([`crate::engine::preflight`]): refuses, before the database
+/// is opened for writing (and migrated), when running or blocked instances pin modules
+/// this pinion cannot run, naming them.
+fn check_pinned_modules(cli: &Cli) -> Result<(), Failure> {
+    use crate::engine::preflight::unrunnable_pinned_modules;
+    let config = PinionConfig::new(&cli.db);
+    let sandbox = crate::sandbox::Sandbox::new(config.limits.clone()).map_err(Error::from)?;
+    let unrunnable = unrunnable_pinned_modules(&cli.db, &sandbox, config.cache_dir.as_deref())
+        .map_err(|e| Failure {
+            code: 5,
+            error: anyhow::anyhow!(e),
+        })?;
+    if unrunnable.is_empty() {
+        return Ok(());
+    }
+    let instances: u64 = unrunnable.iter().map(|m| m.instances).sum();
+    let mut msg = format!(
+        "this pinion ({}, guest ABI {} to {}) cannot run {} module(s) that {instances} running or blocked instance(s) of {} are pinned to; nothing was changed:",
+        env!("CARGO_PKG_VERSION"),
+        pinion_abi::OLDEST_ABI_VERSION,
+        pinion_abi::ABI_VERSION,
+        unrunnable.len(),
+        cli.db.display(),
+    );
+    for m in &unrunnable {
+        msg.push_str(&format!(
+            "\n  {} ({}, ABI {}): {} instance(s): {}",
+            m.hash,
+            m.version_label.as_deref().unwrap_or("no label"),
+            m.abi_version.map_or("?".to_string(), |v| v.to_string()),
+            m.instances,
+            m.reason
+        ));
+    }
+    msg.push_str(
+        "\nKeep running the pinion that ran them until they end (or upgrade them to a module this pinion runs with that pinion's `pinion upgrade`), \
+         or start anyway with --allow-unrunnable-modules: their instances will be blocked.",
+    );
+    Err(Failure {
+        code: EXIT_UNRUNNABLE_MODULES,
+        error: anyhow::anyhow!(msg),
+    })
+}
+
 fn open(cli: &Cli) -> Result<Pinion, Failure> {
     let mut config = PinionConfig::new(&cli.db);
     if let Some(path) = &cli.config {
@@ -489,6 +536,9 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 }
             }
             raise_fd_limit();
+            if !args.allow_unrunnable_modules {
+                check_pinned_modules(&cli)?;
+            }
             let p = open(&cli)?;
             let worker = p.start_worker(WorkerConfig {
                 workflow_threads: args.workflow_threads,
