@@ -286,8 +286,26 @@ impl Worker {
         config: WorkerConfig,
         activities: tokio::runtime::Runtime,
     ) -> Result<Worker, StoreError> {
-        // The caller holds the database's worker lock, so every lease is a dead process's.
-        store.release_leases()?;
+        // The caller holds the database's worker lock, so every lease is a dead process's:
+        // each such attempt ended without an outcome and counts as a failed attempt, which
+        // the retry policy retries (or ends) like any other.
+        let now = clock.now_ms();
+        for task in store.lost_activities()? {
+            let outcome = AttemptOutcome {
+                result: Err(Failure {
+                    kind: LOST_KIND.into(),
+                    message: format!(
+                        "attempt {} was interrupted: the process running it stopped (crash or kill) before it finished",
+                        task.attempt
+                    ),
+                    non_retryable: false,
+                    attempts: task.attempt,
+                }),
+                timed_out: true,
+            };
+            let resolution = resolution_of(&task, outcome, None, now);
+            store.resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)?;
+        }
         let shared = Arc::new(Shared {
             store,
             registry,
@@ -750,6 +768,9 @@ async fn attempt(s: Arc<Shared>, task: ActivityTask) {
         }),
     );
 }
+
+/// The failure kind of an attempt whose process stopped before it finished.
+pub const LOST_KIND: &str = "AttemptLost";
 
 /// How an attempt ended, before the retry policy is applied.
 struct AttemptOutcome {

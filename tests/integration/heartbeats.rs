@@ -222,12 +222,81 @@ fn heartbeat_details_survive_a_crash_of_the_server() {
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ok = &v["result"]["ok"];
-    // The crashed attempt never ended, so the restarted server runs the same attempt again.
-    assert_eq!(ok["attempt"], json!(1), "{v}");
+    // The crashed attempt counts as an attempt: the restarted server runs attempt 2.
+    assert_eq!(ok["attempt"], json!(2), "{v}");
     assert_eq!(ok["to"], json!(100), "{v}");
     let from = ok["from"].as_u64().unwrap();
     assert!(
         from >= 5,
         "the attempt after the crash resumes from the last written heartbeat, not 0: {v}"
+    );
+}
+
+#[test]
+fn an_attempt_cut_short_by_a_crash_counts_and_the_retry_policy_decides() {
+    let dir = TempDir::new("lost-attempt");
+    let db = dir.db();
+    let out = pinion(&db, &["deploy", wasm("reach").to_str().unwrap()]);
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let server = ApiServer::start(&db, None);
+    // One attempt allowed: the crash uses it up.
+    let body = json!({ "activity": "count", "input": { "to": 600, "pause_ms": 100 },
+                       "timeout_ms": 120_000, "attempts": 1 })
+    .to_string();
+    let started = pinion(
+        &db,
+        &[
+            "--server",
+            &server.url,
+            "start",
+            "Call",
+            "--module",
+            &hash,
+            "--input",
+            &body,
+            "--id",
+            "lost",
+        ],
+    );
+    assert!(started.status.success(), "{started:?}");
+    wait_until("the attempt to run", WAIT, || {
+        let out = pinion(&db, &["--server", &server.url, "--json", "status", "lost"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["pending_activities"][0]["state"] == json!("running")
+    });
+    drop(server); // SIGKILL, mid-attempt
+
+    let server = ApiServer::start(&db, None);
+    let out = pinion(
+        &db,
+        &[
+            "--server",
+            &server.url,
+            "--json",
+            "result",
+            "lost",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = &v["result"]["err"];
+    assert_eq!(err["kind"], json!("AttemptLost"), "{v}");
+    assert_eq!(err["attempts"], json!(1), "{v}");
+    assert!(
+        err["message"].as_str().unwrap().contains("interrupted"),
+        "{v}"
+    );
+    let out = pinion(&db, &["history", "lost", "--json"]);
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == json!("ActivityTimedOut")),
+        "a lost attempt is recorded as a timeout: {history}"
     );
 }

@@ -434,8 +434,11 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     ) {
         done(self.resolve_activity(instance, seq, attempt, resolution, now_ms));
     }
-    /// Forgets every activity lease (at start-up of the only process using this database).
-    fn release_leases(&self) -> Result<u64, StoreError>;
+    /// The activity attempts leased by a process that is gone: at start-up of the only
+    /// process using this database, every leased attempt. The worker records each as a
+    /// failed attempt (the retry policy decides what comes next), so a crash counts as an
+    /// attempt in history, in `ActivityContext::attempt()` and in the retry state alike.
+    fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError>;
     /// Earliest time something is due (a timer, or an activity attempt), if any.
     fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
     /// Moves every timer due at `now_ms` into its instance's inbox. Returns how many fired.

@@ -1003,7 +1003,7 @@ impl Store for SqliteStore {
             for (iid, mh, seq, ty, input, options, attempt, details) in rows {
                 let options: ActivityOptions = serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?;
                 // The lease outlives the attempt's own timeout, so a healthy long attempt is
-                // never claimed twice; a crashed process's lease is released at start-up.
+                // never claimed twice; a crashed process's attempts are counted lost at start-up.
                 let until = now_ms + lease_slack_ms + options.start_to_close_timeout_ms.unwrap_or(default_timeout_ms);
                 lease.execute(params![iid, seq, until as i64, now]).map_err(map_err)?;
                 tasks.push(ActivityTask {
@@ -1065,14 +1065,45 @@ impl Store for SqliteStore {
         self.write_then(resolve_op(instance, seq, attempt, resolution, now_ms), done);
     }
 
-    fn release_leases(&self) -> Result<u64, StoreError> {
-        self.write(|c| {
-            Ok(exec(
-                c,
-                "UPDATE activity_tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
-                [],
-            )
-            .map_err(map_err)? as u64)
+    fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details
+                     FROM activity_tasks WHERE lease_until_ms IS NOT NULL ORDER BY instance_id, seq",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, u32>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (iid, mh, seq, ty, input, options, attempt, details) = row.map_err(map_err)?;
+                out.push(ActivityTask {
+                    instance_id: InstanceId(iid),
+                    module_hash: ModuleHash(mh),
+                    seq,
+                    activity_type: ty,
+                    input: Payload::from_json_bytes(input.as_bytes())
+                        .map_err(|e| corrupt("activity input", e))?,
+                    options: serde_json::from_str(&options)
+                        .map_err(|e| corrupt("activity options", e))?,
+                    attempt,
+                    heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
+                });
+            }
+            Ok(out)
         })
     }
 
