@@ -413,6 +413,7 @@ impl Pinion {
                 match self.store().upgrade_instance(
                     &id,
                     history.events.len() as u64,
+                    &rec.module_hash,
                     &target.hash,
                     self.now_ms(),
                 ) {

@@ -536,3 +536,48 @@ fn deploy_with_alias_and_verify_moves_the_alias_only_when_running_instances_repl
     let history = out(&pinion(&db, &["alias", "history", "prod"]));
     assert!(history.contains("set"), "{history}");
 }
+
+/// Two overlapping `pinion upgrade --from v1` runs: the second chose the instance while it
+/// was on v1 and replays the history after the first moved it. Its commit must see that
+/// the instance no longer pins v1 and record nothing, so the instance has one
+/// `ModuleUpgraded` event and one `upgraded` lifecycle event.
+#[test]
+fn an_overlapping_second_upgrade_of_an_instance_records_nothing() {
+    use pinion_runtime::{InstanceId, ModuleHash};
+    let dir = TempDir::new("upgrade-twice");
+    let (p, _clock) = engine(&dir);
+    let (v1, v2) = (deploy(&p, "replay-v1"), deploy(&p, "replay-v2"));
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Unchanged", &v1, "null", "once"))
+        .unwrap();
+    w.wake();
+    wait_until("the timer", WAIT, || has_event(&p, "once", timer_started));
+    let id = InstanceId("once".into());
+    let events = p.history("once").unwrap().len() as u64;
+    let (from, to) = (ModuleHash(v1.clone()), ModuleHash(v2.clone()));
+    // The first run commits.
+    p.store()
+        .upgrade_instance(&id, events, &from, &to, p.now_ms())
+        .unwrap();
+    // The second selected the instance on v1 and read its history after that commit.
+    let err = p
+        .store()
+        .upgrade_instance(&id, events + 1, &from, &to, p.now_ms())
+        .unwrap_err();
+    assert!(err.to_string().contains("is no longer on module"), "{err}");
+    let upgrades = p
+        .history("once")
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ModuleUpgraded { .. }))
+        .count();
+    assert_eq!(upgrades, 1);
+    assert_eq!(
+        transitions(&p, "once")
+            .iter()
+            .filter(|t| **t == "upgraded")
+            .count(),
+        1
+    );
+    assert_eq!(pinned(&p, "once"), v2);
+}

@@ -127,13 +127,16 @@ pub trait DeploymentStore {
     /// Deletes a module if no alias targets it and no running or blocked instance pins it,
     /// checked in the same transaction. Returns whether it was deleted.
     fn delete_module_if_unused(&self, hash: &ModuleHash) -> Result<bool, StoreError>;
-    /// Moves a running or blocked instance to `to`, appending a `ModuleUpgraded` event,
-    /// if its history still has `expected_events` events (else [`StoreError::Conflict`]).
-    /// A blocked instance becomes running again; queued activity attempts switch module.
+    /// Moves a running or blocked instance from module `from` to `to`, appending a
+    /// `ModuleUpgraded` event, if it still pins `from` and its history still has
+    /// `expected_events` events (else [`StoreError::Conflict`], so two overlapping upgrades
+    /// move it once). A blocked instance becomes running again; queued activity attempts
+    /// switch module.
     fn upgrade_instance(
         &self,
         id: &InstanceId,
         expected_events: u64,
+        from: &ModuleHash,
         to: &ModuleHash,
         now_ms: u64,
     ) -> Result<(), StoreError>;

@@ -198,10 +198,11 @@ impl DeploymentStore for SqliteStore {
         &self,
         id: &InstanceId,
         expected_events: u64,
+        expected_from: &ModuleHash,
         to: &ModuleHash,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let (id, to) = (id.0.clone(), to.0.clone());
+        let (id, expected_from, to) = (id.0.clone(), expected_from.0.clone(), to.0.clone());
         self.write(move |c| {
             let (count, status, from): (i64, String, String) = c
                 .query_row("SELECT event_count, status, module_hash FROM instances WHERE id = ?1", [&id], |r| {
@@ -213,6 +214,11 @@ impl DeploymentStore for SqliteStore {
             if count as u64 != expected_events || !matches!(status.as_str(), "running" | "blocked") {
                 return Err(StoreError::Conflict(format!(
                     "instance {id} changed while it was being verified ({count} events, {status}); run the upgrade again"
+                )));
+            }
+            if from != expected_from {
+                return Err(StoreError::Conflict(format!(
+                    "instance {id} is no longer on module {expected_from}: it was moved to {from} meanwhile (another upgrade?); nothing recorded"
                 )));
             }
             let event = to_json(&EventKind::ModuleUpgraded { from: ModuleHash(from.clone()), to: ModuleHash(to.clone()) })?;
