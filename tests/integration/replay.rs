@@ -587,3 +587,47 @@ fn changed_signal_handling_is_a_divergence() {
         )
     );
 }
+
+/// Ids that a lossy file-name mapping would merge (`x/y`, `x_y`, `x:y` once all became
+/// `x_y.json`) export to one file each, import back as three instances, and a second
+/// export into the same directory overwrites nothing.
+#[test]
+fn exported_history_files_never_collide_and_are_never_overwritten() {
+    let dir = TempDir::new("export-names");
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let hash = {
+        let o = pinion(&a, &["deploy", wasm("replay-v1").to_str().unwrap()]);
+        assert!(o.status.success());
+        text(&o).0.trim().to_string()
+    };
+    let ids = ["x/y", "x_y", "x:y"];
+    for id in ids {
+        let o = pinion(&a, &["start", "Unchanged", "--module", &hash, "--id", id]);
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
+    let out = dir.path().join("exported");
+    let export = || {
+        pinion(
+            &a,
+            &["history", "export", "--all", "--out", out.to_str().unwrap()],
+        )
+    };
+    let o = export();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+    let o = pinion(&b, &["history", "import", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for id in ids {
+        let o = pinion(&b, &["history", id, "--json"]);
+        assert!(o.status.success(), "{id}: {:?}", text(&o));
+    }
+    let before = std::fs::read(out.join("x%2Fy.json")).unwrap();
+    let o = export();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("export into an empty directory"),
+        "{:?}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(out.join("x%2Fy.json")).unwrap(), before);
+}

@@ -406,21 +406,25 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                     for h in &hs {
-                        let safe: String = h
-                            .instance_id
-                            .0
-                            .chars()
-                            .map(|c| {
-                                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                                    c
-                                } else {
-                                    '_'
-                                }
-                            })
-                            .collect();
-                        let path = dir.join(format!("{safe}.json"));
-                        std::fs::write(&path, serde_json::to_string_pretty(h).context("encoding")?)
-                            .with_context(|| format!("writing {}", path.display()))?;
+                        let path = dir.join(history_file_name(&h.instance_id.0));
+                        let mut file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&path)
+                            .map_err(|e| Failure {
+                                code: 1,
+                                error: anyhow::anyhow!(
+                                    "cannot create {}: {e}; export into an empty directory (nothing is overwritten)",
+                                    path.display()
+                                ),
+                            })?;
+                        std::io::Write::write_all(
+                            &mut file,
+                            serde_json::to_string_pretty(h)
+                                .context("encoding")?
+                                .as_bytes(),
+                        )
+                        .with_context(|| format!("writing {}", path.display()))?;
                     }
                     if json {
                         print_json(&json!({ "exported": hs.len(), "dir": dir }));
@@ -469,6 +473,28 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
 
 #[cfg(test)]
 mod tests {
+    use super::history_file_name;
+
+    #[test]
+    fn history_file_names_are_distinct_and_stay_in_the_directory() {
+        let ids = ["x/y", "x_y", "x:y", "x%2Fy", "../etc", ".hidden", "é"];
+        let names: Vec<String> = ids.iter().map(|i| history_file_name(i)).collect();
+        assert_eq!(
+            names,
+            [
+                "x%2Fy.json",
+                "x_y.json",
+                "x%3Ay.json",
+                "x%252Fy.json",
+                "%2E.%2Fetc.json",
+                "%2Ehidden.json",
+                "%C3%A9.json"
+            ]
+        );
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+    }
+
     use super::*;
 
     #[test]
@@ -488,4 +514,23 @@ mod tests {
         assert_eq!(ids.iter().filter(|i| sampled(i, 0.1)).count(), picked);
         assert!(ids.iter().all(|i| sampled(i, 1.0)));
     }
+}
+
+/// The file name of an exported history: the instance id with every byte other than ASCII
+/// letters, digits, `-`, `_` and a non-leading `.` written as `%XX`, then `.json`. The
+/// encoding is reversible, so two ids never share a file (`x/y`, `x_y` and `x:y` become
+/// `x%2Fy.json`, `x_y.json` and `x%3Ay.json`), and no name can climb out of the directory
+/// or hide itself.
+pub fn history_file_name(id: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 5);
+    for (i, b) in id.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(".json");
+    out
 }
