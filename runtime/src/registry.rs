@@ -170,6 +170,9 @@ impl Registry {
         clock: Arc<dyn Clock>,
         cache_dir: Option<PathBuf>,
     ) -> Registry {
+        if let Some(dir) = &cache_dir {
+            remove_abandoned_cache_files(dir);
+        }
         Registry {
             store,
             sandbox,
@@ -394,7 +397,89 @@ pub(crate) fn load_cached(
     Ok(loaded)
 }
 
+/// Whether the compile cache in `dir` may be trusted: compiled code found there is run as
+/// is, so it must be a directory of this user's that nobody else can write to. Created
+/// (mode 0700) when missing. A directory that fails the check is not used (modules are
+/// compiled every time) and the reason is reported once.
+#[cfg(unix)]
+fn cache_dir_trusted(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::sync::OnceLock;
+    static REPORTED: OnceLock<()> = OnceLock::new();
+    if !dir.exists() {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+    }
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let problem = if !meta.is_dir() {
+        Some("it is not a directory")
+    } else if meta.uid() != me {
+        Some("it belongs to another user")
+    } else if meta.mode() & 0o022 != 0 {
+        Some("others can write to it")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        if REPORTED.set(()).is_ok() {
+            eprintln!(
+                "pinion: not using the compile cache {}: {problem} (compiled code there would be run as is); make it a directory of yours with mode 0700, or remove it",
+                dir.display()
+            );
+        }
+        return false;
+    }
+    true
+}
+
+#[cfg(not(unix))]
+fn cache_dir_trusted(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok()
+}
+
+/// Removes the temporary files of cache writes whose process is gone (a `pinion deploy`
+/// killed while writing leaves `<hash>.<fingerprint>.tmp<pid>` behind).
+fn remove_abandoned_cache_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once(".tmp"))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_alive(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(unix)]
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: i32) -> bool {
+    true
+}
+
 fn read_cache(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash) -> Option<LoadedModule> {
+    if !cache_dir_trusted(dir?) {
+        return None;
+    }
     let path = cache_path(sandbox, dir, hash)?;
     if !path.exists() {
         return None;
@@ -411,17 +496,23 @@ fn write_cache(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash, loaded:
     let Some(path) = cache_path(sandbox, dir, hash) else {
         return;
     };
-    if path.exists() {
+    if path.exists() || !dir.is_some_and(cache_dir_trusted) {
         return;
     }
     let Ok(bytes) = loaded.module().serialize() else {
         return;
     };
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, bytes).is_ok() {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes));
+    if written.is_ok() {
         let _ = std::fs::rename(&tmp, &path);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
     }
 }

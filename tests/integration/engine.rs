@@ -663,3 +663,60 @@ fn an_order_id_that_is_not_a_plain_name_never_names_a_receipt_file() {
         0
     );
 }
+
+/// The compile cache holds code that is run as is: it is created private (0700), a
+/// directory others can write to is not used at all, and temporary files left by a killed
+/// deploy are removed.
+#[test]
+fn the_compile_cache_is_private_and_a_writable_one_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cache-perms");
+    let db = dir.db();
+    let cache = PinionConfig::new(&db).cache_dir.unwrap();
+    let p = open(&db);
+    p.deploy(&wasm_bytes("hello-v1")).unwrap();
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let cwasm = |d: &std::path::Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .count()
+    };
+    assert_eq!(cwasm(&cache), 1);
+    drop(p);
+
+    // Left behind by a deploy killed mid-write (a pid that cannot exist), and one of a
+    // process that is alive (this one): only the first goes.
+    let dead = cache.join("abc.def.tmp999999999");
+    let alive = cache.join(format!("abc.def.tmp{}", std::process::id()));
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&alive, b"partial").unwrap();
+    let p = open(&db);
+    assert!(!dead.exists(), "the abandoned temporary file is removed");
+    assert!(
+        alive.exists(),
+        "a live process's temporary file is left alone"
+    );
+    std::fs::remove_file(&alive).unwrap();
+    drop(p);
+
+    // World-writable: not read, not written; modules still deploy and run.
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let p = open(&db);
+    let hash = p.deploy(&wasm_bytes("foobar-v1")).unwrap().hash.0;
+    p.start(&start_req("FooBar", &hash, "null", "runs"))
+        .unwrap();
+    let w = p.start_worker(quiet_worker()).unwrap();
+    w.wake();
+    let rec = p.wait("runs", Duration::from_secs(60)).unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    assert_eq!(
+        cwasm(&cache),
+        0,
+        "nothing is written to a directory others can write"
+    );
+}
