@@ -536,7 +536,10 @@ fn handle_error(s: &Shared, id: &InstanceId, e: StoreError) {
         // Errors that retrying cannot fix (undecodable data, a commit that violates a
         // constraint) would re-run the instance forever: park it where an operator sees
         // it instead.
-        e @ (StoreError::Corrupt(_) | StoreError::AlreadyExists(_) | StoreError::NotFound(_)) => {
+        e @ (StoreError::Corrupt(_)
+        | StoreError::AlreadyExists(_)
+        | StoreError::Constraint(_)
+        | StoreError::NotFound(_)) => {
             report(&format!("instance {id} blocked"), &e);
             let _ = s.store.block_instance(
                 id,

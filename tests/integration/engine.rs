@@ -720,3 +720,62 @@ fn the_compile_cache_is_private_and_a_writable_one_is_not_trusted() {
         "nothing is written to a directory others can write"
     );
 }
+
+/// A full disk (here the database's size limit, SQLite's `max_page_count`): writes fail
+/// with an error that says so, nothing is half-written, and once there is room again
+/// everything that was accepted runs to the end.
+#[test]
+fn a_full_database_refuses_writes_cleanly_and_loses_nothing() {
+    let dir = TempDir::new("disk-full");
+    let db = dir.db();
+    let p = open(&db);
+    let hello = p.deploy(&wasm_bytes("hello-v1")).unwrap().hash.0;
+    drop(p);
+    let pages: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    let mut config = PinionConfig::new(&db);
+    config.sqlite.max_pages = Some(pages as u64 + 8);
+    let p = Pinion::open(config).unwrap();
+    // A module far bigger than the room left.
+    let err = p.deploy(&wasm_bytes("testkit")).unwrap_err().to_string();
+    assert!(err.contains("is full"), "{err}");
+    assert_eq!(
+        p.modules().unwrap().len(),
+        1,
+        "nothing of the module is stored"
+    );
+    // Instances are accepted until the room runs out, then refused with the same error.
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let id = format!("h{}", accepted.len());
+        match p.start(&start_req("Hello", &hello, r#"{"wait_ms": 1}"#, &id)) {
+            Ok(_) => accepted.push(id),
+            Err(e) => break e.to_string(),
+        }
+        assert!(accepted.len() < 10_000, "the limit never hit");
+    };
+    assert!(refused.contains("is full"), "{refused}");
+    let listed = p.list(&InstanceFilter::default()).unwrap();
+    assert_eq!(
+        listed.len(),
+        accepted.len(),
+        "a refused start leaves no instance"
+    );
+    for id in &accepted {
+        assert!(
+            !p.history(id).unwrap().is_empty(),
+            "{id} has its start event"
+        );
+    }
+    drop(p);
+    // Room again: every accepted instance completes.
+    let p = open(&db);
+    let w = p.start_worker(quiet_worker()).unwrap();
+    w.wake();
+    for id in &accepted {
+        let rec = p.wait(id, Duration::from_secs(60)).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
+    }
+}

@@ -220,7 +220,7 @@ impl ErrorCode {
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             StoreError::NotAccepting { .. } => ErrorCode::NotAccepting,
-            StoreError::Database(_) => ErrorCode::Internal,
+            StoreError::Database(_) | StoreError::Constraint(_) => ErrorCode::Internal,
         }
     }
 }

@@ -69,6 +69,10 @@ pub enum StoreError {
         /// What the caller can do instead.
         hint: String,
     },
+    /// A write broke a rule of the schema other than a duplicate key (a foreign key, a
+    /// `NOT NULL`, a `CHECK`): a bug, or a damaged file. Retrying cannot help.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),

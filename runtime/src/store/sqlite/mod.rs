@@ -81,6 +81,10 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Open without write access (replay, inspection). Writes fail.
     pub read_only: bool,
+    /// Largest size of the database file, in pages of 4 KiB (SQLite's `max_page_count`);
+    /// a write that would grow it further fails as if the disk were full. `None`: no
+    /// limit but the disk's.
+    pub max_pages: Option<u64>,
 }
 
 impl Default for SqliteOptions {
@@ -90,6 +94,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_batch: 256,
             read_only: false,
+            max_pages: None,
         }
     }
 }
@@ -100,7 +105,8 @@ pub struct SqliteStore {
     options: SqliteOptions,
     writer: Mutex<Option<SyncSender<WriteJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<ReaderPool>,
+    readers_free: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -120,7 +126,15 @@ fn map_err(e: rusqlite::Error) -> StoreError {
             }
             ErrorCode::NotADatabase => StoreError::Corrupt(format!("not a pinion database: {e}")),
             ErrorCode::DatabaseCorrupt => StoreError::Corrupt(e.to_string()),
-            ErrorCode::ConstraintViolation => StoreError::AlreadyExists(e.to_string()),
+            ErrorCode::DiskFull => StoreError::Database(format!(
+                "the disk (or the database's size limit) is full, nothing of this write was stored; free space and retry: {e}"
+            )),
+            ErrorCode::ConstraintViolation => match f.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                    StoreError::AlreadyExists(e.to_string())
+                }
+                _ => StoreError::Constraint(e.to_string()),
+            },
             ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
                 StoreError::Database(e.to_string())
             }
@@ -392,8 +406,15 @@ fn commit_op(
     })
 }
 
-/// Reader connections kept open between reads.
-const MAX_IDLE_READERS: usize = 32;
+/// Reader connections open at most (kept open between reads).
+const MAX_READERS: usize = 32;
+
+/// Reader connections: the idle ones, and how many are open in all.
+#[derive(Default)]
+struct ReaderPool {
+    idle: Vec<Connection>,
+    open: usize,
+}
 
 /// Rows of `(id, time_ms, event JSON)` for one instance (history and inbox share the shape).
 fn event_rows(
@@ -468,7 +489,8 @@ impl SqliteStore {
             options: options.clone(),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(ReaderPool::default()),
+            readers_free: std::sync::Condvar::new(),
         };
         if !options.read_only {
             let (tx, rx) = sync_channel::<WriteJob>(options.max_batch * 4);
@@ -480,7 +502,9 @@ impl SqliteStore {
             *store.writer.lock().expect("writer lock") = Some(tx);
             *store.writer_thread.lock().expect("writer thread lock") = Some(handle);
         } else {
-            store.readers.lock().expect("readers lock").push(conn);
+            let mut pool = store.readers.lock().expect("readers lock");
+            pool.idle.push(conn);
+            pool.open = 1;
         }
         Ok(store)
     }
@@ -494,18 +518,36 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let conn = self.readers.lock().expect("readers lock").pop();
+        // At most MAX_READERS connections are open; a reader beyond them waits for one.
+        // They are kept for reuse (a new connection re-reads the schema and prepares every
+        // statement again).
+        let conn = {
+            let mut pool = self.readers.lock().expect("readers lock");
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break Some(c);
+                }
+                if pool.open < MAX_READERS {
+                    pool.open += 1;
+                    break None;
+                }
+                pool = self.readers_free.wait(pool).expect("readers lock");
+            }
+        };
         let conn = match conn {
             Some(c) => c,
-            None => Self::connect(&self.path, &self.options).map_err(map_err)?,
+            None => match Self::connect(&self.path, &self.options) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.readers.lock().expect("readers lock").open -= 1;
+                    self.readers_free.notify_one();
+                    return Err(map_err(e));
+                }
+            },
         };
         let r = f(&conn);
-        // Kept for reuse (a new connection re-reads the schema and prepares every
-        // statement again); enough for every thread that reads at once.
-        let mut pool = self.readers.lock().expect("readers lock");
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(conn);
-        }
+        self.readers.lock().expect("readers lock").idle.push(conn);
+        self.readers_free.notify_one();
         r
     }
 
@@ -1208,5 +1250,50 @@ impl Store for SqliteStore {
 
     fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError> {
         import::import_history(self, export, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn no_more_than_max_readers_connections_read_at_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "pinion-readers-{}-{}",
+            std::process::id(),
+            crate::clock::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store =
+            Arc::new(SqliteStore::open(dir.join("r.db"), SqliteOptions::default()).unwrap());
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..MAX_READERS * 3)
+            .map(|_| {
+                let (store, now, peak) = (store.clone(), now.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    store
+                        .read(|c| {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).unwrap();
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= MAX_READERS, "{peak} readers at once");
+        assert!(peak > 1, "reads ran one at a time: {peak}");
+        assert!(store.readers.lock().unwrap().open <= MAX_READERS);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

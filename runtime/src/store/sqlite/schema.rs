@@ -45,6 +45,13 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", -16_000)?;
+        if let Some(pages) = options.max_pages {
+            conn.pragma_update(
+                None,
+                "max_page_count",
+                i64::try_from(pages).unwrap_or(i64::MAX),
+            )?;
+        }
         Ok(conn)
     }
 

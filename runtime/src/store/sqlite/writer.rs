@@ -14,6 +14,10 @@ use crate::store::StoreError;
 pub(super) trait WriteOp: Send {
     /// Runs the write; false when it failed (its savepoint is rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Records that the write did not run, and why.
+    fn fail(&mut self, e: StoreError);
+    /// The write's own error, once it ran and failed.
+    fn error(&self) -> Option<StoreError>;
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
@@ -39,6 +43,18 @@ impl<R: Send, F: FnOnce(&Connection) -> Result<R, StoreError> + Send> WriteOp fo
         let ok = r.is_ok();
         self.result = Some(r);
         ok
+    }
+
+    fn fail(&mut self, e: StoreError) {
+        self.f = None;
+        self.result = Some(Err(e));
+    }
+
+    fn error(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -76,23 +92,161 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
             }
             continue;
         }
+        // Each write runs in its own savepoint, so a failing one is undone alone. If SQLite
+        // rolls the whole transaction back itself (disk full, I/O error), or a savepoint
+        // cannot be set or undone, the batch is over: nothing of it is committed, every
+        // write in it is told so, and none runs outside a transaction.
+        let mut aborted: Option<StoreError> = None;
         for job in batch.iter_mut() {
+            if let Some(e) = &aborted {
+                job.fail(e.clone());
+                continue;
+            }
             // Cached statements: parsing these per operation cost more than most writes.
-            let savepoint = exec(&conn, "SAVEPOINT op");
+            if let Err(e) = exec(&conn, "SAVEPOINT op") {
+                let e = map_err(e);
+                job.fail(e.clone());
+                aborted = Some(e);
+                continue;
+            }
             let ok = job.run(&conn);
-            if savepoint.is_ok() {
-                if !ok {
-                    let _ = exec(&conn, "ROLLBACK TO op");
-                }
-                let _ = exec(&conn, "RELEASE op");
+            if conn.is_autocommit() {
+                // Keep the cause (a full disk, say) in the answer: it is what to act on.
+                aborted = Some(match job.error() {
+                    Some(StoreError::Database(cause)) => StoreError::Database(format!(
+                        "{cause} (SQLite rolled back the whole transaction: nothing of this batch was written)"
+                    )),
+                    Some(other) => other,
+                    None => StoreError::Database(
+                        "SQLite rolled back the transaction; nothing of this batch was written".into(),
+                    ),
+                });
+                continue;
+            }
+            let undone = if ok {
+                Ok(0)
+            } else {
+                exec(&conn, "ROLLBACK TO op")
+            };
+            if let Err(e) = undone.and_then(|_| exec(&conn, "RELEASE op")) {
+                aborted = Some(map_err(e));
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(map_err);
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        let committed = match aborted {
+            Some(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+            None => {
+                let c = conn.execute_batch("COMMIT").map_err(map_err);
+                if c.is_err() && !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                c
+            }
+        };
         for job in batch {
             job.finish(committed.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    type Answer = std::sync::mpsc::Receiver<Result<(), StoreError>>;
+    type Write = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
+
+    fn job(
+        f: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> (WriteJob, Answer) {
+        let (tx, rx) = sync_channel(1);
+        let op: WriteJob = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply: Reply::Channel(tx),
+        });
+        (op, rx)
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t(v) VALUES (?1)", [v])
+                .map(|_| ())
+                .map_err(map_err)
+        }
+    }
+
+    /// Runs `jobs` as one batch on a fresh database; returns the answers and the rows.
+    fn batch(jobs: Vec<Write>) -> (Vec<Result<(), StoreError>>, Vec<i64>) {
+        let dir = std::env::temp_dir().join(format!(
+            "pinion-writer-{}-{}",
+            std::process::id(),
+            crate::clock::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY CHECK (v >= 0))")
+            .unwrap();
+        let (tx, rx) = sync_channel::<WriteJob>(16);
+        let mut answers = Vec::new();
+        for f in jobs {
+            let (j, a) = job(f);
+            tx.send(j).unwrap();
+            answers.push(a);
+        }
+        drop(tx);
+        writer_loop(conn, rx, 256);
+        let answers = answers.into_iter().map(|a| a.recv().unwrap()).collect();
+        let check = Connection::open(&path).unwrap();
+        let mut st = check.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<i64>, _>>()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (answers, rows)
+    }
+
+    #[test]
+    fn a_failing_write_is_undone_alone_and_the_others_commit() {
+        let (answers, rows) = batch(vec![
+            Box::new(insert(1)),
+            Box::new(insert(1)),  // duplicate key
+            Box::new(insert(-5)), // CHECK
+            Box::new(insert(2)),
+        ]);
+        assert!(answers[0].is_ok() && answers[3].is_ok());
+        assert!(
+            matches!(answers[1], Err(StoreError::AlreadyExists(_))),
+            "{answers:?}"
+        );
+        assert!(
+            matches!(answers[2], Err(StoreError::Constraint(_))),
+            "{answers:?}"
+        );
+        assert_eq!(rows, [1, 2]);
+    }
+
+    #[test]
+    fn when_the_transaction_is_rolled_back_under_the_batch_nothing_commits_and_everyone_is_told() {
+        // The middle write ends the transaction, as SQLite does itself on some disk-full
+        // and I/O errors. The write after it must not run in autocommit mode.
+        let (answers, rows) = batch(vec![
+            Box::new(insert(1)),
+            Box::new(|c: &Connection| c.execute_batch("ROLLBACK").map_err(map_err)),
+            Box::new(insert(2)),
+        ]);
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        assert!(
+            rows.is_empty(),
+            "nothing of the batch may be written: {rows:?}"
+        );
     }
 }
