@@ -475,7 +475,28 @@ fn workflow_loop(s: &Arc<Shared>) {
                 continue;
             }
         };
-        match process_instance(s, &id) {
+        let processed = match contain(|| process_instance(s, &id)) {
+            Ok(r) => r,
+            Err(panic) => {
+                // A bug, not the instance's fault; but running it again would panic again.
+                report(
+                    &format!("instance {id}"),
+                    &format!("the engine panicked: {panic}"),
+                );
+                let _ = s.store.block_instance(
+                    &id,
+                    &format!("the engine panicked while activating it (a bug in pinion; please report it): {panic}"),
+                    s.clock.now_ms(),
+                );
+                s.cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(&id);
+                release(s, &id);
+                continue;
+            }
+        };
+        match processed {
             Ok(Some((commit, after))) => {
                 let s2 = s.clone();
                 s.store.commit_activation_then(
@@ -716,7 +737,7 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
                     claimed = tasks.len();
                     for t in tasks {
                         s.activities_running.fetch_add(1, Ordering::SeqCst);
-                        rt.spawn(attempt(s.clone(), t));
+                        rt.spawn(contained_attempt(s.clone(), Arc::new(t)));
                     }
                 }
                 Err(e) => report("claiming activities", &e),
@@ -729,8 +750,66 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
     }
 }
 
+/// Runs [`attempt`] so that a panic in the engine while running it (a bug) is recorded as a
+/// failed attempt, retried by its policy, instead of leaving it leased until a restart.
+async fn contained_attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
+    use futures_util::FutureExt;
+    let run = std::panic::AssertUnwindSafe(attempt(s.clone(), task.clone()));
+    let Err(panic) = run.catch_unwind().await else {
+        return;
+    };
+    let message = panic_message(panic.as_ref());
+    report(
+        &format!("activity {} of {}", task.seq, task.instance_id),
+        &format!(
+            "the engine panicked while running attempt {}: {message}",
+            task.attempt
+        ),
+    );
+    s.attempts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&(task.instance_id.clone(), task.seq));
+    let now = s.clock.now_ms();
+    let outcome = AttemptOutcome {
+        result: Err(Failure {
+            kind: "EnginePanicked".into(),
+            message: format!("the engine panicked while running this attempt (a bug in pinion; please report it): {message}"),
+            non_retryable: false,
+            attempts: task.attempt,
+        }),
+        timed_out: false,
+    };
+    let resolution = resolution_of(&task, outcome, None, now);
+    if let Err(e) =
+        s.store
+            .resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)
+    {
+        report("recording a panicked attempt", &e);
+    }
+    s.activities_running.fetch_sub(1, Ordering::SeqCst);
+    s.activity_wake.notify();
+    s.workflow_wake.notify();
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+/// Runs `f`, turning a panic into an error carrying its message.
+fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()))
+}
+
 /// One activity attempt, from claim to recorded outcome.
-async fn attempt(s: Arc<Shared>, task: ActivityTask) {
+async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
     let key = (task.instance_id.clone(), task.seq);
     let control = attempt_control(&s, &task);
     s.attempts
@@ -1002,6 +1081,22 @@ fn timer_loop(s: &Shared) {
 mod tests {
     use super::*;
     use pinion_abi::RetryPolicy;
+
+    #[test]
+    fn a_panic_is_contained_with_its_message_and_the_thread_goes_on() {
+        assert_eq!(contain(|| 7), Ok(7));
+        assert_eq!(
+            contain(|| -> u8 { panic!("boom") }),
+            Err("boom".to_string())
+        );
+        let n = 3;
+        assert_eq!(
+            contain(|| -> u8 { panic!("boom {n}") }),
+            Err("boom 3".to_string())
+        );
+        // The thread that contained them is still here to run more.
+        assert_eq!(contain(|| "after"), Ok("after"));
+    }
 
     #[test]
     fn backoff_grows_by_the_coefficient_and_stops_at_the_maximum() {
