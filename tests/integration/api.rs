@@ -42,6 +42,17 @@ impl ApiServer {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> ApiServer {
+        ApiServer::start_full(db, token_file, args, &[], env)
+    }
+
+    /// [`ApiServer::start_with`] with extra arguments of `server` itself (after it).
+    pub fn start_full(
+        db: &Path,
+        token_file: Option<&Path>,
+        args: &[&str],
+        server_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ApiServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinion"));
         cmd.arg("--db").arg(db).args(args).envs(env.iter().copied());
         if let Some(f) = token_file {
@@ -53,7 +64,8 @@ impl ApiServer {
             "127.0.0.1:0",
             "--activity-threads",
             "4",
-        ]);
+        ])
+        .args(server_args);
         if token_file.is_none() {
             cmd.arg("--no-auth");
         }

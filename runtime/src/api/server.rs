@@ -57,7 +57,18 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     /// Where lifecycle events are POSTed.
     pub webhooks: Vec<Webhook>,
+    /// A connection that has not sent a whole request head (request line and headers) this
+    /// long after it opened, or after its previous request, is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one
+    /// closes.
+    pub max_connections: usize,
 }
+
+/// Default [`ServerConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 impl ServerConfig {
     /// Checks the authentication rule: a token, or `no_auth` on a loopback address.
@@ -85,6 +96,8 @@ impl ServerConfig {
                 listen,
                 token,
                 webhooks: Vec::new(),
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
             }),
         }
     }
@@ -159,20 +172,84 @@ fn run(
         let (head_tx, head_rx) = watch::channel(0);
         let state = AppState::new(pinion, wake, stop_rx, head_rx);
         tokio::spawn(super::events::watch_head(state.clone(), head_tx));
+        let limits = config.limits();
         let app = router(state, config.token);
         ready(addr);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                signals.recv().await;
-                eprintln!("pinion server: stopping; in-flight requests and tasks finish first");
-                let _ = stop_tx.send(true);
-            })
-            .await
-            .map_err(ServeError::Serve)
+        let stop = async move {
+            signals.recv().await;
+            eprintln!("pinion server: stopping; in-flight requests and tasks finish first");
+            let _ = stop_tx.send(true);
+        };
+        accept_loop(listener, app, &limits, stop).await;
+        Ok(())
     });
     // Requests are done; engine calls they started have returned. Give stragglers a bound.
     rt.shutdown_timeout(Duration::from_secs(30));
     result
+}
+
+/// What bounds a client's hold on the server.
+struct ConnLimits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
+
+impl ServerConfig {
+    fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections.max(1),
+        }
+    }
+}
+
+/// Accepts connections until `stop` resolves, serving each with HTTP/1.1: at most
+/// `max_connections` at once (the next accept waits for a free slot, so further clients
+/// queue in the kernel's backlog), and each must send its request head within
+/// `header_read_timeout`. On stop, it accepts nothing more, closes idle connections, and
+/// waits for the requests in flight.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &ConnLimits,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
+                    eprintln!("pinion server: accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// SIGTERM and SIGINT, installed eagerly.

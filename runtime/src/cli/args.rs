@@ -285,6 +285,13 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Close a connection that has not sent a whole request head (request line and
+    /// headers) this many milliseconds after it opened or after its previous request.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once; further clients wait until one closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
     /// Start even when running or blocked instances pin modules this pinion cannot run
     /// (see the runtime upgrade check): those instances will be blocked.
     #[arg(long)]

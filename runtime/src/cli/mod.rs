@@ -521,6 +521,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 None => None,
             };
             let mut config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
+            config.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+            config.max_connections = args.max_connections as usize;
             if let Some(path) = &args.webhook_secret_file {
                 let secret = Token::from_file(path).map_err(|e| Failure {
                     code: 4,
