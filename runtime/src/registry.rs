@@ -219,8 +219,22 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<(ModuleHash, Manifest, LoadedModule), RegistryError> {
         let hash = hash_bytes(bytes);
-        let module = self.sandbox.compile(bytes)?;
-        let loaded = self.sandbox.load(module)?;
+        // Bytes already compiled (deployed before, or a replay candidate seen before) are
+        // not compiled again: the hash names the exact bytes.
+        let in_memory = self
+            .loaded
+            .lock()
+            .expect("registry lock")
+            .get(&hash)
+            .map(|m| LoadedModule::clone(m));
+        // The disk cache is read, not written here: bytes that are only replayed against
+        // (never stored) must not leave compiled files behind; `store_validated` writes it.
+        let loaded = match in_memory
+            .or_else(|| read_cache(&self.sandbox, self.cache_dir.as_deref(), &hash))
+        {
+            Some(l) => l,
+            None => self.sandbox.load(self.sandbox.compile(bytes)?)?,
+        };
         let manifest = self.sandbox.read_manifest(&loaded)?;
         check_manifest(&manifest)?;
         Ok((hash, manifest, loaded))
@@ -338,6 +352,7 @@ impl Registry {
         let loaded = load_cached(&self.sandbox, self.cache_dir.as_deref(), hash, || {
             self.store
                 .module_bytes(hash)?
+                .map(std::borrow::Cow::Owned)
                 .ok_or_else(|| RegistryError::UnknownModule(hash.0.clone()))
         })?;
         let loaded = Arc::new(loaded);
@@ -382,11 +397,11 @@ fn cache_path(sandbox: &Sandbox, dir: Option<&Path>, hash: &ModuleHash) -> Optio
 ///
 /// # Errors
 /// What `bytes` returns, or a module that no longer compiles or links.
-pub(crate) fn load_cached(
+pub(crate) fn load_cached<'b>(
     sandbox: &Sandbox,
     dir: Option<&Path>,
     hash: &ModuleHash,
-    bytes: impl FnOnce() -> Result<Vec<u8>, RegistryError>,
+    bytes: impl FnOnce() -> Result<std::borrow::Cow<'b, [u8]>, RegistryError>,
 ) -> Result<LoadedModule, RegistryError> {
     if let Some(l) = read_cache(sandbox, dir, hash) {
         return Ok(l);

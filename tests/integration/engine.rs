@@ -779,3 +779,32 @@ fn a_full_database_refuses_writes_cleanly_and_loses_nothing() {
         assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
     }
 }
+
+/// Deploying bytes that are already stored compiles nothing: not in the process that
+/// deployed them (its memory), and not in a new process (the compile cache).
+#[test]
+fn deploying_stored_bytes_again_compiles_nothing() {
+    let dir = TempDir::new("no-recompile");
+    let bytes = wasm_bytes("hello-v1");
+    let p = open(&dir.db());
+    let first = p.deploy(&bytes).unwrap();
+    assert!(first.newly_stored);
+    let after_first = p.sandbox().compiles();
+    assert_eq!(after_first, 1);
+    let again = p.deploy(&bytes).unwrap();
+    assert!(!again.newly_stored);
+    assert_eq!(again.hash, first.hash);
+    assert_eq!(
+        p.sandbox().compiles(),
+        after_first,
+        "no compile in the same process"
+    );
+    drop(p);
+    let p = open(&dir.db());
+    p.deploy(&bytes).unwrap();
+    assert_eq!(
+        p.sandbox().compiles(),
+        0,
+        "no compile in a new process either"
+    );
+}

@@ -112,7 +112,7 @@ pub fn unrunnable_pinned_modules(
         };
         let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap_or_default();
         let h = ModuleHash(hash.clone());
-        let checked = load_cached(sandbox, cache_dir, &h, || Ok(bytes))
+        let checked = load_cached(sandbox, cache_dir, &h, || Ok(bytes.into()))
             .and_then(|loaded| Ok(sandbox.read_manifest(&loaded)?));
         if let Err(e) = checked {
             out.push(UnrunnableModule {

@@ -183,6 +183,54 @@ pub struct Sandbox {
     limits: SandboxLimits,
     http: http::HttpClient,
     ticker_stop: Arc<AtomicBool>,
+    /// Compiles allowed at once (one per core): a burst of deploys or replays of big
+    /// modules queues instead of taking every core and the blocking pool's threads.
+    compile_slots: Slots,
+    compiles: std::sync::atomic::AtomicU64,
+}
+
+/// A counting semaphore for threads.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a slot; it is given back when the guard drops.
+    fn take(&self) -> SlotGuard<'_> {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Drop for Sandbox {
@@ -263,7 +311,16 @@ impl Sandbox {
             limits,
             http,
             ticker_stop,
+            compile_slots: Slots::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+            compiles: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many modules this sandbox has compiled (cache hits are not compiles).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// The wasmtime engine.
@@ -307,6 +364,8 @@ impl Sandbox {
                 "the file does not start with the wasm magic bytes `\\0asm`".into(),
             ));
         }
+        let _slot = self.compile_slots.take();
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         Module::new(&self.engine, bytes).map_err(|e| SandboxError::InvalidWasm(format!("{e:#}")))
     }
 
@@ -723,5 +782,35 @@ impl WorkflowInstance {
     pub fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
         let s = self.inner.store.data_mut();
         (std::mem::take(&mut s.stdout), std::mem::take(&mut s.stderr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn no_more_compiles_run_at_once_than_there_are_slots() {
+        let slots = Arc::new(Slots::new(2));
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (slots, now, peak) = (slots.clone(), now.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let _slot = slots.take();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "{peak} compiles at once");
     }
 }
