@@ -586,3 +586,78 @@ fn signal_query_cancel_and_terminate_from_the_command_line_while_a_server_runs()
     let o = pinion(&db, &["cancel"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// `pinion backup` while a server works on the database: the copy is a consistent
+/// database of its own, and a server started on it (the restore) finishes every instance
+/// it holds. A backup never overwrites a file.
+#[test]
+fn a_backup_taken_while_the_server_runs_restores_and_finishes_everything() {
+    let dir = TempDir::new("backup");
+    let db = dir.db();
+    let hash = deploy(&db, "testkit");
+    const N: usize = 12;
+    for i in 0..N {
+        ok(pinion(
+            &db,
+            &[
+                "start",
+                "Steps",
+                "--module",
+                &hash,
+                "--input",
+                r#"{"n": 10}"#,
+                "--id",
+                &format!("b{i}"),
+            ],
+        ));
+    }
+    let server = Server::start(&db);
+    wait_until(
+        "some activity results to be recorded",
+        Duration::from_secs(60),
+        || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            let n: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE data LIKE '%\"ActivityCompleted\"%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            n >= 10
+        },
+    );
+    let copy = dir.path().join("copy.db");
+    let out = ok(pinion(&db, &["backup", copy.to_str().unwrap()]));
+    assert!(out.contains(&format!("({N} instances")), "{out}");
+    drop(server);
+    // Never over an existing file.
+    let before = std::fs::read(&copy).unwrap();
+    let again = pinion(&db, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(4), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    // Restore: the copy is the database.
+    let _server = Server::start(&copy);
+    wait_until(
+        "every instance of the copy to complete",
+        Duration::from_secs(120),
+        || completed_count(&copy) == N,
+    );
+    for i in 0..N {
+        let id = format!("b{i}");
+        assert_eq!(ok(pinion(&copy, &["result", &id])), "10");
+        let export: Value =
+            serde_json::from_str(&ok(pinion(&copy, &["history", &id, "--json"]))).unwrap();
+        for (k, e) in export["events"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(e["id"].as_u64(), Some(k as u64 + 1), "{id}");
+        }
+    }
+    // Not a pinion database: refused, nothing written.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"not a database at all, just bytes").unwrap();
+    let target = dir.path().join("junk-copy.db");
+    let refused = pinion(&junk, &["backup", target.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    assert!(!target.exists());
+}

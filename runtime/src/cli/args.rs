@@ -161,6 +161,12 @@ pub enum Command {
         #[command(subcommand)]
         action: AliasAction,
     },
+    /// Copy the database to FILE, consistently, while a server may be running on it
+    /// (SQLite's online backup). Restore by using FILE as the database.
+    Backup {
+        /// The copy to write; it must not exist.
+        file: PathBuf,
+    },
     /// Delete modules that are drained and not aliased.
     Gc {
         /// Only list what would be deleted.

@@ -511,6 +511,26 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 })
             })
         }
+        Command::Backup { file } => {
+            local_only(&cli, "`pinion backup` (it copies the database file)")?;
+            let report = crate::store::sqlite::backup(&cli.db, file).map_err(Error::from)?;
+            if json {
+                print_json(&json!({
+                    "file": file,
+                    "bytes": report.bytes,
+                    "instances": report.instances,
+                }));
+            } else {
+                println!(
+                    "backed up {} ({} instances, {} bytes) to {}",
+                    cli.db.display(),
+                    report.instances,
+                    report.bytes,
+                    file.display()
+                );
+            }
+            Ok(0)
+        }
         Command::Server(args) => {
             // Check the flags before touching the database.
             let token = match &cli.token_file {

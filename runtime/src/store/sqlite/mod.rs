@@ -35,6 +35,7 @@ use super::{
 };
 use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleHash, Payload};
 
+mod backup;
 mod deploy;
 mod events;
 mod import;
@@ -42,6 +43,8 @@ mod lifecycle;
 mod rows;
 mod schema;
 mod writer;
+
+pub use backup::{backup, BackupReport};
 
 use rows::{finish_instance, finish_module, instance_from_row, module_from_row, INSTANCE_COLUMNS};
 use writer::{writer_loop, Op, Reply, WriteJob};
