@@ -6,6 +6,9 @@
 
 mod control;
 pub mod preflight;
+mod retention;
+
+pub use retention::PurgeReport;
 
 pub use control::BulkSelector;
 

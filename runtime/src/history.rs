@@ -620,6 +620,25 @@ fn is_first_run(run: &u32) -> bool {
     *run == 1
 }
 
+/// The file name of an exported history: the instance id with every byte other than ASCII
+/// letters, digits, `-`, `_` and a non-leading `.` written as `%XX`, then `.json`. The
+/// encoding is reversible, so two ids never share a file (`x/y`, `x_y` and `x:y` become
+/// `x%2Fy.json`, `x_y.json` and `x%3Ay.json`), and no name can climb out of the directory
+/// or hide itself.
+pub fn history_file_name(id: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 5);
+    for (i, b) in id.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(".json");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -661,3 +661,93 @@ fn a_backup_taken_while_the_server_runs_restores_and_finishes_everything() {
     assert_eq!(refused.status.code(), Some(5), "{refused:?}");
     assert!(!target.exists());
 }
+
+/// `pinion purge` deletes ended instances older than the cut-off (exporting them first
+/// when asked), never a running one; `--dry-run` only lists; the server's `--retention`
+/// does the same on its own.
+#[test]
+fn purge_deletes_only_old_ended_instances_and_the_server_applies_retention() {
+    let dir = TempDir::new("purge");
+    let db = dir.db();
+    for (ty, id) in [
+        ("Unchanged", "u-1"),
+        ("Unchanged", "u-2"),
+        ("Swapped", "s-1"),
+    ] {
+        ok(pinion(
+            &db,
+            &["run", wasm("replay-v1").to_str().unwrap(), ty, "--id", id],
+        ));
+    }
+    let hash = deploy(&db, "testkit");
+    ok(pinion(
+        &db,
+        &[
+            "start",
+            "Sleep",
+            "--module",
+            &hash,
+            "--input",
+            "60000",
+            "--id",
+            "still-running",
+        ],
+    ));
+    let ids = |out: String| -> Vec<String> { out.lines().map(str::to_string).collect() };
+
+    assert!(ids(ok(pinion(&db, &["purge", "--older-than", "1h"]))).is_empty());
+    let listed = ids(ok(pinion(
+        &db,
+        &["purge", "--older-than", "0s", "--dry-run"],
+    )));
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(!listed.contains(&"still-running".to_string()));
+    ok(pinion(&db, &["history", "u-1"])); // a dry run deletes nothing
+
+    let export = dir.path().join("kept");
+    let deleted = ids(ok(pinion(
+        &db,
+        &[
+            "purge",
+            "--older-than",
+            "0s",
+            "--workflow-type",
+            "Unchanged",
+            "--export",
+            export.to_str().unwrap(),
+        ],
+    )));
+    assert_eq!(deleted, ["u-1", "u-2"]);
+    for id in ["u-1", "u-2"] {
+        assert_eq!(pinion(&db, &["history", id]).status.code(), Some(3), "{id}");
+        let file: Value =
+            serde_json::from_slice(&std::fs::read(export.join(format!("{id}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(file["instance_id"], id);
+    }
+    ok(pinion(&db, &["history", "s-1"]));
+    ok(pinion(&db, &["status", "still-running"]));
+
+    // The server purges on its own.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--retention",
+            "1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("retention to delete s-1", Duration::from_secs(60), || {
+        pinion(&db, &["status", "s-1"]).status.code() == Some(3)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    ok(pinion(&db, &["status", "still-running"]));
+}

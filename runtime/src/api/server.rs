@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// Connections served at once; further ones wait in the listen backlog until one
     /// closes.
     pub max_connections: usize,
+    /// Ended instances older than this are purged periodically; `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 /// Default [`ServerConfig::header_read_timeout`].
@@ -98,6 +100,7 @@ impl ServerConfig {
                 webhooks: Vec::new(),
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                retention: None,
             }),
         }
     }
@@ -122,6 +125,9 @@ pub fn serve(
         pinion.clock().clone(),
         config.webhooks.clone(),
     );
+    let retention = config
+        .retention
+        .map(|keep| Retention::start(pinion.clone(), keep));
     let result = match deliveries {
         Ok(deliveries) => {
             let result = run(pinion, worker.clone(), config, ready);
@@ -130,6 +136,9 @@ pub fn serve(
         }
         Err(e) => Err(ServeError::Webhooks(e)),
     };
+    if let Some(r) = retention {
+        r.stop();
+    }
     let guard = worker.lock().map(|mut w| w.take()).unwrap_or_default();
     if let Some(w) = guard {
         w.shutdown();
@@ -186,6 +195,53 @@ fn run(
     // Requests are done; engine calls they started have returned. Give stragglers a bound.
     rt.shutdown_timeout(Duration::from_secs(30));
     result
+}
+
+/// The server's retention thread: purges ended instances older than the retention every
+/// tenth of it (at least every second, at most every ten minutes).
+struct Retention {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Retention {
+    fn start(pinion: Arc<Pinion>, keep: Duration) -> Retention {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let every = (keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("pinion-retention".into())
+            .spawn(move || loop {
+                match pinion.purge(keep, None, None, false) {
+                    Ok(r) if !r.instances.is_empty() => eprintln!(
+                        "pinion server: retention: deleted {} ended instance(s) older than {keep:?}",
+                        r.instances.len()
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("pinion server: retention: {e}"),
+                }
+                let (lock, cv) = &*s;
+                let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (stopped, _) = cv
+                    .wait_timeout_while(stopped, every, |stopped| !*stopped)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *stopped {
+                    return;
+                }
+            })
+            .expect("spawn the retention thread");
+        Retention { stop, thread }
+    }
+
+    fn stop(self) {
+        *self
+            .stop
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
 }
 
 /// What bounds a client's hold on the server.

@@ -161,6 +161,23 @@ pub enum Command {
         #[command(subcommand)]
         action: AliasAction,
     },
+    /// Delete ended instances (completed, failed, cancelled, terminated) older than a
+    /// duration: their histories and rows. Running, blocked and imported ones are never
+    /// touched.
+    Purge {
+        /// How long ago an instance must have ended (`30d`, `12h`, `90m`, `0s`).
+        #[arg(long)]
+        older_than: String,
+        /// Only instances of this workflow type.
+        #[arg(long)]
+        workflow_type: Option<String>,
+        /// First write each history to DIR/<id>.json (as `history export`).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy the database to FILE, consistently, while a server may be running on it
     /// (SQLite's online backup). Restore by using FILE as the database.
     Backup {
@@ -291,6 +308,10 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Delete ended instances this long after they ended (`30d`, `12h`), checking
+    /// periodically (as `pinion purge --older-than`). Without it, histories are kept.
+    #[arg(long)]
+    pub retention: Option<String>,
     /// Close a connection that has not sent a whole request head (request line and
     /// headers) this many milliseconds after it opened or after its previous request.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]

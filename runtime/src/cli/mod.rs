@@ -511,6 +511,42 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 })
             })
         }
+        Command::Purge {
+            older_than,
+            workflow_type,
+            export,
+            dry_run,
+        } => {
+            local_only(&cli, "`pinion purge`")?;
+            let older_than = replay::parse_duration(older_than).map_err(|e| Failure {
+                code: 4,
+                error: anyhow::anyhow!("--older-than: {e}"),
+            })?;
+            let p = open(&cli)?;
+            let report = p.purge(
+                older_than,
+                workflow_type.as_deref(),
+                export.as_deref(),
+                *dry_run,
+            )?;
+            if json {
+                print_json(&report);
+            } else {
+                for id in &report.instances {
+                    println!("{id}");
+                }
+                let verb = if *dry_run { "would delete" } else { "deleted" };
+                eprintln!("{verb} {} instance(s)", report.instances.len());
+                if let Some(dir) = export.as_ref().filter(|_| !*dry_run) {
+                    eprintln!(
+                        "exported {} histories to {}",
+                        report.exported,
+                        dir.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
         Command::Backup { file } => {
             local_only(&cli, "`pinion backup` (it copies the database file)")?;
             let report = crate::store::sqlite::backup(&cli.db, file).map_err(Error::from)?;
@@ -542,6 +578,12 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             let mut config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
             config.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+            if let Some(r) = &args.retention {
+                config.retention = Some(replay::parse_duration(r).map_err(|e| Failure {
+                    code: 4,
+                    error: anyhow::anyhow!("--retention: {e}"),
+                })?);
+            }
             config.max_connections = args.max_connections as usize;
             if let Some(path) = &args.webhook_secret_file {
                 let secret = Token::from_file(path).map_err(|e| Failure {

@@ -485,6 +485,19 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     /// for replay and inspection. Fails if the id exists.
     fn import_history(&self, export: &HistoryExport, now_ms: u64) -> Result<(), StoreError>;
 
+    /// Ended instances (completed, failed, cancelled, terminated; not imported histories)
+    /// whose last change is older than `before_ms`, oldest first, at most `limit`.
+    fn ended_before(
+        &self,
+        before_ms: u64,
+        workflow_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<InstanceId>, StoreError>;
+    /// Deletes these instances and everything recorded of them (history, archived runs,
+    /// inbox), each only if it is still ended, in one transaction; returns how many went.
+    /// Lifecycle events stay, so the event stream keeps no gaps.
+    fn purge_instances(&self, ids: &[InstanceId]) -> Result<u64, StoreError>;
+
     /// An instance's history in the export format.
     fn export_history(&self, id: &InstanceId) -> Result<Option<HistoryExport>, StoreError> {
         let Some(rec) = self.get_instance(id)? else {

@@ -1110,6 +1110,59 @@ impl Store for SqliteStore {
         self.write_then(resolve_op(instance, seq, attempt, resolution, now_ms), done);
     }
 
+    fn ended_before(
+        &self,
+        before_ms: u64,
+        workflow_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<InstanceId>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id FROM instances
+                     WHERE status IN ('completed', 'failed', 'cancelled', 'terminated') AND imported = 0
+                       AND updated_at_ms < ?1 AND (?2 IS NULL OR workflow_type = ?2)
+                     ORDER BY updated_at_ms, id LIMIT ?3",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![before_ms as i64, workflow_type, limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(map_err)?;
+            rows.map(|r| r.map(InstanceId).map_err(map_err)).collect()
+        })
+    }
+
+    fn purge_instances(&self, ids: &[InstanceId]) -> Result<u64, StoreError> {
+        let ids: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
+        self.write(move |c| {
+            let mut purged = 0;
+            for id in &ids {
+                let n = exec(
+                    c,
+                    "DELETE FROM instances WHERE id = ?1 AND imported = 0
+                       AND status IN ('completed', 'failed', 'cancelled', 'terminated')",
+                    [id],
+                )
+                .map_err(map_err)?;
+                if n == 0 {
+                    continue;
+                }
+                for table in ["events", "inbox", "activity_tasks", "timers", "runs"] {
+                    exec(
+                        c,
+                        &format!("DELETE FROM {table} WHERE instance_id = ?1"),
+                        [id],
+                    )
+                    .map_err(map_err)?;
+                }
+                purged += 1;
+            }
+            Ok(purged)
+        })
+    }
+
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
         self.read(|c| {
             let mut st = c
