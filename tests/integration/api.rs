@@ -126,7 +126,7 @@ impl Drop for ApiServer {
 
 pub fn token_file(dir: &TempDir) -> PathBuf {
     let f = dir.path().join("token");
-    std::fs::write(&f, format!("{TOKEN}\n")).unwrap();
+    write_private(&f, &format!("{TOKEN}\n"));
     f
 }
 
@@ -285,7 +285,7 @@ fn the_server_refuses_to_start_without_a_token_unless_no_auth_on_loopback() {
     assert_eq!(public.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&public.stderr).contains("loopback"));
     let empty = dir.path().join("empty");
-    std::fs::write(&empty, " \n").unwrap();
+    write_private(&empty, " \n");
     let o = run(&[
         "--db",
         db,
@@ -600,4 +600,35 @@ fn openapi_json_describes_exactly_the_routes_the_server_serves() {
             r.path
         );
     }
+}
+
+/// A token file others can read is refused, by the server and by the client alike, with
+/// the command that fixes it; nothing is opened or sent.
+#[test]
+fn a_token_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("token-perms");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let db = dir.db();
+    for args in [
+        vec!["server", "--listen", "127.0.0.1:0"],
+        vec!["--server", "http://127.0.0.1:9", "list"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pinion"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--token-file")
+            .arg(&token)
+            .args(&args)
+            .env_remove("PINION_SERVER")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("chmod 600"), "{args:?}: {stderr}");
+        assert!(!stderr.contains(TOKEN), "the token is never printed");
+    }
+    assert!(!db.exists(), "nothing was opened");
 }

@@ -234,3 +234,10 @@ impl Drop for PaymentService {
         let _ = self.child.wait();
     }
 }
+
+/// Writes a file only its owner can read (mode 0600), as token and secret files must be.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

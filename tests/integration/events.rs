@@ -334,7 +334,7 @@ fn webhooks_get_every_event_signed_in_order_retried_until_acknowledged_and_resum
     let dir = TempDir::new("events-webhook");
     let db = dir.db();
     let secret = dir.path().join("webhook-secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    write_private(&secret, &format!("{SECRET}\n"));
     let hash = {
         let p = open(&db);
         p.deploy(&wasm_bytes("testkit")).unwrap().hash.0

@@ -33,6 +33,14 @@ pub enum TokenError {
     /// The token is empty (after trimming whitespace).
     #[error("the token {0} is empty")]
     Empty(String),
+    /// Others than its owner can read or write the file.
+    #[error("the token file {path} has mode {mode:o}: others can read it; run `chmod 600 {path}`")]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The token cannot be sent in an HTTP header.
     #[error(
         "the token {0} has characters that cannot be sent in an HTTP header (use printable ASCII)"
@@ -65,6 +73,21 @@ impl Token {
     /// # Errors
     /// [`TokenError`].
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|e| TokenError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(TokenError::Exposed {
+                    path: path.display().to_string(),
+                    mode,
+                });
+            }
+        }
         let text = std::fs::read_to_string(path).map_err(|e| TokenError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
