@@ -10,6 +10,10 @@ rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasi
 if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-venv
 fi
+# openssl makes the self-signed certificates of the TLS tests (tests/integration/api_tls.rs).
+if ! command -v openssl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
 # Guests build into their own target dir so tests never wait on this cargo's lock.
 cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml --target-dir target/wasm-guests
 # The API fuzz test (tests/integration/api_fuzz.rs) runs schemathesis from this venv, with

@@ -11,6 +11,7 @@ mod api_cli;
 mod api_fuzz;
 mod api_limits;
 mod api_signals;
+mod api_tls;
 mod children;
 mod cli;
 mod determinism;

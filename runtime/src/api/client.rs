@@ -58,17 +58,51 @@ impl Client {
     /// # Errors
     /// `invalid_input` for a URL that is not http or https.
     pub fn new(base_url: &str, token: Option<Token>) -> Result<Client, ApiError> {
+        Client::with_ca(base_url, token, None)
+    }
+
+    /// [`Client::new`] that trusts the certificate authorities in the PEM file `ca` (a
+    /// server's own CA, or its self-signed certificate) instead of the system's roots.
+    ///
+    /// # Errors
+    /// `invalid_input` for a URL that is not http or https, or a CA file that cannot be
+    /// read or holds no certificate.
+    pub fn with_ca(
+        base_url: &str,
+        token: Option<Token>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, ApiError> {
         let base = base_url.trim().trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ApiError::InvalidInput(format!(
                 "--server {base_url:?}: use an http:// or https:// URL"
             )));
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .build()
-            .into();
+            .timeout_connect(Some(Duration::from_secs(10)));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| ApiError::InvalidInput(format!("--ca-file {}: {e}", ca.display())))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certs.is_empty() {
+                return Err(ApiError::InvalidInput(format!(
+                    "--ca-file {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .build(),
+            );
+        }
+        let agent = config.build().into();
         Ok(Client { base, token, agent })
     }
 

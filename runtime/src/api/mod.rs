@@ -39,6 +39,7 @@ mod extract;
 pub mod local;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod types;
 pub mod webhooks;
 

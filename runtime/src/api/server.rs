@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Ended instances older than this are purged periodically; `None` keeps them.
     pub retention: Option<Duration>,
+    /// Serve HTTPS with this acceptor (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<super::tls::Tls>,
 }
 
 /// Default [`ServerConfig::header_read_timeout`].
@@ -101,6 +103,7 @@ impl ServerConfig {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 retention: None,
+                tls: None,
             }),
         }
     }
@@ -244,10 +247,11 @@ impl Retention {
     }
 }
 
-/// What bounds a client's hold on the server.
+/// What bounds a client's hold on the server, and how connections are wrapped.
 struct ConnLimits {
     header_read_timeout: Duration,
     max_connections: usize,
+    tls: Option<super::tls::Tls>,
 }
 
 impl ServerConfig {
@@ -255,6 +259,7 @@ impl ServerConfig {
         ConnLimits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections.max(1),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -298,11 +303,31 @@ async fn accept_loop(
             () = &mut stop => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
-        });
+        match &limits.tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake gets the header-read timeout too: a client that never
+                // finishes it holds its slot no longer than one that never sends headers.
+                let (acceptor, http, watcher) =
+                    (acceptor.0.clone(), http.clone(), graceful.watcher());
+                let handshake_timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    if let Ok(Ok(tls)) = accepted {
+                        let conn = http.serve_connection(TokioIo::new(tls), service);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

@@ -22,6 +22,10 @@ pub struct Cli {
     /// to --server.
     #[arg(long, global = true, env = "PINION_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities to trust for an https:// --server (for a
+    /// server with its own CA or a self-signed certificate); the system's roots otherwise.
+    #[arg(long, global = true, env = "PINION_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The operator's configuration (pinion.toml): what activities may reach (HTTP,
     /// directories, environment, secrets). Without it activities get nothing. Re-read
     /// when it changes.
@@ -308,6 +312,12 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert; refused when others can read it.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Delete ended instances this long after they ended (`30d`, `12h`), checking
     /// periodically (as `pinion purge --older-than`). Without it, histories are kept.
     #[arg(long)]

@@ -228,7 +228,11 @@ fn client_token(cli: &Cli) -> Result<Option<Token>, Failure> {
 /// Where the verb runs: a server (`--server`), else the database file.
 fn api(cli: &Cli) -> Result<Box<dyn Api>, Failure> {
     match &cli.server {
-        Some(url) => Ok(Box::new(Client::new(url, client_token(cli)?)?)),
+        Some(url) => Ok(Box::new(Client::with_ca(
+            url,
+            client_token(cli)?,
+            cli.ca_file.as_deref(),
+        )?)),
         None => Ok(Box::new(open(cli)?)),
     }
 }
@@ -578,6 +582,17 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             let mut config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
             config.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                config.tls = Some(crate::api::tls::acceptor(cert, key).map_err(|e| Failure {
+                    code: 4,
+                    error: anyhow::anyhow!(e),
+                })?);
+            }
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             if let Some(r) = &args.retention {
                 config.retention = Some(replay::parse_duration(r).map_err(|e| Failure {
                     code: 4,
@@ -618,7 +633,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 args.max_activities
             );
             crate::api::serve(p, worker, config, |addr| {
-                println!("pinion server listening on http://{addr}");
+                println!("pinion server listening on {scheme}://{addr}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })
             .map_err(|e| Failure {
