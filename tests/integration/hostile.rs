@@ -310,3 +310,103 @@ fn several_memories_a_huge_table_or_a_huge_memory_are_refused_at_deploy() {
     let (status, _) = deploy(&server, wasm_bytes("testkit"));
     assert_eq!(status, 201);
 }
+
+/// Modules that never stop or never stop talking: an endless loop in a workflow
+/// activation, in an activity and in `_initialize` (at deploy), unbounded recursion, and
+/// an activity spamming its log. Each ends with a status that says why, and the server
+/// keeps serving.
+#[test]
+fn endless_loops_deep_recursion_and_log_spam_end_cleanly_and_the_server_keeps_serving() {
+    let dir = TempDir::new("hostile-loops");
+    let server = ApiServer::start(&dir.db(), None);
+    let started = |name: &str, bytes: Vec<u8>| {
+        let (status, d) = deploy(&server, bytes);
+        assert_eq!(status, 201, "{name}: {d}");
+        start(&server, d["hash"].as_str().unwrap(), name);
+    };
+    // Workflow code is bounded by fuel: the activation runs out and the instance blocks.
+    started(
+        "loop_workflow",
+        module("", "unreachable", "(loop br 0)", ""),
+    );
+    // Unbounded recursion overflows wasm's stack: a trap, the instance blocks.
+    started(
+        "recursion",
+        module("", "unreachable", "call $down", "(func $down call $down)"),
+    );
+    // Activities are bounded by their start-to-close timeout (10 s in this module): the
+    // attempt is stopped, the workflow sees the timeout and completes.
+    let outcome_len = pinion_abi::encode(&ActivityOutcome::Completed(b"null".to_vec()))
+        .unwrap()
+        .len();
+    started(
+        "loop_activity",
+        module(
+            "",
+            &format!("(loop br 0) i64.const {}", pack(4096, outcome_len)),
+            "",
+            "",
+        ),
+    );
+    // 4 KiB to stdout 100,000 times (400 MB): captured up to the cap, the rest dropped.
+    started(
+        "log_spam",
+        module(
+            &import(WASI, "fd_write", 4),
+            &format!(
+                "(local $i i32)
+                 (i32.store (i32.const 8192) (i32.const 0))
+                 (i32.store (i32.const 8196) (i32.const 4096))
+                 (loop
+                   (drop (call $fd_write (i32.const 1) (i32.const 8192) (i32.const 1) (i32.const 8200)))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br_if 0 (i32.lt_u (local.get $i) (i32.const 100000))))
+                 i64.const {}",
+                pack(4096, outcome_len)
+            ),
+            "",
+            "",
+        ),
+    );
+    // An endless `_initialize` is stopped at deploy (fuel), and nothing is stored.
+    let (status, body) = deploy(
+        &server,
+        module(
+            "",
+            "unreachable",
+            "",
+            "(func (export \"_initialize\") (loop br 0))",
+        ),
+    );
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("fuel"),
+        "{body}"
+    );
+
+    let r = wait(&server, "loop_workflow");
+    assert_eq!(r["status"], json!("blocked"), "{r}");
+    assert!(
+        r["blocked_reason"]
+            .as_str()
+            .unwrap()
+            .contains("ran out of fuel"),
+        "{r}"
+    );
+    let r = wait(&server, "recursion");
+    assert_eq!(r["status"], json!("blocked"), "{r}");
+    assert!(
+        r["blocked_reason"].as_str().unwrap().contains("stack"),
+        "{r}"
+    );
+    let r = wait(&server, "log_spam");
+    assert_eq!(r["status"], json!("completed"), "{r}");
+    assert_eq!(r["result"], json!("survived"), "{r}");
+    let r = wait(&server, "loop_activity");
+    assert_eq!(r["status"], json!("completed"), "{r}");
+    let h = history(&server, "loop_activity").to_string();
+    assert!(h.contains("StartToCloseTimeout"), "{h}");
+    // Still serving.
+    let (status, _) = deploy(&server, wasm_bytes("testkit"));
+    assert_eq!(status, 201);
+}
