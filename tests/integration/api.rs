@@ -66,7 +66,7 @@ impl ApiServer {
             "4",
         ])
         .args(server_args);
-        if token_file.is_none() {
+        if token_file.is_none() && !server_args.contains(&"--tokens-file") {
             cmd.arg("--no-auth");
         }
         let mut child = cmd
@@ -631,4 +631,91 @@ fn a_token_file_others_can_read_is_refused() {
         assert!(!stderr.contains(TOKEN), "the token is never printed");
     }
     assert!(!db.exists(), "nothing was opened");
+}
+
+/// Scoped tokens: a reader reads, an operator also runs instances, an admin also deploys;
+/// a known token beyond its role gets 403 naming the role needed, an unknown one 401.
+#[test]
+fn each_token_can_do_what_its_role_allows_and_no_more() {
+    let dir = TempDir::new("roles");
+    let tokens = dir.path().join("tokens.toml");
+    write_private(
+        &tokens,
+        "[[token]]\nname = \"dash\"\nrole = \"reader\"\ntoken = \"read-Zq81\"\n\
+         [[token]]\nname = \"ci\"\nrole = \"operator\"\ntoken = \"run-Zq81\"\n\
+         [[token]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"all-Zq81\"\n",
+    );
+    let server = ApiServer::start_full(
+        &dir.db(),
+        None,
+        &[],
+        &["--tokens-file", tokens.to_str().unwrap()],
+        &[],
+    );
+    let url = |p: &str| format!("{}{p}", server.url);
+    // A refused upload is answered before its body is read: send a small one there.
+    let deploy = |token: &str, bytes: Vec<u8>| {
+        http(
+            "POST",
+            &url("/v1/modules"),
+            Some(&format!("Bearer {token}")),
+            Some(("application/wasm", bytes)),
+        )
+    };
+    let start = |token: &str, id: &str, hash: &str| {
+        http(
+            "POST",
+            &url("/v1/instances"),
+            Some(&format!("Bearer {token}")),
+            Some((
+                "application/json",
+                serde_json::to_vec(&json!({ "workflow_type": "Hello", "module": hash, "id": id }))
+                    .unwrap(),
+            )),
+        )
+    };
+    // Reader: reads, nothing else.
+    let (s, _) = http("GET", &url("/v1/instances"), Some("Bearer read-Zq81"), None);
+    assert_eq!(s, 200);
+    let (s, body) = deploy("read-Zq81", b"\0asm".to_vec());
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], json!("forbidden"));
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("`dash`") && msg.contains("`admin`"), "{msg}");
+    assert!(!msg.contains("read-Zq81"), "the token is never echoed");
+    // Operator: runs instances, cannot deploy.
+    assert_eq!(deploy("run-Zq81", b"\0asm".to_vec()).0, 403);
+    // Admin: deploys.
+    let (s, d) = deploy("all-Zq81", wasm_bytes("hello-v1"));
+    assert_eq!(s, 201, "{d}");
+    let hash = d["hash"].as_str().unwrap();
+    assert_eq!(start("read-Zq81", "r-1", hash).0, 403);
+    assert_eq!(start("run-Zq81", "o-1", hash).0, 201);
+    let (s, _) = http(
+        "POST",
+        &url("/v1/instances/o-1/cancel"),
+        Some("Bearer run-Zq81"),
+        Some(("application/json", b"{}".to_vec())),
+    );
+    assert!(s < 300, "operator cancels: {s}");
+    // Unknown token: 401, whatever it asks.
+    assert_eq!(
+        http("GET", &url("/v1/instances"), Some("Bearer nope"), None).0,
+        401
+    );
+    // The CLI reports a 403 with its message and exit code 1.
+    let token = dir.path().join("reader-token");
+    write_private(&token, "read-Zq81\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .args(["--server", &server.url, "--token-file"])
+        .arg(&token)
+        .args(["deploy", wasm("hello-v1").to_str().unwrap()])
+        .env_remove("PINION_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs `admin`"),
+        "{o:?}"
+    );
 }

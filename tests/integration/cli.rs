@@ -692,7 +692,7 @@ fn purge_deletes_only_old_ended_instances_and_the_server_applies_retention() {
             "--module",
             &hash,
             "--input",
-            "60000",
+            r#"{"ms": 600000}"#,
             "--id",
             "still-running",
         ],

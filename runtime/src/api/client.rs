@@ -198,6 +198,7 @@ fn decode_error(status: u16, bytes: &[u8]) -> ApiError {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
         let code = match status {
             401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
             404 => ErrorCode::NotFound,
             502..=504 => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,

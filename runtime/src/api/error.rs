@@ -45,6 +45,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Missing or wrong bearer token.
     Unauthorized,
+    /// The token's role does not allow the request.
+    Forbidden,
     /// Unknown instance, module, alias, workflow type or route.
     NotFound,
     /// The route does not take this method.
@@ -81,9 +83,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::AmbiguousModule,
@@ -107,6 +110,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AmbiguousModule => "ambiguous_module",
@@ -136,6 +140,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AmbiguousModule
@@ -170,6 +175,7 @@ impl ErrorCode {
             ErrorCode::TimedOut => 7,
             ErrorCode::VerificationFailed | ErrorCode::RebuildFailed => 8,
             ErrorCode::Unauthorized
+            | ErrorCode::Forbidden
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Conflict
             | ErrorCode::QueryFailed
@@ -252,6 +258,20 @@ pub enum ApiError {
     /// No or the wrong bearer token. The message never repeats what was sent.
     #[error("missing or wrong bearer token: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// The token is known, but its role does not allow the request.
+    #[error("the token `{name}` has role `{role}`; {method} {path} needs `{needed}`")]
+    Forbidden {
+        /// The token's name (never its value).
+        name: String,
+        /// Its role.
+        role: String,
+        /// The role the request needs.
+        needed: String,
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+    },
     /// The route does not take this method.
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed {
@@ -304,6 +324,7 @@ impl ApiError {
             ApiError::InvalidInput(_) => ErrorCode::InvalidInput,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden { .. } => ErrorCode::Forbidden,
             ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::Refused(_) => ErrorCode::VerificationFailed,

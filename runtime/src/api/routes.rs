@@ -16,7 +16,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use tokio::sync::watch;
 
-use super::auth::{require_token, Token};
+use super::auth::{require_token, Tokens};
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, Segment, Segments, WasmBody};
 use super::types::{
@@ -139,7 +139,7 @@ pub fn table() -> Vec<Route> {
 
 /// The router: every route of [`table`], JSON errors for unknown routes and methods, body
 /// limits, and (with a token) authentication in front of everything.
-pub fn router(state: AppState, token: Option<Token>) -> Router {
+pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
     let mut router = Router::new();
     for e in entries() {
         router = router.route(e.route.path, e.handler);
@@ -149,7 +149,7 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state);
-    match token {
+    match tokens {
         Some(t) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),
             require_token,

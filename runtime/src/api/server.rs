@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::auth::Token;
+use super::auth::Tokens;
 use super::routes::{router, AppState};
 use super::webhooks::{Deliveries, Webhook};
 use crate::engine::{Pinion, WorkerGuard};
@@ -53,8 +53,9 @@ pub enum ServeError {
 pub struct ServerConfig {
     /// Address to listen on (port 0: any free port; the bound address is reported).
     pub listen: SocketAddr,
-    /// The bearer token; `None` serves without authentication (loopback only).
-    pub token: Option<Token>,
+    /// The bearer tokens and their roles; `None` serves without authentication (loopback
+    /// only).
+    pub tokens: Option<Tokens>,
     /// Where lifecycle events are POSTed.
     pub webhooks: Vec<Webhook>,
     /// A connection that has not sent a whole request head (request line and headers) this
@@ -81,15 +82,16 @@ impl ServerConfig {
     /// [`ServeError::Auth`] with what to do instead.
     pub fn new(
         listen: SocketAddr,
-        token: Option<Token>,
+        tokens: Option<Tokens>,
         no_auth: bool,
     ) -> Result<ServerConfig, ServeError> {
-        match (&token, no_auth) {
+        let tokens = tokens.filter(|t| !t.is_empty());
+        match (&tokens, no_auth) {
             (Some(_), true) => Err(ServeError::Auth(
-                "give either --token-file or --no-auth, not both".into(),
+                "give either tokens (--token-file, --tokens-file) or --no-auth, not both".into(),
             )),
             (None, false) => Err(ServeError::Auth(
-                "the HTTP API needs a token: --token-file FILE (or --no-auth, on a loopback address only)"
+                "the HTTP API needs a token: --token-file FILE or --tokens-file FILE (or --no-auth, on a loopback address only)"
                     .into(),
             )),
             (None, true) if !listen.ip().is_loopback() => Err(ServeError::Auth(format!(
@@ -98,7 +100,7 @@ impl ServerConfig {
             ))),
             _ => Ok(ServerConfig {
                 listen,
-                token,
+                tokens,
                 webhooks: Vec::new(),
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -185,7 +187,7 @@ fn run(
         let state = AppState::new(pinion, wake, stop_rx, head_rx);
         tokio::spawn(super::events::watch_head(state.clone(), head_tx));
         let limits = config.limits();
-        let app = router(state, config.token);
+        let app = router(state, config.tokens);
         ready(addr);
         let stop = async move {
             signals.recv().await;
@@ -371,12 +373,14 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::auth::{Role, Token};
 
     #[test]
     fn no_auth_only_on_loopback_and_never_with_a_token() {
         let lo: SocketAddr = "127.0.0.1:7077".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:7077".parse().unwrap();
-        let t = Token::new("x", "test").unwrap();
+        let mut t = Tokens::new();
+        t.add("test", Role::Admin, Token::new("x", "test").unwrap());
         assert!(ServerConfig::new(lo, None, true).is_ok());
         assert!(ServerConfig::new("[::1]:1".parse().unwrap(), None, true).is_ok());
         assert!(ServerConfig::new(any, None, true).is_err());

@@ -312,6 +312,10 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Named tokens with roles (TOML: `[[token]] name, role = reader|operator|admin,
+    /// token`; mode 0600). `--token-file` adds an admin token.
+    #[arg(long)]
+    pub tokens_file: Option<std::path::PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,

@@ -573,14 +573,20 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Server(args) => {
             // Check the flags before touching the database.
-            let token = match &cli.token_file {
-                Some(path) => Some(Token::from_file(path).map_err(|e| Failure {
-                    code: 4,
-                    error: e.into(),
-                })?),
-                None => None,
+            let bad = |e: crate::api::auth::TokenError| Failure {
+                code: 4,
+                error: e.into(),
             };
-            let mut config = ServerConfig::new(args.listen, token, args.no_auth).map_err(usage)?;
+            let mut tokens = match &args.tokens_file {
+                Some(path) => crate::api::auth::Tokens::from_file(path).map_err(bad)?,
+                None => crate::api::auth::Tokens::new(),
+            };
+            if let Some(path) = &cli.token_file {
+                let token = Token::from_file(path).map_err(bad)?;
+                tokens.add("token-file", crate::api::auth::Role::Admin, token);
+            }
+            let mut config =
+                ServerConfig::new(args.listen, Some(tokens), args.no_auth).map_err(usage)?;
             config.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
             if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
                 config.tls = Some(crate::api::tls::acceptor(cert, key).map_err(|e| Failure {
