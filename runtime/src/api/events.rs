@@ -33,9 +33,14 @@ use crate::store::{EventFilter, LifecycleEvent};
 /// How often the newest event id is polled.
 const HEAD_POLL: Duration = Duration::from_millis(100);
 
+/// Most events one step of the head watcher lists by instance; beyond, every long poll
+/// looks again.
+const CHANGED_LIMIT: u32 = 10_000;
+
 /// Polls the outbox's newest id into `head` until `shutdown` turns true.
 pub async fn watch_head(state: AppState, head: watch::Sender<u64>) {
     let mut shutdown = state.shutdown.clone();
+    let mut seen: Option<u64> = None;
     loop {
         if let Ok(id) = state
             .run(|p| p.store().last_event_id().map_err(|e| Error::from(e).into()))
@@ -46,6 +51,34 @@ pub async fn watch_head(state: AppState, head: watch::Sender<u64>) {
                 *h = id;
                 moved
             });
+            // Which instances those events were about, for the long polls.
+            if let Some(from) = seen.filter(|from| *from < id) {
+                let filter = EventFilter {
+                    after: from,
+                    until: Some(id),
+                    limit: CHANGED_LIMIT,
+                    ..EventFilter::default()
+                };
+                let read = state
+                    .run(move |p| {
+                        p.store()
+                            .lifecycle_events(&filter)
+                            .map_err(|e| Error::from(e).into())
+                    })
+                    .await;
+                let changed = match read {
+                    Ok(events) => super::routes::Changed {
+                        all: events.len() as u32 >= CHANGED_LIMIT,
+                        ids: events.into_iter().map(|e| e.instance_id.0).collect(),
+                    },
+                    Err(_) => super::routes::Changed {
+                        all: true,
+                        ..Default::default()
+                    },
+                };
+                let _ = state.changed_tx.send(std::sync::Arc::new(changed));
+            }
+            seen = Some(id);
         }
         tokio::select! {
             _ = tokio::time::sleep(HEAD_POLL) => {}

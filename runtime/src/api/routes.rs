@@ -38,6 +38,18 @@ pub struct AppState {
     wake: Arc<dyn Fn() + Send + Sync>,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) events_head: watch::Receiver<u64>,
+    /// The instances the head watcher saw change last, for long polls to wait on.
+    pub(super) changed: watch::Receiver<Arc<Changed>>,
+    pub(super) changed_tx: Arc<watch::Sender<Arc<Changed>>>,
+}
+
+/// The instances that had lifecycle events (ended, blocked, started, ...) in one step of
+/// the head watcher ([`super::events::watch_head`]); `all` when there were too many to
+/// list, so every waiter looks.
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub(super) ids: std::collections::HashSet<String>,
+    pub(super) all: bool,
 }
 
 impl AppState {
@@ -51,11 +63,14 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         events_head: watch::Receiver<u64>,
     ) -> AppState {
+        let (changed_tx, changed) = watch::channel(Arc::new(Changed::default()));
         AppState {
             pinion,
             wake,
             shutdown,
             events_head,
+            changed,
+            changed_tx: Arc::new(changed_tx),
         }
     }
 
@@ -253,8 +268,10 @@ async fn status(
 }
 
 /// Long poll: answers as soon as the instance is no longer running, or when `wait` seconds
-/// (at most [`MAX_WAIT_SECS`]; more is a bad request) have passed, or when the server shuts down, with the
-/// instance as it is then. The wait sleeps on the tokio timer, not on a thread.
+/// (at most [`MAX_WAIT_SECS`]; more is a bad request) have passed, or when the server shuts
+/// down, with the instance as it is then. It waits on the head watcher's notification of
+/// which instances changed (one reader of the database for all waiters), reads the
+/// instance again only when it is among them, and holds no thread.
 async fn result(
     State(s): State<AppState>,
     Segment(id): Segment,
@@ -271,7 +288,9 @@ async fn result(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut shutdown = s.shutdown.clone();
-    let mut delay = Duration::from_millis(5);
+    // Subscribed before the first read, so no change after it is missed.
+    let mut changed = s.changed.clone();
+    changed.borrow_and_update();
     loop {
         let rec = {
             let id = id.clone();
@@ -287,15 +306,25 @@ async fn result(
         if now >= deadline || *shutdown.borrow() {
             return Ok(Json(rec));
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay.min(deadline - now)) => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() {
-                    return Ok(Json(rec));
+        // A change of this instance, the deadline, the shutdown, or (a safety net for a
+        // watcher that failed to read) a few seconds.
+        let recheck = (now + Duration::from_secs(5)).min(deadline);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(recheck) => break,
+                _ = shutdown.changed() => break,
+                moved = changed.changed() => {
+                    if moved.is_err() {
+                        tokio::time::sleep_until(recheck).await;
+                        break;
+                    }
+                    let c = changed.borrow_and_update().clone();
+                    if c.all || c.ids.contains(&id) {
+                        break;
+                    }
                 }
             }
         }
-        delay = (delay * 2).min(Duration::from_millis(100));
     }
 }
 
