@@ -249,6 +249,7 @@ impl Api for Pinion {
             sdk_version: d.manifest.sdk_version,
             alias: options.alias.clone(),
             verified,
+            deprecation: crate::sandbox::abi_deprecation(d.manifest.abi_version),
         })
     }
 

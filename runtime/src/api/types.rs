@@ -77,6 +77,9 @@ pub struct Deployment {
     /// What `verify` replayed, when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verified>,
+    /// A notice when the module's guest ABI version is deprecated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<String>,
 }
 
 /// A passed verification.

@@ -189,6 +189,9 @@ pub fn print_deployment(d: &Deployment, json: bool) {
     if let Some(name) = &d.alias {
         eprintln!("alias {name} -> {}", d.hash.short());
     }
+    if let Some(notice) = &d.deprecation {
+        eprintln!("warning: {notice}");
+    }
 }
 
 /// A refused `deploy --verify` or `alias set --verify`: the incompatible reports, then

@@ -527,6 +527,26 @@ impl Sandbox {
     }
 }
 
+/// Guest ABI versions this runtime still runs but a later release will not (see the
+/// compatibility promise in docs/abi.md): deploying a module of one is answered with a
+/// notice. None today.
+pub const DEPRECATED_ABI_VERSIONS: &[u32] = &[];
+
+/// The notice for deploying a module of ABI `version`, when that version is deprecated.
+pub fn abi_deprecation(version: u32) -> Option<String> {
+    deprecation_among(version, DEPRECATED_ABI_VERSIONS)
+}
+
+fn deprecation_among(version: u32, deprecated: &[u32]) -> Option<String> {
+    deprecated.contains(&version).then(|| {
+        format!(
+            "guest ABI {version} is deprecated: this pinion still runs it, a later release will not; rebuild the module with pinion-sdk {} (ABI {}) and move its instances there with `pinion upgrade`",
+            env!("CARGO_PKG_VERSION"),
+            pinion_abi::ABI_VERSION
+        )
+    })
+}
+
 /// Refuses an ABI version this runtime does not run, naming the ones it does.
 fn check_abi_version(version: u32) -> Result<(), SandboxError> {
     use pinion_abi::{ABI_VERSION, OLDEST_ABI_VERSION};
@@ -790,6 +810,17 @@ mod tests {
     use super::Slots;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn a_deprecated_abi_version_gets_a_notice_that_says_what_to_do() {
+        assert_eq!(super::deprecation_among(2, &[1]), None);
+        let notice = super::deprecation_among(1, &[1]).unwrap();
+        assert!(notice.contains("guest ABI 1 is deprecated"), "{notice}");
+        assert!(notice.contains("pinion upgrade"), "{notice}");
+        for v in super::DEPRECATED_ABI_VERSIONS {
+            assert!(*v >= pinion_abi::OLDEST_ABI_VERSION && *v < pinion_abi::ABI_VERSION);
+        }
+    }
 
     #[test]
     fn no_more_compiles_run_at_once_than_there_are_slots() {
