@@ -242,6 +242,25 @@ impl Drop for Server {
     }
 }
 
+/// Waits (bounded) until `n` activity results are recorded in `db`.
+fn wait_for_activity_results(db: &Path, n: i64) {
+    wait_until(
+        "some activity results to be recorded",
+        Duration::from_secs(60),
+        || {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            let recorded: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE data LIKE '%\"ActivityCompleted\"%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            recorded >= n
+        },
+    );
+}
+
 fn completed_count(db: &Path) -> usize {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -279,21 +298,7 @@ fn a_server_killed_with_sigkill_mid_workflow_finishes_everything_after_restart()
     }
     let mut server = Server::start(&db);
     // Kill it once some, but not all, work is done.
-    wait_until(
-        "some activity results to be recorded",
-        Duration::from_secs(60),
-        || {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM events WHERE data LIKE '%\"ActivityCompleted\"%'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            n >= 10
-        },
-    );
+    wait_for_activity_results(&db, 10);
     server.kill9();
     assert!(
         completed_count(&db) < N,
@@ -616,21 +621,7 @@ fn a_backup_taken_while_the_server_runs_restores_and_finishes_everything() {
         ));
     }
     let server = Server::start(&db);
-    wait_until(
-        "some activity results to be recorded",
-        Duration::from_secs(60),
-        || {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM events WHERE data LIKE '%\"ActivityCompleted\"%'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            n >= 10
-        },
-    );
+    wait_for_activity_results(&db, 10);
     let copy = dir.path().join("copy.db");
     let out = ok(pinion(&db, &["backup", copy.to_str().unwrap()]));
     assert!(out.contains(&format!("({N} instances")), "{out}");

@@ -29,7 +29,8 @@ fn fixture(abi: u32, file: &str) -> PathBuf {
 /// (module file, workflow type, input, recorded history)
 type Golden = (&'static str, &'static str, String, &'static str);
 
-fn abi1_modules() -> Vec<Golden> {
+/// The modules every ABI version's fixtures have.
+fn common_modules() -> Vec<Golden> {
     vec![
         (
             "hello_v1.wasm",
@@ -48,49 +49,36 @@ fn abi1_modules() -> Vec<Golden> {
             "Steps",
             json!({"n": 3}).to_string(),
             "golden-testkit-steps.json",
-        ),
-        (
-            "orders.wasm",
-            "ProcessOrder",
-            json!({"order_id": "o-g", "customer": "ada@example.com",
-                   "items": [{"sku": "gear", "qty": 2, "price_cents": 1250}],
-                   "card": "4242-4242-4242-4242", "payment_deadline_ms": 30000,
-                   "gateway_failures": 1})
-            .to_string(),
-            "golden-orders.json",
         ),
     ]
 }
 
+fn abi1_modules() -> Vec<Golden> {
+    let mut m = common_modules();
+    m.push((
+        "orders.wasm",
+        "ProcessOrder",
+        json!({"order_id": "o-g", "customer": "ada@example.com",
+               "items": [{"sku": "gear", "qty": 2, "price_cents": 1250}],
+               "card": "4242-4242-4242-4242", "payment_deadline_ms": 30000,
+               "gateway_failures": 1})
+        .to_string(),
+        "golden-orders.json",
+    ));
+    m
+}
+
 fn abi2_modules() -> Vec<Golden> {
-    vec![
-        (
-            "hello_v1.wasm",
-            "Hello",
-            json!({"wait_ms": 10}).to_string(),
-            "golden-hello.json",
-        ),
-        (
-            "foobar_v1.wasm",
-            "FooBar",
-            "null".into(),
-            "golden-foobar.json",
-        ),
-        (
-            "testkit.wasm",
-            "Steps",
-            json!({"n": 3}).to_string(),
-            "golden-testkit-steps.json",
-        ),
-        (
-            "reach.wasm",
-            "Call",
-            json!({"activity": "count", "input": {"to": 4, "fail_at": 2}, "attempts": 3,
-                   "heartbeat_timeout_ms": 5000})
-            .to_string(),
-            "golden-reach-count.json",
-        ),
-    ]
+    let mut m = common_modules();
+    m.push((
+        "reach.wasm",
+        "Call",
+        json!({"activity": "count", "input": {"to": 4, "fail_at": 2}, "attempts": 3,
+               "heartbeat_timeout_ms": 5000})
+        .to_string(),
+        "golden-reach-count.json",
+    ));
+    m
 }
 
 #[test]

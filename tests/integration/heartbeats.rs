@@ -160,35 +160,45 @@ fn cancelling_or_terminating_the_workflow_reaches_a_heartbeating_activity() {
     assert!(note.starts_with("cancelled after "), "{note}");
 }
 
-#[test]
-fn heartbeat_details_survive_a_crash_of_the_server() {
-    let dir = TempDir::new("hb-crash");
-    let db = dir.db();
-    let out = pinion(&db, &["deploy", wasm("reach").to_str().unwrap()]);
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let server = ApiServer::start(&db, None);
-    // 100 counts 100 ms apart; details are written at most every 800 ms (80% of the
-    // heartbeat timeout).
-    let body = json!({ "activity": "count", "input": { "to": 100, "pause_ms": 100 },
-                       "heartbeat_timeout_ms": 1_000, "timeout_ms": 120_000, "attempts": 3 })
-    .to_string();
+/// Deploys the reach module with the CLI on `db`; returns its hash.
+fn deploy_reach_cli(db: &Path) -> String {
+    let out = pinion(db, &["deploy", wasm("reach").to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Starts workflow `Call` of module `hash` with `body` as instance `id` through `server`.
+fn start_call(db: &Path, server: &ApiServer, hash: &str, body: &Value, id: &str) {
+    let body = body.to_string();
     let started = pinion(
-        &db,
+        db,
         &[
             "--server",
             &server.url,
             "start",
             "Call",
             "--module",
-            &hash,
+            hash,
             "--input",
             &body,
             "--id",
-            "crash",
+            id,
         ],
     );
     assert!(started.status.success(), "{started:?}");
+}
+
+#[test]
+fn heartbeat_details_survive_a_crash_of_the_server() {
+    let dir = TempDir::new("hb-crash");
+    let db = dir.db();
+    let hash = deploy_reach_cli(&db);
+    let server = ApiServer::start(&db, None);
+    // 100 counts 100 ms apart; details are written at most every 800 ms (80% of the
+    // heartbeat timeout).
+    let body = json!({ "activity": "count", "input": { "to": 100, "pause_ms": 100 },
+                       "heartbeat_timeout_ms": 1_000, "timeout_ms": 120_000, "attempts": 3 });
+    start_call(&db, &server, &hash, &body, "crash");
     let written = || -> u64 {
         let out = pinion(&db, &["--server", &server.url, "--json", "status", "crash"]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -236,30 +246,12 @@ fn heartbeat_details_survive_a_crash_of_the_server() {
 fn an_attempt_cut_short_by_a_crash_counts_and_the_retry_policy_decides() {
     let dir = TempDir::new("lost-attempt");
     let db = dir.db();
-    let out = pinion(&db, &["deploy", wasm("reach").to_str().unwrap()]);
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let hash = deploy_reach_cli(&db);
     let server = ApiServer::start(&db, None);
     // One attempt allowed: the crash uses it up.
     let body = json!({ "activity": "count", "input": { "to": 600, "pause_ms": 100 },
-                       "timeout_ms": 120_000, "attempts": 1 })
-    .to_string();
-    let started = pinion(
-        &db,
-        &[
-            "--server",
-            &server.url,
-            "start",
-            "Call",
-            "--module",
-            &hash,
-            "--input",
-            &body,
-            "--id",
-            "lost",
-        ],
-    );
-    assert!(started.status.success(), "{started:?}");
+                       "timeout_ms": 120_000, "attempts": 1 });
+    start_call(&db, &server, &hash, &body, "lost");
     wait_until("the attempt to run", WAIT, || {
         let out = pinion(&db, &["--server", &server.url, "--json", "status", "lost"]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

@@ -292,22 +292,17 @@ impl Tokens {
 
 /// Refuses a secret file others than its owner can read or write.
 fn check_private(path: &Path) -> Result<(), TokenError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| TokenError::Read {
+    let shared = crate::config::shared_mode(path).map_err(|e| TokenError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    match shared {
+        Some(mode) => Err(TokenError::Exposed {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Exposed {
-                path: path.display().to_string(),
-                mode,
-            });
-        }
+            mode,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -53,17 +53,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         path: path.display().to_string(),
         reason,
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(key).map_err(|e| file_err(key, e.to_string()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Exposed {
-                path: key.display().to_string(),
-                mode,
-            });
-        }
+    if let Some(mode) = crate::config::shared_mode(key).map_err(|e| file_err(key, e.to_string()))? {
+        return Err(TlsError::Exposed {
+            path: key.display().to_string(),
+            mode,
+        });
     }
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_err(cert, e.to_string()))?

@@ -447,14 +447,11 @@ fn merge(caps: &mut Capabilities, g: &Grant, secrets: &BTreeMap<String, Secret>)
 }
 
 fn read_secrets(path: &Path) -> Result<BTreeMap<String, Secret>, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
     let invalid = |reason: String| ConfigError::Invalid {
         path: path.display().to_string(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = super::shared_mode(path).map_err(|e| io(path, e))? {
         return Err(invalid(format!(
             "the secrets file has mode {mode:04o}; it must be readable by its owner only: chmod 600 {}",
             path.display()

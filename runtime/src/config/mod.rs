@@ -32,6 +32,25 @@ pub use grants::{
 };
 pub use url_pattern::UrlPattern;
 
+/// The permission bits of the file at `path` when anyone but its owner may read or write
+/// it (`None` when it is private, mode 0600 or stricter). Secrets files, token files and
+/// TLS keys are refused in that case.
+///
+/// # Errors
+/// When the file's metadata cannot be read.
+pub fn shared_mode(path: &std::path::Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).map(|_| None)
+    }
+}
+
 /// Why a configuration file was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pinion_abi::{ActivityOptions, Manifest};
+use pinion_abi::Manifest;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
@@ -222,6 +222,54 @@ fn resolve_op(
         }
         Ok(true)
     }
+}
+
+/// The columns an [`ActivityTask`] is read from, in the order [`task_row`] reads them.
+macro_rules! task_columns {
+    () => {
+        "instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details"
+    };
+}
+
+/// An activity task's columns, as stored.
+type TaskRow = (
+    String,
+    String,
+    u32,
+    String,
+    String,
+    String,
+    u32,
+    Option<String>,
+);
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+/// Decodes a task row (a claim's, or a lost attempt's).
+fn task_of(row: TaskRow) -> Result<ActivityTask, StoreError> {
+    let (iid, mh, seq, ty, input, options, attempt, details) = row;
+    Ok(ActivityTask {
+        instance_id: InstanceId(iid),
+        module_hash: ModuleHash(mh),
+        seq,
+        activity_type: ty,
+        input: Payload::from_json_bytes(input.as_bytes())
+            .map_err(|e| corrupt("activity input", e))?,
+        options: serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?,
+        attempt,
+        heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
+    })
 }
 
 fn heartbeat_payload(json: &str) -> Result<Payload, StoreError> {
@@ -1017,27 +1065,18 @@ impl Store for SqliteStore {
             let mut st = c
                 .prepare_cached(
                     // Two index ranges (see migration 6): ready tasks, then expired leases.
-                    "SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details FROM activity_tasks
-                       WHERE lease_until_ms IS NULL AND visible_at_ms <= ?1 ORDER BY visible_at_ms LIMIT ?2)
-                     UNION ALL
-                     SELECT * FROM (SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details FROM activity_tasks
-                       WHERE lease_until_ms IS NOT NULL AND lease_until_ms <= ?1 ORDER BY lease_until_ms LIMIT ?2)
-                     LIMIT ?2",
+                    concat!(
+                        "SELECT * FROM (SELECT ", task_columns!(), " FROM activity_tasks
+                           WHERE lease_until_ms IS NULL AND visible_at_ms <= ?1 ORDER BY visible_at_ms LIMIT ?2)
+                         UNION ALL
+                         SELECT * FROM (SELECT ", task_columns!(), " FROM activity_tasks
+                           WHERE lease_until_ms IS NOT NULL AND lease_until_ms <= ?1 ORDER BY lease_until_ms LIMIT ?2)
+                         LIMIT ?2"
+                    ),
                 )
                 .map_err(map_err)?;
             let rows = st
-                .query_map(params![now, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u32>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, u32>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                })
+                .query_map(params![now, limit as i64], task_row)
                 .map_err(map_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(map_err)?;
@@ -1045,22 +1084,13 @@ impl Store for SqliteStore {
                 .prepare_cached("UPDATE activity_tasks SET lease_until_ms = ?3, started_at_ms = ?4 WHERE instance_id = ?1 AND seq = ?2")
                 .map_err(map_err)?;
             let mut tasks = Vec::with_capacity(rows.len());
-            for (iid, mh, seq, ty, input, options, attempt, details) in rows {
-                let options: ActivityOptions = serde_json::from_str(&options).map_err(|e| corrupt("activity options", e))?;
+            for row in rows {
+                let task = task_of(row)?;
                 // The lease outlives the attempt's own timeout, so a healthy long attempt is
                 // never claimed twice; a crashed process's attempts are counted lost at start-up.
-                let until = now_ms + lease_slack_ms + options.start_to_close_timeout_ms.unwrap_or(default_timeout_ms);
-                lease.execute(params![iid, seq, until as i64, now]).map_err(map_err)?;
-                tasks.push(ActivityTask {
-                    instance_id: InstanceId(iid),
-                    module_hash: ModuleHash(mh),
-                    seq,
-                    activity_type: ty,
-                    input: Payload::from_json_bytes(input.as_bytes()).map_err(|e| corrupt("activity input", e))?,
-                    options,
-                    attempt,
-                    heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
-                });
+                let until = now_ms + lease_slack_ms + task.options.start_to_close_timeout_ms.unwrap_or(default_timeout_ms);
+                lease.execute(params![task.instance_id.0, task.seq, until as i64, now]).map_err(map_err)?;
+                tasks.push(task);
             }
             Ok(tasks)
         })
@@ -1166,42 +1196,14 @@ impl Store for SqliteStore {
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached(
-                    "SELECT instance_id, module_hash, seq, activity_type, input, options, attempt, heartbeat_details
-                     FROM activity_tasks WHERE lease_until_ms IS NOT NULL ORDER BY instance_id, seq",
-                )
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    task_columns!(),
+                    " FROM activity_tasks WHERE lease_until_ms IS NOT NULL ORDER BY instance_id, seq"
+                ))
                 .map_err(map_err)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u32>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, u32>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                })
-                .map_err(map_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (iid, mh, seq, ty, input, options, attempt, details) = row.map_err(map_err)?;
-                out.push(ActivityTask {
-                    instance_id: InstanceId(iid),
-                    module_hash: ModuleHash(mh),
-                    seq,
-                    activity_type: ty,
-                    input: Payload::from_json_bytes(input.as_bytes())
-                        .map_err(|e| corrupt("activity input", e))?,
-                    options: serde_json::from_str(&options)
-                        .map_err(|e| corrupt("activity options", e))?,
-                    attempt,
-                    heartbeat_details: details.map(|d| heartbeat_payload(&d)).transpose()?,
-                });
-            }
-            Ok(out)
+            let rows = st.query_map([], task_row).map_err(map_err)?;
+            rows.map(|row| task_of(row.map_err(map_err)?)).collect()
         })
     }
 
