@@ -6,8 +6,10 @@
 
 mod control;
 pub mod preflight;
+mod progress;
 mod retention;
 
+pub use progress::Progress;
 pub use retention::PurgeReport;
 
 pub use control::BulkSelector;
@@ -97,6 +99,15 @@ pub enum Error {
     /// The instance could not be rebuilt by replay (to answer a query).
     #[error("cannot rebuild the instance by replay: {0}")]
     Rebuild(Box<ExecError>),
+    /// A long operation (replay, verify, upgrade) was cancelled before it finished; what it
+    /// did before stays done.
+    #[error("cancelled after {done} of {total} instances; what was done before stays done")]
+    Cancelled {
+        /// Instances finished.
+        done: u64,
+        /// Instances chosen.
+        total: u64,
+    },
     /// A file could not be read or written.
     #[error("{path}: {reason}")]
     Io {

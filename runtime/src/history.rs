@@ -639,6 +639,14 @@ pub fn history_file_name(id: &str) -> String {
     out
 }
 
+/// The file name of an archived run's exported history (a run that ended with
+/// continue-as-new): [`history_file_name`]'s encoding of the id, then `@run<N>.json`. An
+/// id's `@` is always encoded, so this never collides with a current run's file.
+pub fn run_file_name(id: &str, run: u32) -> String {
+    let name = history_file_name(id);
+    format!("{}@run{run}.json", name.trim_end_matches(".json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

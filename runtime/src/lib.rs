@@ -26,6 +26,6 @@ pub mod sandbox;
 pub mod store;
 pub mod worker;
 
-pub use engine::{Error, Pinion, PinionConfig, StartRequest, WorkerGuard};
+pub use engine::{Error, Pinion, PinionConfig, Progress, StartRequest, WorkerGuard};
 pub use history::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
 pub use worker::WorkerConfig;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Error, Pinion};
+use crate::engine::{Error, Pinion, Progress};
 use crate::history::{InstanceId, InstanceStatus, ModuleHash};
 use crate::registry::RegistryError;
 use crate::replay::{ReplayOptions, ReplayOutcome, ReplayReport, ReplaySummary, Replayer};
@@ -162,17 +162,17 @@ impl Pinion {
     }
 
     /// Replays the running instances of the candidate's workflow types (at most `limit`,
-    /// newest first) against it, without storing anything.
+    /// newest first) against it, without storing anything, counting each in `progress`.
     ///
     /// # Errors
-    /// Storage errors.
+    /// Storage errors; [`Error::Cancelled`] once `progress` is cancelled.
     pub fn verify_module(
         &self,
         candidate: &Replayer,
         limit: u32,
+        progress: &Progress,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
-        let mut summary = ReplaySummary::default();
-        let mut reports = Vec::new();
+        let mut chosen = Vec::new();
         for ty in &candidate.manifest().workflows {
             let filter = InstanceFilter {
                 status: Some(InstanceStatus::Running),
@@ -180,16 +180,20 @@ impl Pinion {
                 limit: Some(limit),
                 ..Default::default()
             };
-            for rec in self.list(&filter)? {
-                if reports.len() >= limit as usize {
-                    break;
-                }
-                if let Some(h) = self.store().export_history(&rec.id)? {
-                    let r = candidate.replay(&h);
-                    summary.add(&r);
-                    reports.push(r);
-                }
+            let room = (limit as usize).saturating_sub(chosen.len());
+            chosen.extend(self.list(&filter)?.into_iter().take(room).map(|r| r.id));
+        }
+        progress.add_total(chosen.len() as u64);
+        let mut summary = ReplaySummary::default();
+        let mut reports = Vec::new();
+        for id in chosen {
+            progress.check()?;
+            if let Some(h) = self.store().export_history(&id)? {
+                let r = candidate.replay(&h);
+                summary.add(&r);
+                reports.push(r);
             }
+            progress.step();
         }
         Ok((summary, reports))
     }
@@ -355,27 +359,21 @@ impl Pinion {
 
     /// Replays each selected running or blocked instance against `to`; moves the compatible
     /// ones (unless `dry_run`), each with a `ModuleUpgraded` event. Incompatible instances
-    /// stay where they are; their report says why.
+    /// stay where they are; their report says why. Each instance is counted in `progress`;
+    /// a cancelled upgrade stops before the next one (the moves made stay made).
     ///
     /// # Errors
-    /// Unknown target module or instance, storage errors.
+    /// Unknown target module or instance, storage errors; [`Error::Cancelled`].
     pub fn upgrade(
         &self,
         to: &str,
         selector: &UpgradeSelector,
         dry_run: bool,
+        progress: &Progress,
     ) -> Result<Vec<UpgradeResult>, Error> {
         let target = self.resolve_module(to)?;
-        let bytes = self
-            .store()
-            .module_bytes(&target.hash)?
-            .ok_or_else(|| RegistryError::UnknownModule(to.into()))?;
-        let replayer =
-            Replayer::with_sandbox(self.sandbox().clone(), &bytes, ReplayOptions::default())
-                .map_err(|e| Error::Io {
-                    path: target.hash.0.clone(),
-                    reason: e.to_string(),
-                })?;
+        // The registry's compiled code: bytes already stored are not compiled again.
+        let replayer = self.replayer_for(&target.hash.0)?;
         let candidates: Vec<_> = match selector {
             UpgradeSelector::Id(id) => vec![self.status(id)?],
             UpgradeSelector::From(hash) => self.list(&InstanceFilter {
@@ -387,21 +385,25 @@ impl Pinion {
                 ..Default::default()
             })?,
         };
+        // Only running or blocked, not imported; and already there is nothing to do, unless
+        // it is blocked, when re-verifying against its own module (say, after a limit was
+        // raised) unblocks it.
+        let candidates: Vec<_> = candidates
+            .into_iter()
+            .filter(|rec| {
+                matches!(
+                    rec.status,
+                    InstanceStatus::Running | InstanceStatus::Blocked
+                ) && !rec.imported
+                    && (rec.module_hash != target.hash || rec.status == InstanceStatus::Blocked)
+            })
+            .collect();
+        progress.add_total(candidates.len() as u64);
         let mut results = Vec::new();
         for rec in candidates {
-            if !matches!(
-                rec.status,
-                InstanceStatus::Running | InstanceStatus::Blocked
-            ) || rec.imported
-            {
-                continue;
-            }
-            // Already there: nothing to do, unless it is blocked, when re-verifying against
-            // its own module (say, after a limit was raised) unblocks it.
-            if rec.module_hash == target.hash && rec.status != InstanceStatus::Blocked {
-                continue;
-            }
+            progress.check()?;
             let Some(history) = self.store().export_history(&rec.id)? else {
+                progress.step();
                 continue;
             };
             let report = replayer.replay(&history);
@@ -430,6 +432,7 @@ impl Pinion {
                 replay: report,
                 error,
             });
+            progress.step();
         }
         Ok(results)
     }

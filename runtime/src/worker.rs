@@ -105,17 +105,17 @@ pub(crate) struct Notify {
 
 impl Notify {
     pub(crate) fn notify(&self) {
-        *self.generation.lock().expect("notify lock") += 1;
+        *lock(&self.generation) += 1;
         self.cv.notify_all();
     }
 
     pub(crate) fn generation(&self) -> u64 {
-        *self.generation.lock().expect("notify lock")
+        *lock(&self.generation)
     }
 
     /// Waits until notified after `seen`, or `timeout`.
     pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
-        let g = self.generation.lock().expect("notify lock");
+        let g = lock(&self.generation);
         let _ = self.cv.wait_timeout_while(g, timeout, |g| *g == seen);
     }
 }
@@ -217,7 +217,7 @@ impl Shared {
     /// Tells the running attempts of `id`'s activities `seqs` (all of them when `None`)
     /// that they are no longer wanted: each learns it at its next heartbeat.
     pub(crate) fn cancel_attempts(&self, id: &InstanceId, seqs: Option<&[u32]>) {
-        let attempts = self.attempts.lock().expect("attempts lock");
+        let attempts = lock(&self.attempts);
         for ((instance, seq), control) in attempts.iter() {
             if instance == id && seqs.is_none_or(|s| s.contains(seq)) {
                 control.cancel();
@@ -228,7 +228,7 @@ impl Shared {
     /// Takes the cached run of `id` if it is at the end of a history of `event_count`
     /// events (a query borrows it; [`Shared::return_cached`] gives it back).
     pub(crate) fn take_cached(&self, id: &InstanceId, event_count: u64) -> Option<WorkflowRun> {
-        let mut cache = self.cache.lock().expect("cache lock");
+        let mut cache = lock(&self.cache);
         let run = cache.take(id)?;
         if run.next_event_id() == event_count + 1 {
             Some(run)
@@ -242,7 +242,7 @@ impl Shared {
     pub(crate) fn return_cached(&self, id: &InstanceId, run: WorkflowRun) {
         self.cache
             .lock()
-            .expect("cache lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .put_if_absent(id.clone(), run);
     }
 }
@@ -405,6 +405,27 @@ impl Drop for Worker {
     }
 }
 
+/// Locks `m`, also after a thread panicked while holding it: the worker contains panics
+/// (see [`contain`]) and goes on, so a poisoned lock must not take every thread down too.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `step` until the worker stops. A panic in a step (a bug in pinion) is reported and
+/// the loop goes on after a pause, instead of ending the thread and silently stopping
+/// that part of the worker (dispatch, claims or timers) until a restart.
+fn keep_running(stop: &AtomicBool, name: &str, mut step: impl FnMut()) {
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(panic) = contain(&mut step) {
+            report(
+                name,
+                &format!("panicked (a bug in pinion; please report it), going on: {panic}"),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn stopping(s: &Shared) -> bool {
     s.stop.load(Ordering::SeqCst)
 }
@@ -418,13 +439,13 @@ fn dispatch_loop(s: &Shared) {
     // runnable instances, reading 512 ids after every activation cost more than the
     // activations themselves.
     let low_water = (s.config.workflow_threads.max(1) * 16).max(64);
-    while !stopping(s) {
+    keep_running(&s.stop, "dispatching instances", || {
         let seen = s.workflow_wake.generation();
-        let pending = s.queue.lock().expect("queue lock").ready.len();
+        let pending = lock(&s.queue).ready.len();
         if pending < low_water {
             match s.store.runnable_instances(512) {
                 Ok(ids) => {
-                    let mut q = s.queue.lock().expect("queue lock");
+                    let mut q = lock(&s.queue);
                     for id in ids {
                         if q.taken.insert(id.clone()) {
                             q.ready.push_back(id);
@@ -437,7 +458,7 @@ fn dispatch_loop(s: &Shared) {
             }
         }
         s.workflow_wake.wait(seen, s.config.poll_interval);
-    }
+    });
 }
 
 /// Takes runnable instances and activates them. A thread does not wait for an activation's
@@ -448,7 +469,7 @@ fn dispatch_loop(s: &Shared) {
 fn workflow_loop(s: &Arc<Shared>) {
     loop {
         let next = {
-            let mut q = s.queue.lock().expect("queue lock");
+            let mut q = lock(&s.queue);
             loop {
                 if stopping(s) {
                     return;
@@ -462,7 +483,7 @@ fn workflow_loop(s: &Arc<Shared>) {
                 q = s
                     .queue_cv
                     .wait_timeout(q, s.config.poll_interval)
-                    .expect("queue lock")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
         };
@@ -470,7 +491,18 @@ fn workflow_loop(s: &Arc<Shared>) {
             Ok(id) => id,
             Err(committed) => {
                 for c in committed {
-                    finish(s, c);
+                    let id = c.id.clone();
+                    if let Err(panic) = contain(|| finish(s, c)) {
+                        // The commit is durable; only the bookkeeping after it failed. Drop
+                        // the cached run (the next activation rebuilds it by replay) and
+                        // free the instance.
+                        report(
+                            &format!("instance {id}"),
+                            &format!("the engine panicked after a commit (a bug in pinion; please report it): {panic}"),
+                        );
+                        lock(&s.cache).take(&id);
+                        release(s, &id);
+                    }
                 }
                 continue;
             }
@@ -502,7 +534,7 @@ fn workflow_loop(s: &Arc<Shared>) {
                 s.store.commit_activation_then(
                     commit,
                     Box::new(move |result| {
-                        let mut q = s2.queue.lock().expect("queue lock");
+                        let mut q = lock(&s2.queue);
                         q.committed.push(Committed { id, after, result });
                         drop(q);
                         s2.queue_cv.notify_one();
@@ -520,7 +552,7 @@ fn workflow_loop(s: &Arc<Shared>) {
 
 /// Frees `id` for its next activation.
 fn release(s: &Shared, id: &InstanceId) {
-    s.queue.lock().expect("queue lock").taken.remove(id);
+    lock(&s.queue).taken.remove(id);
     s.workflow_wake.notify();
 }
 
@@ -532,7 +564,7 @@ fn finish(s: &Shared, c: Committed) {
             if !after.run.is_closed() {
                 s.cache
                     .lock()
-                    .expect("cache lock")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .put(id.clone(), after.run);
             }
             if !after.cancelled.is_empty() {
@@ -587,11 +619,11 @@ fn process_instance(
         return Ok(None);
     };
     if rec.status != InstanceStatus::Running {
-        s.cache.lock().expect("cache lock").take(id);
+        lock(&s.cache).take(id);
         return Ok(None);
     }
     let inbox = s.store.load_inbox(id)?;
-    let cached = s.cache.lock().expect("cache lock").take(id);
+    let cached = lock(&s.cache).take(id);
     let (mut run, recorded_pending) = match cached {
         Some(run) if run.next_event_id() == rec.event_count + 1 => (run, Vec::new()),
         _ => {
@@ -622,7 +654,7 @@ fn process_instance(
     inputs.extend(inbox.iter().map(|e| e.kind.clone()));
     if inputs.is_empty() {
         s.store.mark_idle(id)?;
-        s.cache.lock().expect("cache lock").put(id.clone(), run);
+        lock(&s.cache).put(id.clone(), run);
         return Ok(None);
     }
     let now = s.clock.now_ms();
@@ -718,7 +750,7 @@ fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, 
 
 fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
     let slack = s.config.activity_lease_slack.as_millis() as u64;
-    while !stopping(s) {
+    keep_running(&s.stop, "claiming activities", || {
         let seen = s.activity_wake.generation();
         let free = s
             .config
@@ -747,7 +779,7 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
             s.activity_wake
                 .wait(seen, s.config.poll_interval.min(Duration::from_millis(50)));
         }
-    }
+    });
 }
 
 /// Runs [`attempt`] so that a panic in the engine while running it (a bug) is recorded as a
@@ -793,7 +825,7 @@ async fn contained_attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
 }
 
 /// What a panic said.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -814,10 +846,10 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
     let control = attempt_control(&s, &task);
     s.attempts
         .lock()
-        .expect("attempts lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(key.clone(), control.clone());
     let outcome = run_attempt(&s, &task, control.clone()).await;
-    s.attempts.lock().expect("attempts lock").remove(&key);
+    lock(&s.attempts).remove(&key);
     let now = s.clock.now_ms();
     let details = control
         .last_details()
@@ -1060,7 +1092,7 @@ fn resolution_of(
 }
 
 fn timer_loop(s: &Shared) {
-    while !stopping(s) {
+    keep_running(&s.stop, "firing timers", || {
         let seen = s.timer_wake.generation();
         let now = s.clock.now_ms();
         match s.store.fire_due_timers(now) {
@@ -1074,7 +1106,7 @@ fn timer_loop(s: &Shared) {
             _ => s.config.poll_interval,
         };
         s.timer_wake.wait(seen, wait);
-    }
+    });
 }
 
 #[cfg(test)]
@@ -1096,6 +1128,34 @@ mod tests {
         );
         // The thread that contained them is still here to run more.
         assert_eq!(contain(|| "after"), Ok("after"));
+    }
+
+    #[test]
+    fn a_loop_whose_step_panics_goes_on_with_its_next_step() {
+        let stop = AtomicBool::new(false);
+        let mut steps = 0;
+        keep_running(&stop, "test loop", || {
+            steps += 1;
+            if steps == 1 {
+                panic!("first step fails");
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(steps, 2, "the step after the panic ran");
+    }
+
+    #[test]
+    fn a_lock_poisoned_by_a_panic_is_still_usable() {
+        let m = Arc::new(Mutex::new(1));
+        let m2 = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("poison it");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        *lock(&m) += 1;
+        assert_eq!(*lock(&m), 2);
     }
 
     #[test]

@@ -295,3 +295,37 @@ fn signals_received_but_unread_when_a_run_continues_as_new_reach_the_next_run() 
     assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
     assert_eq!(rec.result.unwrap().to_value(), json!(111));
 }
+
+/// Purging an instance that continued as new, with `--export`, writes every run, not only
+/// the last: the archived runs as `<id>@run<N>.json`, so nothing replayable is lost.
+#[test]
+fn a_purge_with_export_writes_the_archived_runs_too() {
+    let dir = TempDir::new("purge-runs");
+    let p = open(&dir.db());
+    let v1 = deploy(&p, "replay-v1");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Countdown", &v1, r#"{"n": 2}"#, "cd/1"))
+        .unwrap();
+    assert_eq!(
+        p.wait("cd/1", WAIT).unwrap().status,
+        InstanceStatus::Completed
+    );
+    w.shutdown();
+    let out = dir.path().join("kept");
+    let report = p
+        .purge(Duration::ZERO, Some("Countdown"), Some(&out), false)
+        .unwrap();
+    assert_eq!(report.instances, ["cd/1"]);
+    assert_eq!(report.exported, 3, "two archived runs and the last one");
+    for (file, run, status) in [
+        ("cd%2F1@run1.json", 1, "continuedasnew"),
+        ("cd%2F1@run2.json", 2, "continuedasnew"),
+        ("cd%2F1.json", 3, "completed"),
+    ] {
+        let h: Value = serde_json::from_slice(&std::fs::read(out.join(file)).unwrap()).unwrap();
+        assert_eq!(h["instance_id"], "cd/1", "{file}");
+        assert_eq!(h["run"].as_u64().unwrap_or(1), run, "{file}");
+        assert_eq!(h["status"], status, "{file}");
+    }
+    assert!(p.status("cd/1").is_err(), "the instance is gone");
+}

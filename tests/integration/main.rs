@@ -9,6 +9,7 @@ mod common;
 mod api;
 mod api_cli;
 mod api_fuzz;
+mod api_jobs;
 mod api_limits;
 mod api_signals;
 mod api_tls;

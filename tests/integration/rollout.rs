@@ -270,6 +270,7 @@ fn upgrade_moves_only_compatible_instances_and_records_it_in_history() {
             &v2,
             &UpgradeSelector::From(pinion_runtime::ModuleHash(v1.clone())),
             true,
+            &pinion_runtime::Progress::new(),
         )
         .unwrap();
     assert_eq!(dry.len(), 2);
@@ -281,6 +282,7 @@ fn upgrade_moves_only_compatible_instances_and_records_it_in_history() {
             &v2[..12],
             &UpgradeSelector::From(pinion_runtime::ModuleHash(v1.clone())),
             false,
+            &pinion_runtime::Progress::new(),
         )
         .unwrap();
     let fits = results.iter().find(|r| r.instance_id == "fits").unwrap();
@@ -360,7 +362,12 @@ fn a_blocked_instance_is_repaired_by_upgrading_it_to_a_compatible_module() {
     let w = diverging_instance(&dir, &p, &clock, &v1, &v2);
     assert_eq!(p.wait("h", WAIT).unwrap().status, InstanceStatus::Blocked);
     let results = p
-        .upgrade(&v1, &UpgradeSelector::Id("h".into()), false)
+        .upgrade(
+            &v1,
+            &UpgradeSelector::Id("h".into()),
+            false,
+            &pinion_runtime::Progress::new(),
+        )
         .unwrap();
     assert!(results[0].upgraded, "{}", results[0].replay);
     w.wake();

@@ -125,15 +125,30 @@ fn every_step_of_seed_003_rolls_back_and_forward_safely_and_skipping_v02_does_no
     // The same with the real verb: roll the v0.3 execution back to v0.2 and forward again.
     let (v02, v03) = (ModuleHash(hashes[1].clone()), ModuleHash(hashes[2].clone()));
     let back = p
-        .upgrade(&v02.0, &UpgradeSelector::Id("on-v03".into()), false)
+        .upgrade(
+            &v02.0,
+            &UpgradeSelector::Id("on-v03".into()),
+            false,
+            &pinion_runtime::Progress::new(),
+        )
         .unwrap();
     assert!(back[0].upgraded, "{}", back[0].replay);
     let forward = p
-        .upgrade(&v03.0, &UpgradeSelector::Id("on-v03".into()), false)
+        .upgrade(
+            &v03.0,
+            &UpgradeSelector::Id("on-v03".into()),
+            false,
+            &pinion_runtime::Progress::new(),
+        )
         .unwrap();
     assert!(forward[0].upgraded, "{}", forward[0].replay);
     let unsafe_back = p
-        .upgrade(&hashes[0], &UpgradeSelector::Id("on-v03".into()), false)
+        .upgrade(
+            &hashes[0],
+            &UpgradeSelector::Id("on-v03".into()),
+            false,
+            &pinion_runtime::Progress::new(),
+        )
         .unwrap();
     assert!(
         !unsafe_back[0].upgraded,

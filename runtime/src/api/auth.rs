@@ -147,8 +147,8 @@ pub enum Role {
     /// Read: every `GET` (status, lists, histories, modules, events, the OpenAPI
     /// document) and queries, which never change an instance.
     Reader,
-    /// Run instances: start, signal, cancel and terminate them (one or in bulk), and
-    /// replay histories against a module.
+    /// Run instances: start, signal, cancel and terminate them (one or in bulk), replay
+    /// histories against a module, and cancel jobs.
     Operator,
     /// Everything: deploy modules, set and ramp aliases, upgrade instances, collect
     /// modules.
@@ -175,7 +175,8 @@ pub fn required_role(method: &str, path: &str) -> Role {
         ("POST", ["v1", "instances"])
         | ("POST", ["v1", "instances", _, "signals", _])
         | ("POST", ["v1", "instances", _, "cancel" | "terminate"])
-        | ("POST", ["v1", "cancel" | "terminate" | "replay"]) => Role::Operator,
+        | ("POST", ["v1", "cancel" | "terminate" | "replay"])
+        | ("POST", ["v1", "jobs", _, "cancel"]) => Role::Operator,
         _ => Role::Admin,
     }
 }

@@ -13,9 +13,10 @@ use super::auth::Token;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::types::{
     AliasHistory, AliasList, AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, EventQuery,
-    GcBody, GcResponse, InputBody, InstancePage, ListQuery, ModuleList, QueryAnswer, RampBody,
-    ReplayQuery, ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopVerb,
-    Stopped, UpgradeBody, UpgradeResponse, Verification, MAX_WAIT_SECS,
+    GcBody, GcResponse, InputBody, InstancePage, JobList, JobView, ListQuery, ModuleList,
+    QueryAnswer, RampBody, ReplayQuery, ReplayResponse, SetAliasBody, Signalled, StartBody,
+    Started, StopBody, StopVerb, Stopped, UpgradeBody, UpgradeResponse, Verification,
+    MAX_WAIT_SECS,
 };
 use super::Api;
 use crate::engine::Error;
@@ -31,6 +32,8 @@ pub struct Client {
     base: String,
     token: Option<Token>,
     agent: ureq::Agent,
+    /// Print a job's progress on stderr while waiting for it.
+    progress: bool,
 }
 
 /// Percent-encodes one path segment (instance ids may hold `/`, `?`, `%`, ...).
@@ -103,7 +106,97 @@ impl Client {
             );
         }
         let agent = config.build().into();
-        Ok(Client { base, token, agent })
+        Ok(Client {
+            base,
+            token,
+            agent,
+            progress: false,
+        })
+    }
+
+    /// Prints the progress of the jobs this client waits for (replay, upgrade, verify) on
+    /// stderr, with the job's id (the CLI does this when stderr is a terminal).
+    pub fn show_progress(&mut self, show: bool) {
+        self.progress = show;
+    }
+
+    /// Every job the server keeps, newest first.
+    ///
+    /// # Errors
+    /// As any request.
+    pub fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
+        let list: JobList = self.send("GET", "/v1/jobs", &[], Body::None)?;
+        Ok(list.jobs)
+    }
+
+    /// One job, with its result once finished; `wait` waits (at most a minute) for it to
+    /// finish.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown job.
+    pub fn job(&self, id: &str, wait: Duration) -> Result<JobView, ApiError> {
+        let wait = wait.as_secs().min(MAX_WAIT_SECS);
+        let path = format!("/v1/jobs/{}", segment(id));
+        self.send("GET", &path, &[("wait", wait.to_string())], Body::None)
+    }
+
+    /// Cancels a job: it stops before its next instance.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown job.
+    pub fn cancel_job(&self, id: &str) -> Result<JobView, ApiError> {
+        let path = format!("/v1/jobs/{}/cancel", segment(id));
+        self.send("POST", &path, &[], Body::None)
+    }
+
+    /// Runs a long operation as a job (`job=true`) and waits for it, however long it takes,
+    /// without holding one request open: the answer is the job's result or error.
+    fn run_job<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<T, ApiError> {
+        let mut query = query.to_vec();
+        query.push(("job", "true".into()));
+        let mut job: JobView = self.send(method, path, &query, body)?;
+        let mut shown = false;
+        while !job.state.finished() {
+            if self.progress {
+                eprint!(
+                    "\r{} {}: {} of {} instances",
+                    job.kind, job.id, job.done, job.total
+                );
+                shown = true;
+            }
+            let wait = if self.progress { 1 } else { 30 };
+            job = self.job(&job.id, Duration::from_secs(wait))?;
+        }
+        if shown {
+            eprintln!(
+                "\r{} {}: {} of {} instances, {}",
+                job.kind,
+                job.id,
+                job.done,
+                job.total,
+                serde_json::to_value(job.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(error) = job.error {
+            let status = error.code.status().as_u16();
+            let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
+            return Err(decode_error(status, &body));
+        }
+        serde_json::from_value(job.result.unwrap_or_default()).map_err(|e| {
+            ApiError::Internal(format!(
+                "the result of job {} is not what this client expects: {e}",
+                job.id
+            ))
+        })
     }
 
     /// The server's URL.
@@ -237,6 +330,9 @@ impl Api for Client {
         for p in &options.on_nondeterminism {
             q.push(("on_nondeterminism", p.clone()));
         }
+        if options.verify {
+            return self.run_job("POST", "/v1/modules", &q, Body::Bytes(wasm));
+        }
         self.send("POST", "/v1/modules", &q, Body::Bytes(wasm))
     }
 
@@ -365,6 +461,9 @@ impl Api for Client {
 
     fn set_alias(&self, name: &str, body: &SetAliasBody) -> Result<AliasSet, ApiError> {
         let path = format!("/v1/aliases/{}", segment(name));
+        if body.verify {
+            return self.run_job("PUT", &path, &[], Self::json(body));
+        }
         self.send("PUT", &path, &[], Self::json(body))
     }
 
@@ -412,11 +511,11 @@ impl Api for Client {
                 Body::None
             }
         };
-        self.send("POST", "/v1/replay", &q, body)
+        self.run_job("POST", "/v1/replay", &q, body)
     }
 
     fn upgrade(&self, body: &UpgradeBody) -> Result<UpgradeResponse, ApiError> {
-        self.send("POST", "/v1/upgrade", &[], Self::json(body))
+        self.run_job("POST", "/v1/upgrade", &[], Self::json(body))
     }
 
     fn gc(&self, body: &GcBody) -> Result<GcResponse, ApiError> {

@@ -14,13 +14,14 @@
 //! | `not_accepting` | 409 | 4 | a signal, cancel or terminate for an instance that has ended or is imported |
 //! | `rebuild_failed` | 409 | 8 | a query needed the instance rebuilt by replay, and its module cannot replay its history |
 //! | `verification_failed` | 409 | 8 | `verify` replayed histories the module does not support; `details` has the report |
+//! | `cancelled` | 409 | 1 | a job (replay, verify, upgrade) was cancelled before it finished |
 //! | `payload_too_large` | 413 | 4 | body over the limit (64 MiB for wasm, 1 MiB for JSON) |
 //! | `invalid_input` | 422 | 4 | well-formed request with a wrong value (bad id, input, percentage, policy) |
 //! | `invalid_module` | 422 | 4 | the bytes are not a pinion module (not wasm, no ABI, bad manifest) |
 //! | `query_failed` | 422 | 1 | the query handler failed, tried to change the workflow, or the instance has not started |
 //! | `internal` | 500 | 1 | a bug or an I/O failure of the server |
-//! | `unavailable` | 503 | 5 | the database is locked, unreadable or closing; the server is unreachable |
-//! | `timed_out` | — | 7 | never sent: the CLI's `result --wait` ran out of time |
+//! | `unavailable` | 503 | 5 | the database is locked, unreadable or closing; the server is unreachable; 64 jobs are already queued or running |
+//! | `timed_out` | 504 | 7 | the request ran past the server's `--request-timeout`; or (never sent) the CLI's `result --wait` ran out of time |
 //!
 //! The engine's [`Error`] maps onto the table in [`ErrorCode::of`], exhaustively, so a new
 //! engine error cannot silently become a 500.
@@ -65,6 +66,8 @@ pub enum ErrorCode {
     RebuildFailed,
     /// Verification replayed histories the module does not support.
     VerificationFailed,
+    /// A job was cancelled before it finished.
+    Cancelled,
     /// The request body is over the limit.
     PayloadTooLarge,
     /// A well-formed request with a wrong value.
@@ -83,7 +86,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -96,6 +99,7 @@ impl ErrorCode {
         ErrorCode::NotAccepting,
         ErrorCode::RebuildFailed,
         ErrorCode::VerificationFailed,
+        ErrorCode::Cancelled,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidModule,
@@ -120,6 +124,7 @@ impl ErrorCode {
             ErrorCode::NotAccepting => "not_accepting",
             ErrorCode::RebuildFailed => "rebuild_failed",
             ErrorCode::VerificationFailed => "verification_failed",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InvalidInput => "invalid_input",
             ErrorCode::InvalidModule => "invalid_module",
@@ -149,7 +154,8 @@ impl ErrorCode {
             | ErrorCode::Conflict
             | ErrorCode::NotAccepting
             | ErrorCode::RebuildFailed
-            | ErrorCode::VerificationFailed => StatusCode::CONFLICT,
+            | ErrorCode::VerificationFailed
+            | ErrorCode::Cancelled => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidInput | ErrorCode::InvalidModule | ErrorCode::QueryFailed => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -178,6 +184,7 @@ impl ErrorCode {
             | ErrorCode::Forbidden
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Conflict
+            | ErrorCode::Cancelled
             | ErrorCode::QueryFailed
             | ErrorCode::Internal => 1,
         }
@@ -204,6 +211,7 @@ impl ErrorCode {
                 _ => ErrorCode::QueryFailed,
             },
             Error::Rebuild(_) => ErrorCode::RebuildFailed,
+            Error::Cancelled { .. } => ErrorCode::Cancelled,
         }
     }
 
@@ -292,6 +300,12 @@ pub enum ApiError {
     /// A failure of the server itself.
     #[error("{0}")]
     Internal(String),
+    /// The server is at a limit it sets itself (jobs queued); retry later (`unavailable`).
+    #[error("{0}")]
+    Busy(String),
+    /// The request ran longer than the server's request timeout (`timed_out`).
+    #[error("the request took longer than the server's request timeout ({0:?}); run long replays, verifies and upgrades as jobs (`job=true`), as the CLI does")]
+    RequestTimeout(std::time::Duration),
     /// The server could not be reached (`unavailable`).
     #[error("cannot reach the pinion server at {url}: {reason}")]
     Unreachable {
@@ -329,6 +343,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::Refused(_) => ErrorCode::VerificationFailed,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::Busy(_) => ErrorCode::Unavailable,
+            ApiError::RequestTimeout(_) => ErrorCode::TimedOut,
             ApiError::Unreachable { .. } => ErrorCode::Unavailable,
             ApiError::Remote { code, .. } => *code,
         }

@@ -13,7 +13,7 @@ use super::types::{
     StopVerb, Stopped, UpgradeBody, UpgradeResponse, Verification, Verified, EVENT_BATCH,
 };
 use super::Api;
-use crate::engine::{BulkSelector, Error, Pinion, StartRequest};
+use crate::engine::{BulkSelector, Error, Pinion, Progress, StartRequest};
 use crate::history::{HistoryExport, InstanceId, InstanceStatus};
 use crate::replay::{ReplayOptions, ReplaySummary, Replayer};
 use crate::rollout::{ModuleStatus, UpgradeSelector};
@@ -181,76 +181,232 @@ impl Pinion {
     }
 }
 
-/// Replays every history, in order.
-fn replay_all(
-    replayer: &Replayer,
-    hs: &[HistoryExport],
-) -> (ReplaySummary, Vec<crate::replay::ReplayReport>) {
-    let mut summary = ReplaySummary::default();
-    let reports = hs
-        .iter()
-        .map(|h| {
-            let r = replayer.replay(h);
-            summary.add(&r);
-            r
-        })
-        .collect();
-    (summary, reports)
+/// A long operation (deploy with verification, alias set with verification, replay,
+/// upgrade) that has been checked and is ready to run: everything a request can get wrong
+/// (a bad module, an unknown name, a bad filter) was refused while preparing it, so a job
+/// made of it fails only for reasons found while running. It counts its instances in the
+/// [`Progress`] and stops before the next one once that is cancelled.
+pub type Prepared<T> = Box<dyn FnOnce(&Pinion, &Progress) -> Result<T, ApiError> + Send>;
+
+/// The long operations, in two steps: prepare (check the request, compile the module),
+/// then run, counted in a [`Progress`] that the API's jobs read and cancel.
+impl Pinion {
+    /// [`Api::deploy`]: validates the module and the options (compiling it once); the
+    /// prepared step verifies, then stores.
+    ///
+    /// # Errors
+    /// `invalid_module`, or a bad policy.
+    pub fn prepare_deploy(
+        &self,
+        wasm: Vec<u8>,
+        options: DeployOptions,
+    ) -> Result<Prepared<Deployment>, ApiError> {
+        // Validate everything (module and options), and verify, before anything is stored;
+        // the module is compiled once for all three.
+        let validated = self.registry().validate(&wasm).map_err(Error::from)?;
+        let policies = parse_policies(&validated.1.workflows, &options.on_nondeterminism)?;
+        Ok(Box::new(move |p: &Pinion, progress: &Progress| {
+            let mut verified = None;
+            if options.verify {
+                let candidate = Replayer::from_loaded(
+                    p.sandbox().clone(),
+                    validated.2.clone(),
+                    validated.0.clone(),
+                    validated.1.clone(),
+                    ReplayOptions::default(),
+                );
+                let (summary, reports) =
+                    p.verify_module(&candidate, options.verify_limit, progress)?;
+                if !summary.ok() {
+                    return Err(ApiError::Refused(Box::new(Verification {
+                        verified: false,
+                        module: Some(candidate.module_hash().clone()),
+                        summary,
+                        reports,
+                    })));
+                }
+                verified = Some(Verified {
+                    replayed: reports.len(),
+                    summary,
+                });
+            }
+            let d = p
+                .registry()
+                .store_validated(&wasm, validated)
+                .map_err(Error::from)?;
+            for (t, policy) in &policies {
+                p.store()
+                    .set_policy(&d.hash, t, *policy)
+                    .map_err(Error::from)?;
+            }
+            if let Some(name) = &options.alias {
+                Pinion::set_alias(p, name, &d.hash.0)?;
+            }
+            Ok(Deployment {
+                hash: d.hash,
+                size: d.size,
+                new: d.newly_stored,
+                workflows: d.manifest.workflows,
+                activities: d.manifest.activities,
+                version_label: d.manifest.version_label,
+                sdk_version: d.manifest.sdk_version,
+                alias: options.alias.clone(),
+                verified,
+                deprecation: crate::sandbox::abi_deprecation(d.manifest.abi_version),
+            })
+        }))
+    }
+
+    /// [`Api::set_alias`]: finds the module; the prepared step verifies (when asked), then
+    /// points the alias.
+    ///
+    /// # Errors
+    /// Unknown module.
+    pub fn prepare_set_alias(
+        &self,
+        name: String,
+        body: SetAliasBody,
+    ) -> Result<Prepared<AliasSet>, ApiError> {
+        let replayer = if body.verify {
+            Some(self.replayer_for(&body.module)?)
+        } else {
+            self.registry().resolve(&body.module).map_err(Error::from)?;
+            None
+        };
+        Ok(Box::new(move |p: &Pinion, progress: &Progress| {
+            if let Some(replayer) = replayer {
+                let (summary, reports) = p.verify_module(&replayer, body.verify_limit, progress)?;
+                if !summary.ok() {
+                    return Err(ApiError::Refused(Box::new(Verification {
+                        verified: false,
+                        module: None,
+                        summary,
+                        reports,
+                    })));
+                }
+            }
+            let module = Pinion::set_alias(p, &name, &body.module)?;
+            Ok(AliasSet {
+                alias: name,
+                module,
+            })
+        }))
+    }
+
+    /// [`Api::replay`]: loads the candidate and checks the filter; the prepared step
+    /// replays the chosen histories, one in memory at a time.
+    ///
+    /// # Errors
+    /// A candidate that is not a module, an unknown module, a bad status.
+    pub fn prepare_replay(
+        &self,
+        candidate: Candidate,
+        query: ReplayQuery,
+    ) -> Result<Prepared<ReplayResponse>, ApiError> {
+        let options = ReplayOptions {
+            strict_inputs: query.strict_inputs,
+        };
+        let replayer = match candidate {
+            Candidate::Bytes(bytes) => {
+                Replayer::with_sandbox(self.sandbox().clone(), &bytes, options)?
+            }
+            Candidate::Module(spec) => {
+                let m = self.resolve_module(&spec)?;
+                let loaded = self.registry().load(&m.hash).map_err(Error::from)?;
+                Replayer::from_loaded(
+                    self.sandbox().clone(),
+                    (*loaded).clone(),
+                    m.hash,
+                    m.manifest,
+                    options,
+                )
+            }
+        };
+        let status = match query.status.as_deref() {
+            // Asking for instances by id means those instances, whatever their status.
+            None if query.ids.is_empty() => Some(InstanceStatus::Running),
+            None | Some("all") => None,
+            Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown status `{s}`; use running, completed, failed, blocked, cancelled, terminated or all"
+                ))
+            })?),
+        };
+        let filter = InstanceFilter {
+            status,
+            workflow_type: query.workflow_type.clone(),
+            ids: query.ids.iter().map(|i| InstanceId(i.clone())).collect(),
+            limit: query.limit,
+            ..Default::default()
+        };
+        Ok(Box::new(move |p: &Pinion, progress: &Progress| {
+            let exported = &replayer.manifest().workflows;
+            // Without an explicit type, replay only the types the candidate exports.
+            let chosen: Vec<InstanceId> = Pinion::list(p, &filter)?
+                .into_iter()
+                .filter(|rec| {
+                    filter.workflow_type.is_some() || exported.contains(&rec.workflow_type)
+                })
+                .map(|rec| rec.id)
+                .collect();
+            progress.add_total(chosen.len() as u64);
+            // One history in memory at a time, not all of them.
+            let mut summary = ReplaySummary::default();
+            let mut reports = Vec::with_capacity(chosen.len());
+            for id in &chosen {
+                progress.check()?;
+                if let Some(h) = p.store().export_history(id).map_err(Error::from)? {
+                    let r = replayer.replay(&h);
+                    summary.add(&r);
+                    reports.push(r);
+                }
+                progress.step();
+            }
+            Ok(ReplayResponse {
+                module: replayer.module_hash().clone(),
+                summary,
+                reports,
+            })
+        }))
+    }
+
+    /// [`Api::upgrade`]: checks the selector, the target module and the named instance;
+    /// the prepared step replays and moves each instance.
+    ///
+    /// # Errors
+    /// A bad selector, an unknown module or instance.
+    pub fn prepare_upgrade(
+        &self,
+        body: UpgradeBody,
+    ) -> Result<Prepared<UpgradeResponse>, ApiError> {
+        let selector = match (&body.id, &body.from, &body.workflow_type) {
+            (Some(id), None, None) => {
+                Pinion::status(self, id)?;
+                UpgradeSelector::Id(id.clone())
+            }
+            (None, Some(from), None) => UpgradeSelector::From(self.resolve_module(from)?.hash),
+            (None, None, Some(t)) => UpgradeSelector::WorkflowType(t.clone()),
+            _ => {
+                return Err(ApiError::InvalidInput(
+                    "choose the instances with exactly one of `id`, `from` and `workflow_type`"
+                        .into(),
+                ))
+            }
+        };
+        self.resolve_module(&body.to)?;
+        Ok(Box::new(move |p: &Pinion, progress: &Progress| {
+            let results = Pinion::upgrade(p, &body.to, &selector, body.dry_run, progress)?;
+            Ok(UpgradeResponse {
+                dry_run: body.dry_run,
+                results,
+            })
+        }))
+    }
 }
 
 impl Api for Pinion {
     fn deploy(&self, wasm: &[u8], options: &DeployOptions) -> Result<Deployment, ApiError> {
-        // Validate everything (module and options), and verify, before anything is stored;
-        // the module is compiled once for all three.
-        let validated = self.registry().validate(wasm).map_err(Error::from)?;
-        let policies = parse_policies(&validated.1.workflows, &options.on_nondeterminism)?;
-        let mut verified = None;
-        if options.verify {
-            let candidate = Replayer::from_loaded(
-                self.sandbox().clone(),
-                validated.2.clone(),
-                validated.0.clone(),
-                validated.1.clone(),
-                ReplayOptions::default(),
-            );
-            let (summary, reports) = self.verify_module(&candidate, options.verify_limit)?;
-            if !summary.ok() {
-                return Err(ApiError::Refused(Box::new(Verification {
-                    verified: false,
-                    module: Some(candidate.module_hash().clone()),
-                    summary,
-                    reports,
-                })));
-            }
-            verified = Some(Verified {
-                replayed: reports.len(),
-                summary,
-            });
-        }
-        let d = self
-            .registry()
-            .store_validated(wasm, validated)
-            .map_err(Error::from)?;
-        for (t, policy) in &policies {
-            self.store()
-                .set_policy(&d.hash, t, *policy)
-                .map_err(Error::from)?;
-        }
-        if let Some(name) = &options.alias {
-            Pinion::set_alias(self, name, &d.hash.0)?;
-        }
-        Ok(Deployment {
-            hash: d.hash,
-            size: d.size,
-            new: d.newly_stored,
-            workflows: d.manifest.workflows,
-            activities: d.manifest.activities,
-            version_label: d.manifest.version_label,
-            sdk_version: d.manifest.sdk_version,
-            alias: options.alias.clone(),
-            verified,
-            deprecation: crate::sandbox::abi_deprecation(d.manifest.abi_version),
-        })
+        self.prepare_deploy(wasm.to_vec(), options.clone())?(self, &Progress::new())
     }
 
     fn start(&self, body: &StartBody) -> Result<Started, ApiError> {
@@ -424,23 +580,7 @@ impl Api for Pinion {
     }
 
     fn set_alias(&self, name: &str, body: &SetAliasBody) -> Result<AliasSet, ApiError> {
-        if body.verify {
-            let replayer = self.replayer_for(&body.module)?;
-            let (summary, reports) = self.verify_module(&replayer, body.verify_limit)?;
-            if !summary.ok() {
-                return Err(ApiError::Refused(Box::new(Verification {
-                    verified: false,
-                    module: None,
-                    summary,
-                    reports,
-                })));
-            }
-        }
-        let module = Pinion::set_alias(self, name, &body.module)?;
-        Ok(AliasSet {
-            alias: name.into(),
-            module,
-        })
+        self.prepare_set_alias(name.into(), body.clone())?(self, &Progress::new())
     }
 
     fn ramp_alias(&self, name: &str, body: &RampBody) -> Result<AliasRamp, ApiError> {
@@ -481,78 +621,11 @@ impl Api for Pinion {
         candidate: &Candidate,
         query: &ReplayQuery,
     ) -> Result<ReplayResponse, ApiError> {
-        let options = ReplayOptions {
-            strict_inputs: query.strict_inputs,
-        };
-        let replayer = match candidate {
-            Candidate::Bytes(bytes) => {
-                Replayer::with_sandbox(self.sandbox().clone(), bytes, options)?
-            }
-            Candidate::Module(spec) => {
-                let m = self.resolve_module(spec)?;
-                let loaded = self.registry().load(&m.hash).map_err(Error::from)?;
-                Replayer::from_loaded(
-                    self.sandbox().clone(),
-                    (*loaded).clone(),
-                    m.hash,
-                    m.manifest,
-                    options,
-                )
-            }
-        };
-        let status = match query.status.as_deref() {
-            // Asking for instances by id means those instances, whatever their status.
-            None if query.ids.is_empty() => Some(InstanceStatus::Running),
-            None | Some("all") => None,
-            Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown status `{s}`; use running, completed, failed, blocked, cancelled, terminated or all"
-                ))
-            })?),
-        };
-        let filter = InstanceFilter {
-            status,
-            workflow_type: query.workflow_type.clone(),
-            ids: query.ids.iter().map(|i| InstanceId(i.clone())).collect(),
-            limit: query.limit,
-            ..Default::default()
-        };
-        let exported = &replayer.manifest().workflows;
-        let mut hs = Vec::new();
-        for rec in Pinion::list(self, &filter)? {
-            // Without an explicit type, replay only the types the candidate exports.
-            if filter.workflow_type.is_none() && !exported.contains(&rec.workflow_type) {
-                continue;
-            }
-            if let Some(h) = self.store().export_history(&rec.id).map_err(Error::from)? {
-                hs.push(h);
-            }
-        }
-        let (summary, reports) = replay_all(&replayer, &hs);
-        Ok(ReplayResponse {
-            module: replayer.module_hash().clone(),
-            summary,
-            reports,
-        })
+        self.prepare_replay(candidate.clone(), query.clone())?(self, &Progress::new())
     }
 
     fn upgrade(&self, body: &UpgradeBody) -> Result<UpgradeResponse, ApiError> {
-        let selector = match (&body.id, &body.from, &body.workflow_type) {
-            (Some(id), None, None) => UpgradeSelector::Id(id.clone()),
-            (None, Some(from), None) => UpgradeSelector::From(self.resolve_module(from)?.hash),
-            (None, None, Some(t)) => UpgradeSelector::WorkflowType(t.clone()),
-            _ => {
-                return Err(ApiError::InvalidInput(
-                    "choose the instances with exactly one of `id`, `from` and `workflow_type`"
-                        .into(),
-                ))
-            }
-        };
-        let results = Pinion::upgrade(self, &body.to, &selector, body.dry_run)?;
-        Ok(UpgradeResponse {
-            dry_run: body.dry_run,
-            results,
-        })
+        self.prepare_upgrade(body.clone())?(self, &Progress::new())
     }
 
     fn gc(&self, body: &GcBody) -> Result<GcResponse, ApiError> {

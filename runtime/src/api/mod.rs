@@ -36,6 +36,7 @@ pub mod client;
 pub mod error;
 mod events;
 mod extract;
+pub mod jobs;
 pub mod local;
 pub mod routes;
 pub mod server;

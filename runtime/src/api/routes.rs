@@ -19,15 +19,16 @@ use tokio::sync::watch;
 use super::auth::{require_token, Tokens};
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, Segment, Segments, WasmBody};
+use super::jobs::{Jobs, Work};
+use super::local::Prepared;
 use super::types::{
-    AliasHistory, AliasList, AliasRamp, AliasSet, Candidate, DeployOptions, Deployment, GcBody,
-    GcResponse, InputBody, InstancePage, ListQuery, ModuleList, QueryAnswer, RampBody, ReplayQuery,
-    ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopOneBody, StopVerb,
-    Stopped, UpgradeBody, UpgradeResponse, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE,
-    MAX_WAIT_SECS, MAX_WASM_BYTES,
+    AliasHistory, AliasList, AliasRamp, Candidate, DeployOptions, GcBody, GcResponse, InputBody,
+    InstancePage, JobList, JobView, ListQuery, ModuleList, QueryAnswer, RampBody, ReplayQuery,
+    SetAliasBody, Signalled, StartBody, Started, StopBody, StopOneBody, StopVerb, Stopped,
+    UpgradeBody, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE, MAX_WAIT_SECS, MAX_WASM_BYTES,
 };
 use super::{Api, OPENAPI};
-use crate::engine::{Error, Pinion};
+use crate::engine::{Error, Pinion, Progress};
 use crate::history::{HistoryExport, InstanceStatus};
 use crate::store::InstanceRecord;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     /// The instances the head watcher saw change last, for long polls to wait on.
     pub(super) changed: watch::Receiver<Arc<Changed>>,
     pub(super) changed_tx: Arc<watch::Sender<Arc<Changed>>>,
+    /// Replays, verifies and upgrades running in the background.
+    pub(super) jobs: Arc<Jobs>,
 }
 
 /// The instances that had lifecycle events (ended, blocked, started, ...) in one step of
@@ -71,7 +74,46 @@ impl AppState {
             events_head,
             changed,
             changed_tx: Arc::new(changed_tx),
+            jobs: Arc::new(Jobs::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
         }
+    }
+
+    /// Cancels every job (the server is stopping).
+    pub(super) fn cancel_jobs(&self) {
+        self.jobs.cancel_all();
+    }
+
+    /// Runs a long operation (replay, verify, upgrade). It is prepared inside the request,
+    /// so a bad request is refused as usual; then it runs as a job when `job`, answering
+    /// at once, or else inside the request, cancelled (before its next instance) if the
+    /// request is dropped: its client went away, or the request timeout ran out.
+    async fn long<T: serde::Serialize + Send + 'static>(
+        &self,
+        kind: &'static str,
+        job: bool,
+        prepare: impl FnOnce(&Pinion) -> Result<Prepared<T>, ApiError> + Send + 'static,
+    ) -> Result<Answer<T>, ApiError> {
+        let run = self.run(prepare).await?;
+        if job {
+            let work: Work = Box::new(move |p, progress| {
+                let value = run(p, progress)?;
+                serde_json::to_value(value)
+                    .map_err(|e| ApiError::Internal(format!("encoding the job's result: {e}")))
+            });
+            let job = self.jobs.submit(self.pinion.clone(), kind, work)?;
+            return Ok(Answer::Job(Box::new(job)));
+        }
+        struct CancelOnDrop(Arc<Progress>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.cancel();
+            }
+        }
+        let progress = Arc::new(Progress::new());
+        let _cancel = CancelOnDrop(progress.clone());
+        Ok(Answer::Now(self.run(move |p| run(p, &progress)).await?))
     }
 
     /// Runs a blocking engine call off the async workers.
@@ -83,6 +125,27 @@ impl AppState {
         tokio::task::spawn_blocking(move || f(&p))
             .await
             .map_err(|e| ApiError::Internal(format!("the request's task failed: {e}")))?
+    }
+}
+
+/// What a long operation answered: its result, or the job running it.
+enum Answer<T> {
+    Now(T),
+    Job(Box<JobView>),
+}
+
+impl<T: serde::Serialize> Answer<T> {
+    /// `status` with the result, or `202 Accepted` with the job and its `Location`.
+    fn respond(self, status: StatusCode) -> axum::response::Response {
+        match self {
+            Answer::Now(t) => (status, Json(t)).into_response(),
+            Answer::Job(job) => (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
+                Json(*job),
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -144,6 +207,9 @@ fn entries() -> Vec<Entry> {
         at("POST", "/v1/replay", replay.layer(wasm())),
         at("POST", "/v1/upgrade", upgrade),
         at("POST", "/v1/gc", gc),
+        at("GET", "/v1/jobs", jobs),
+        at("GET", "/v1/jobs/{id}", job),
+        at("POST", "/v1/jobs/{id}/cancel", cancel_job),
     ]
 }
 
@@ -196,8 +262,14 @@ async fn deploy(
     State(s): State<AppState>,
     params: Params,
     WasmBody(wasm): WasmBody,
-) -> Result<(StatusCode, Json<Deployment>), ApiError> {
-    let params = params.only(&["alias", "verify", "verify_limit", "on_nondeterminism"])?;
+) -> Result<axum::response::Response, ApiError> {
+    let params = params.only(&[
+        "alias",
+        "verify",
+        "verify_limit",
+        "on_nondeterminism",
+        "job",
+    ])?;
     let options = DeployOptions {
         alias: params.text("alias")?,
         verify: params.flag("verify")?,
@@ -206,13 +278,16 @@ async fn deploy(
             .unwrap_or(DEFAULT_VERIFY_LIMIT),
         on_nondeterminism: params.all("on_nondeterminism"),
     };
-    let d = s.run(move |p| Api::deploy(p, &wasm, &options)).await?;
-    let status = if d.new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let answer = s
+        .long("deploy", params.flag("job")?, move |p| {
+            p.prepare_deploy(wasm.to_vec(), options)
+        })
+        .await?;
+    let status = match &answer {
+        Answer::Now(d) if !d.new => StatusCode::OK,
+        _ => StatusCode::CREATED,
     };
-    Ok((status, Json(d)))
+    Ok(answer.respond(status))
 }
 
 async fn modules(State(s): State<AppState>, params: Params) -> Result<Json<ModuleList>, ApiError> {
@@ -423,9 +498,14 @@ async fn set_alias(
     Segment(name): Segment,
     params: Params,
     JsonBody(body): JsonBody<SetAliasBody>,
-) -> Result<Json<AliasSet>, ApiError> {
-    params.only(&[])?;
-    Ok(Json(s.run(move |p| Api::set_alias(p, &name, &body)).await?))
+) -> Result<axum::response::Response, ApiError> {
+    let params = params.only(&["job"])?;
+    let answer = s
+        .long("alias_set", params.flag("job")?, move |p| {
+            p.prepare_set_alias(name, body)
+        })
+        .await?;
+    Ok(answer.respond(StatusCode::OK))
 }
 
 async fn ramp_alias(
@@ -464,7 +544,7 @@ async fn replay(
     State(s): State<AppState>,
     params: Params,
     WasmBody(wasm): WasmBody,
-) -> Result<Json<ReplayResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let params = params.only(&[
         "module",
         "workflow_type",
@@ -472,6 +552,7 @@ async fn replay(
         "id",
         "limit",
         "strict_inputs",
+        "job",
     ])?;
     let candidate = match (params.text("module")?, wasm.is_empty()) {
         (None, false) => Candidate::Bytes(wasm.to_vec()),
@@ -495,22 +576,38 @@ async fn replay(
         limit: params.parse("limit", "a whole number")?,
         strict_inputs: params.flag("strict_inputs")?,
     };
-    Ok(Json(
-        s.run(move |p| Api::replay(p, &candidate, &query)).await?,
-    ))
+    let answer = s
+        .long("replay", params.flag("job")?, move |p| {
+            p.prepare_replay(candidate, query)
+        })
+        .await?;
+    Ok(answer.respond(StatusCode::OK))
 }
 
 async fn upgrade(
     State(s): State<AppState>,
     params: Params,
     JsonBody(body): JsonBody<UpgradeBody>,
-) -> Result<Json<UpgradeResponse>, ApiError> {
-    params.only(&[])?;
-    let r = s.run(move |p| Api::upgrade(p, &body)).await?;
-    if r.results.iter().any(|u| u.upgraded) {
-        (s.wake)();
-    }
-    Ok(Json(r))
+) -> Result<axum::response::Response, ApiError> {
+    let params = params.only(&["job"])?;
+    let wake = s.wake.clone();
+    let answer = s
+        .long("upgrade", params.flag("job")?, move |p| {
+            let run = p.prepare_upgrade(body)?;
+            let run: Prepared<_> = Box::new(move |p: &Pinion, progress: &Progress| {
+                let r = run(p, progress);
+                // Wake the workers for the moved instances, even when the rest failed.
+                if r.as_ref()
+                    .map_or(true, |r| r.results.iter().any(|u| u.upgraded))
+                {
+                    wake();
+                }
+                r
+            });
+            Ok(run)
+        })
+        .await?;
+    Ok(answer.respond(StatusCode::OK))
 }
 
 async fn gc(
@@ -520,6 +617,43 @@ async fn gc(
 ) -> Result<Json<GcResponse>, ApiError> {
     params.only(&[])?;
     Ok(Json(s.run(move |p| Api::gc(p, &body)).await?))
+}
+
+async fn jobs(State(s): State<AppState>, params: Params) -> Result<Json<JobList>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(JobList {
+        jobs: s.jobs.list(),
+    }))
+}
+
+async fn job(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+) -> Result<Json<JobView>, ApiError> {
+    let params = params.only(&["wait"])?;
+    let wait = params
+        .parse::<u64>("wait", "a whole number of seconds")?
+        .unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
+        )));
+    }
+    Ok(Json(
+        s.jobs
+            .get(&id, Duration::from_secs(wait), s.shutdown.clone())
+            .await?,
+    ))
+}
+
+async fn cancel_job(
+    State(s): State<AppState>,
+    Segment(id): Segment,
+    params: Params,
+) -> Result<Json<JobView>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(s.jobs.cancel(&id)?))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::auth::Tokens;
+use super::error::ApiError;
 use super::routes::{router, AppState};
 use super::webhooks::{Deliveries, Webhook};
 use crate::engine::{Pinion, WorkerGuard};
@@ -64,6 +65,10 @@ pub struct ServerConfig {
     /// Connections served at once; further ones wait in the listen backlog until one
     /// closes.
     pub max_connections: usize,
+    /// A request whose answer is not ready this long after its head arrived (body upload
+    /// included) is answered `504 timed_out`; what it ran is cancelled before its next
+    /// instance. Long polls wait at most a minute; event streams and jobs are not bound.
+    pub request_timeout: Duration,
     /// Ended instances older than this are purged periodically; `None` keeps them.
     pub retention: Option<Duration>,
     /// Serve HTTPS with this acceptor (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
@@ -74,6 +79,8 @@ pub struct ServerConfig {
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServerConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default [`ServerConfig::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ServerConfig {
     /// Checks the authentication rule: a token, or `no_auth` on a loopback address.
@@ -104,6 +111,7 @@ impl ServerConfig {
                 webhooks: Vec::new(),
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 retention: None,
                 tls: None,
             }),
@@ -187,11 +195,27 @@ fn run(
         let state = AppState::new(pinion, wake, stop_rx, head_rx);
         tokio::spawn(super::events::watch_head(state.clone(), head_tx));
         let limits = config.limits();
-        let app = router(state, config.tokens);
+        let jobs = state.clone();
+        let app = router(state, config.tokens)
+            .layer(axum::middleware::from_fn_with_state(
+                config.request_timeout,
+                request_timeout,
+            ))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                |panic: Box<dyn std::any::Any + Send>| {
+                    use axum::response::IntoResponse;
+                    ApiError::Internal(format!(
+                        "the request's handler panicked: {}",
+                        crate::worker::panic_message(panic.as_ref())
+                    ))
+                    .into_response()
+                },
+            ));
         ready(addr);
         let stop = async move {
             signals.recv().await;
-            eprintln!("pinion server: stopping; in-flight requests and tasks finish first");
+            eprintln!("pinion server: stopping; in-flight requests and tasks finish first, jobs are cancelled");
+            jobs.cancel_jobs();
             let _ = stop_tx.send(true);
         };
         accept_loop(listener, app, &limits, stop).await;
@@ -200,6 +224,21 @@ fn run(
     // Requests are done; engine calls they started have returned. Give stragglers a bound.
     rt.shutdown_timeout(Duration::from_secs(30));
     result
+}
+
+/// Answers `504 timed_out` for a request not answered within `limit`, dropping (so
+/// cancelling) its handler. A response that streams (the event stream) is answered at
+/// once and not bound.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(limit).into_response(),
+    }
 }
 
 /// The server's retention thread: purges ended instances older than the retention every

@@ -528,3 +528,71 @@ mod tests {
         }
     }
 }
+
+/// Jobs queued or running at once; a further job is refused with `unavailable`.
+pub const MAX_ACTIVE_JOBS: usize = 64;
+/// Finished jobs kept for `GET /v1/jobs` (the oldest are forgotten first).
+pub const KEPT_FINISHED_JOBS: usize = 100;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a free job slot (one per core).
+    Queued,
+    /// Running; `done` of `total` instances so far.
+    Running,
+    /// Finished; `result` holds what the request would have answered.
+    Succeeded,
+    /// Finished with an error; `error` holds it (as an error response's `error`).
+    Failed,
+    /// Cancelled before it finished; what it did before stays done.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job has finished (succeeded, failed or cancelled).
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A long operation run in the background (`job=true` on replay, upgrade, and deploy or
+/// alias set with `verify`): `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// `job-N`, unique while the server runs (jobs do not survive a restart).
+    pub id: String,
+    /// `replay`, `upgrade`, `deploy` or `alias_set`.
+    pub kind: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Instances finished.
+    pub done: u64,
+    /// Instances chosen (known once the job has chosen them).
+    pub total: u64,
+    /// When it was submitted (epoch ms).
+    pub created_at_ms: u64,
+    /// When it started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// What the request would have answered (only in `GET /v1/jobs/{id}`, once succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed or was cancelled, as an error response's `error` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::error::ErrorObject>,
+}
+
+/// `GET /v1/jobs`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    /// The jobs, without their results.
+    pub jobs: Vec<JobView>,
+}

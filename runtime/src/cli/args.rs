@@ -182,6 +182,15 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A server's jobs (long replays, verifies and upgrades, which the CLI runs as jobs
+    /// over --server): list them, show one, or cancel one.
+    Jobs {
+        /// The job to show (default: list them all, newest first).
+        id: Option<String>,
+        /// Cancel the job: it stops before its next instance; what it did stays done.
+        #[arg(long, requires = "id")]
+        cancel: bool,
+    },
     /// Copy the database to FILE, consistently, while a server may be running on it
     /// (SQLite's online backup). Restore by using FILE as the database.
     Backup {
@@ -333,6 +342,11 @@ pub struct ServerArgs {
     /// Connections served at once; further clients wait until one closes.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    /// Answer `504 timed_out` to a request not answered this many milliseconds after its
+    /// head arrived (upload included), and cancel what it ran. Long polls wait at most a
+    /// minute; event streams and jobs (`job=true`, what the CLI uses) are not bound.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
     /// Start even when running or blocked instances pin modules this pinion cannot run
     /// (see the runtime upgrade check): those instances will be blocked.
     #[arg(long)]

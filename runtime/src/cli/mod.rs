@@ -228,11 +228,11 @@ fn client_token(cli: &Cli) -> Result<Option<Token>, Failure> {
 /// Where the verb runs: a server (`--server`), else the database file.
 fn api(cli: &Cli) -> Result<Box<dyn Api>, Failure> {
     match &cli.server {
-        Some(url) => Ok(Box::new(Client::with_ca(
-            url,
-            client_token(cli)?,
-            cli.ca_file.as_deref(),
-        )?)),
+        Some(url) => {
+            let mut client = Client::with_ca(url, client_token(cli)?, cli.ca_file.as_deref())?;
+            client.show_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            Ok(Box::new(client))
+        }
         None => Ok(Box::new(open(cli)?)),
     }
 }
@@ -551,6 +551,28 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Jobs { id, cancel } => {
+            let Some(url) = &cli.server else {
+                return Err(usage(
+                    "`pinion jobs` lists a server's jobs: give --server URL (or PINION_SERVER)",
+                ));
+            };
+            let client = Client::with_ca(url, client_token(&cli)?, cli.ca_file.as_deref())?;
+            let jobs = match (id, cancel) {
+                (Some(id), true) => vec![client.cancel_job(id)?],
+                (Some(id), false) => vec![client.job(id, Duration::ZERO)?],
+                (None, _) => client.jobs()?,
+            };
+            if json {
+                match (id, jobs.first()) {
+                    (Some(_), Some(j)) => print_json(j),
+                    _ => print_json(&jobs),
+                }
+            } else {
+                crate::cli::print::jobs(&jobs, id.is_some());
+            }
+            Ok(0)
+        }
         Command::Backup { file } => {
             local_only(&cli, "`pinion backup` (it copies the database file)")?;
             let report = crate::store::sqlite::backup(&cli.db, file).map_err(Error::from)?;
@@ -606,6 +628,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 })?);
             }
             config.max_connections = args.max_connections as usize;
+            config.request_timeout = Duration::from_millis(args.request_timeout_ms);
             if let Some(path) = &args.webhook_secret_file {
                 let secret = Token::from_file(path).map_err(|e| Failure {
                     code: 4,

@@ -206,3 +206,28 @@ pub fn print_refusal(v: &Verification, json: bool, what: &str) {
     }
     eprintln!("{what}: {}", v.summary);
 }
+
+/// `pinion jobs`: a table; with one job, also its error (its result is in `--json`).
+pub fn jobs(jobs: &[crate::api::types::JobView], one: bool) {
+    let name = |j: &crate::api::types::JobView| {
+        serde_json::to_value(j.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    println!("{:<10} {:<10} {:<10} {:>15}", "ID", "KIND", "STATE", "DONE");
+    for j in jobs {
+        println!(
+            "{:<10} {:<10} {:<10} {:>15}",
+            j.id,
+            j.kind,
+            name(j),
+            format!("{}/{}", j.done, j.total)
+        );
+        if one {
+            if let Some(e) = &j.error {
+                println!("error: {}: {}", e.code, e.message);
+            }
+        }
+    }
+}

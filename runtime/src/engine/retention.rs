@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Error, Pinion};
-use crate::history::{history_file_name, InstanceId};
+use crate::history::{history_file_name, run_file_name, InstanceId};
 
 /// Instances deleted (or, in a dry run, that would be) per transaction.
 const PURGE_BATCH: u32 = 500;
@@ -16,7 +16,7 @@ const PURGE_BATCH: u32 = 500;
 pub struct PurgeReport {
     /// The instances deleted, or that a dry run would delete, oldest first.
     pub instances: Vec<String>,
-    /// Histories written to the export directory.
+    /// History files written to the export directory (one per run).
     pub exported: u64,
     /// True for a dry run: nothing was deleted or written.
     pub dry_run: bool,
@@ -27,8 +27,9 @@ impl Pinion {
     /// changed longer than `older_than` ago, of `workflow_type` if given: their histories,
     /// archived runs and rows. Running, blocked and imported instances are never touched;
     /// lifecycle events stay. With `export`, each history is first written to
-    /// `export/<id>.json` (as `pinion history export`; an existing file stops the purge
-    /// before anything of that instance is deleted).
+    /// `export/<id>.json` (as `pinion history export`), and each archived run of it to
+    /// `export/<id>@run<N>.json`; an existing file stops the purge before anything of that
+    /// instance is deleted.
     ///
     /// # Errors
     /// Storage errors; [`Error::Io`] when an export file cannot be written.
@@ -67,25 +68,43 @@ impl Pinion {
             }
             if let Some(dir) = export {
                 for id in &ids {
-                    let Some(h) = self.store.export_history(id)? else {
-                        continue;
-                    };
-                    let path = dir.join(history_file_name(&id.0));
-                    let json = serde_json::to_string_pretty(&h)
-                        .map_err(|e| Error::InvalidInput(format!("encoding {id}: {e}")))?;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&path)
-                        .and_then(|mut f| std::io::Write::write_all(&mut f, json.as_bytes()))
-                        .map_err(|e| io(&path, &e))?;
-                    report.exported += 1;
+                    report.exported += self.export_all_runs(id, dir)?;
                 }
             }
             self.store.purge_instances(&ids)?;
             report.instances.extend(ids.into_iter().map(|i| i.0));
         }
         Ok(report)
+    }
+}
+
+impl Pinion {
+    /// Writes every run of `id` to `dir`: the current one as `<id>.json`, each archived
+    /// one (ended with continue-as-new) as `<id>@run<N>.json`, each file new (an existing
+    /// one is an error, before anything is deleted). Returns the files written.
+    fn export_all_runs(&self, id: &InstanceId, dir: &Path) -> Result<u64, Error> {
+        let Some(current) = self.store.export_history(id)? else {
+            return Ok(0);
+        };
+        let mut runs = Vec::new();
+        for run in 1..current.run {
+            if let Some(h) = self.store.archived_run(id, run)? {
+                runs.push((run_file_name(&id.0, run), h));
+            }
+        }
+        runs.push((history_file_name(&id.0), current));
+        for (name, h) in &runs {
+            let path = dir.join(name);
+            let json = serde_json::to_string_pretty(h)
+                .map_err(|e| Error::InvalidInput(format!("encoding {id}: {e}")))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, json.as_bytes()))
+                .map_err(|e| io(&path, &e))?;
+        }
+        Ok(runs.len() as u64)
     }
 }
 
