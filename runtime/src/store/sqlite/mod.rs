@@ -173,14 +173,14 @@ fn resolve_op(
 ) -> impl FnOnce(&Connection) -> Result<bool, StoreError> + Send + 'static {
     let instance = instance.0.clone();
     move |c| {
-        let current: Option<u32> = c
-            .query_row(
-                "SELECT attempt FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
-                params![instance, seq],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(map_err)?;
+        let current: Option<u32> = query_one(
+            c,
+            "SELECT attempt FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2",
+            params![instance, seq],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
         if current != Some(attempt) {
             return Ok(false);
         }
@@ -312,15 +312,15 @@ fn commit_op(
     Ok(move |c: &Connection| {
         let id = &commit.instance_id.0;
         let now = commit.now_ms as i64;
-        let (count, cur_status, module): (i64, String, String) = c
-            .query_row(
-                "SELECT event_count, status, module_hash FROM instances WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+        let (count, cur_status, module): (i64, String, String) = query_one(
+            c,
+            "SELECT event_count, status, module_hash FROM instances WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
         if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
             return Err(StoreError::Conflict(format!(
                 "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
@@ -399,13 +399,13 @@ fn commit_op(
             for seq in &commit.cancelled_activities {
                 d.execute(params![id, seq]).map_err(map_err)?;
             }
-            let pending: i64 = c
-                .query_row(
-                    "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
-                    [id],
-                    |r| r.get(0),
-                )
-                .map_err(map_err)?;
+            let pending: i64 = query_one(
+                c,
+                "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
             exec(c,
                 "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4 WHERE id = ?1",
                 params![id, count + encoded.len() as i64, now, pending],
@@ -415,13 +415,13 @@ fn commit_op(
             // Input that arrived while this activation ran (a signal, typically) must not
             // vanish with the instance: refuse to close, so the worker redoes the
             // activation with that input delivered and recorded.
-            let late: bool = c
-                .query_row(
-                    "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
-                    [id],
-                    |r| r.get(0),
-                )
-                .map_err(map_err)?;
+            let late: bool = query_one(
+                c,
+                "SELECT EXISTS(SELECT 1 FROM inbox WHERE instance_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
             if late {
                 return Err(StoreError::Conflict(format!(
                     "instance {id}: new input arrived while its final activation ran; redoing it with that input"

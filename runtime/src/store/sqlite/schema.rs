@@ -36,7 +36,7 @@ impl SqliteStore {
         };
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(options.busy_timeout)?;
-        conn.set_prepared_statement_cache_capacity(64);
+        conn.set_prepared_statement_cache_capacity(256);
         // The pragmas, in one place. journal_mode is persistent in the file; the others are
         // per connection.
         if !options.read_only {

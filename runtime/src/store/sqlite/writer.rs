@@ -85,7 +85,7 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let err = map_err(e);
             for job in batch {
                 job.finish(Err(err.clone()));
@@ -140,7 +140,7 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
                 Err(e)
             }
             None => {
-                let c = conn.execute_batch("COMMIT").map_err(map_err);
+                let c = exec(&conn, "COMMIT").map(|_| ()).map_err(map_err);
                 if c.is_err() && !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
