@@ -732,6 +732,7 @@ impl WorkflowRun {
                         activity_type: activity_type.clone(),
                         input: input.clone(),
                         options: options.clone(),
+                        lease_until_ms: None,
                     });
                     EventKind::ActivityScheduled {
                         seq,

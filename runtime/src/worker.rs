@@ -37,7 +37,8 @@ use crate::registry::{ModuleTarget, Registry};
 use crate::sandbox::activity::AttemptControl;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{
-    ActivationCommit, ActivityResolution, ActivityTask, NondeterminismPolicy, Store, StoreError,
+    ActivationCommit, ActivityResolution, ActivityTask, InstanceOutcome, NondeterminismPolicy,
+    Store, StoreError,
 };
 
 /// One line a guest wrote, tagged with where it came from.
@@ -188,6 +189,9 @@ struct AfterCommit {
     scheduled: bool,
     timers: bool,
     cancelled: Vec<u32>,
+    /// First attempts this process claimed in the commit itself (written leased), to
+    /// start once it is durable; their slots in `activities_running` are taken already.
+    handover: Vec<ActivityTask>,
 }
 
 /// Shared by every worker thread.
@@ -208,6 +212,8 @@ pub(crate) struct Shared {
     queue_cv: Condvar,
     cache: Mutex<RunCache>,
     activities_running: AtomicUsize,
+    /// Where activity attempts run.
+    activity_rt: tokio::runtime::Handle,
     /// The attempts in flight, by instance and sequence number, so a workflow that cancels
     /// an activity reaches its running attempt.
     attempts: Mutex<HashMap<(InstanceId, u32), Arc<AttemptControl>>>,
@@ -320,6 +326,7 @@ impl Worker {
             queue_cv: Condvar::new(),
             cache: Mutex::new(RunCache::new(config.cache_capacity)),
             activities_running: AtomicUsize::new(0),
+            activity_rt: activities.handle().clone(),
             attempts: Mutex::new(HashMap::new()),
             config,
         });
@@ -342,10 +349,10 @@ impl Worker {
                 Box::new(move || workflow_loop(&s)),
             ));
         }
-        let (s, handle) = (shared.clone(), activities.handle().clone());
+        let s = shared.clone();
         threads.push(spawn(
             "pinion-activity-claim".into(),
-            Box::new(move || claim_loop(&s, &handle)),
+            Box::new(move || claim_loop(&s)),
         ));
         let s = shared.clone();
         threads.push(spawn(
@@ -557,10 +564,19 @@ fn release(s: &Shared, id: &InstanceId) {
 }
 
 /// Finishes an activation whose commit the store answered.
-fn finish(s: &Shared, c: Committed) {
-    let Committed { id, after, result } = c;
+fn finish(s: &Arc<Shared>, c: Committed) {
+    let Committed {
+        id,
+        mut after,
+        result,
+    } = c;
+    let handover = std::mem::take(&mut after.handover);
     match result {
         Ok(()) => {
+            for task in handover {
+                s.activity_rt
+                    .spawn(contained_attempt(Arc::clone(s), Arc::new(task)));
+            }
             if !after.run.is_closed() {
                 s.cache
                     .lock()
@@ -578,7 +594,14 @@ fn finish(s: &Shared, c: Committed) {
             }
         }
         // The run is ahead of the durable history: drop it; the next activation rebuilds.
-        Err(e) => handle_error(s, &id, e),
+        Err(e) => {
+            if !handover.is_empty() {
+                s.activities_running
+                    .fetch_sub(handover.len(), Ordering::SeqCst);
+                s.activity_wake.notify();
+            }
+            handle_error(s, &id, e);
+        }
     }
     release(s, &id);
 }
@@ -661,13 +684,20 @@ fn process_instance(
     let resolve = |choice: &ModuleChoice, id: &str, workflow_type: &str| {
         resolve_module(s, &rec.module_hash, choice, id, workflow_type)
     };
-    let live = match run.run_live(&inputs, recorded, now, &resolve) {
+    let mut live = match run.run_live(&inputs, recorded, now, &resolve) {
         Ok(l) => l,
         Err(e) => return block(s, id, &e).map(|()| None),
     };
     emit(s, id, "workflow", &live.output);
-    let (scheduled, timers) = (!live.new_activities.is_empty(), !live.new_timers.is_empty());
     let cancelled = live.cancelled_activities.clone();
+    let handover = if matches!(live.outcome, InstanceOutcome::Running) {
+        claim_in_commit(s, &rec.module_hash, id, &mut live.new_activities, now)
+    } else {
+        Vec::new()
+    };
+    // The claim thread is woken only for tasks left for it.
+    let scheduled = live.new_activities.len() > handover.len();
+    let timers = !live.new_timers.is_empty();
     let commit = ActivationCommit {
         instance_id: id.clone(),
         expected_next_event: rec.event_count + 1,
@@ -689,8 +719,55 @@ fn process_instance(
             scheduled,
             timers,
             cancelled,
+            handover,
         },
     )))
+}
+
+/// Claims, within the activation's own commit, as many of its new activities as there
+/// are free attempt slots: each is written leased (attempt 1 started) and returned, to be
+/// run by this process once the commit is durable. This saves each step a claim (a read
+/// and a separate write) and the hand-off through the claim thread; the lease means the
+/// same as a claimed one (a crash counts the attempt as lost, see `Store::lost_activities`).
+fn claim_in_commit(
+    s: &Shared,
+    module: &ModuleHash,
+    id: &InstanceId,
+    new: &mut [crate::store::NewActivityTask],
+    now: u64,
+) -> Vec<ActivityTask> {
+    let free = s
+        .config
+        .max_activities
+        .max(1)
+        .saturating_sub(s.activities_running.load(Ordering::SeqCst));
+    let n = free.min(new.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    s.activities_running.fetch_add(n, Ordering::SeqCst);
+    let slack = s.config.activity_lease_slack.as_millis() as u64;
+    let default_timeout = s.sandbox.limits().default_activity_timeout.as_millis() as u64;
+    new[..n]
+        .iter_mut()
+        .map(|a| {
+            let timeout = a
+                .options
+                .start_to_close_timeout_ms
+                .unwrap_or(default_timeout);
+            a.lease_until_ms = Some(now + slack + timeout);
+            ActivityTask {
+                instance_id: id.clone(),
+                module_hash: module.clone(),
+                seq: a.seq,
+                activity_type: a.activity_type.clone(),
+                input: a.input.clone(),
+                options: a.options.clone(),
+                attempt: 1,
+                heartbeat_details: None,
+            }
+        })
+        .collect()
 }
 
 /// Resolves the module a child or a continued run asks for (see
@@ -748,7 +825,7 @@ fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, 
     }
 }
 
-fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
+fn claim_loop(s: &Arc<Shared>) {
     let slack = s.config.activity_lease_slack.as_millis() as u64;
     keep_running(&s.stop, "claiming activities", || {
         let seen = s.activity_wake.generation();
@@ -769,7 +846,8 @@ fn claim_loop(s: &Arc<Shared>, rt: &tokio::runtime::Handle) {
                     claimed = tasks.len();
                     for t in tasks {
                         s.activities_running.fetch_add(1, Ordering::SeqCst);
-                        rt.spawn(contained_attempt(s.clone(), Arc::new(t)));
+                        s.activity_rt
+                            .spawn(contained_attempt(s.clone(), Arc::new(t)));
                     }
                 }
                 Err(e) => report("claiming activities", &e),

@@ -189,6 +189,10 @@ pub struct NewActivityTask {
     pub input: Payload,
     /// Timeout and retry policy.
     pub options: ActivityOptions,
+    /// Claimed by the committing process until this time: the task is written already
+    /// leased, attempt 1 started, and the committer runs that attempt itself once the
+    /// commit is durable (no separate claim). `None`: written unclaimed, for any worker.
+    pub lease_until_ms: Option<u64>,
 }
 
 /// A claimed activity attempt.

@@ -292,6 +292,7 @@ fn commit_op(
             a.activity_type.clone(),
             a.input.json().to_owned(),
             to_json(&a.options)?,
+            a.lease_until_ms.map(|t| t as i64),
         ));
     }
     let (result, failure, status) = match &commit.outcome {
@@ -370,12 +371,12 @@ fn commit_op(
             start_children(c)?;
             let mut ins = c
                 .prepare_cached(
-                    "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                    "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms, lease_until_ms, started_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?7 END)",
                 )
                 .map_err(map_err)?;
-            for (seq, ty, input, options) in &activities {
-                ins.execute(params![id, seq, module, ty, input, options, now])
+            for (seq, ty, input, options, lease) in &activities {
+                ins.execute(params![id, seq, module, ty, input, options, now, lease])
                     .map_err(map_err)?;
             }
             let mut t = c
