@@ -174,6 +174,18 @@ struct Queue {
     ready: VecDeque<InstanceId>,
     taken: HashSet<InstanceId>,
     committed: Vec<Committed>,
+    /// Final activity outcomes not written yet: each goes into its instance's next
+    /// activation, committed with it (see [`deliver`]).
+    deliveries: HashMap<InstanceId, Vec<Delivery>>,
+}
+
+/// An activity's final outcome (completed, failed, timed out) held in memory for its
+/// instance's next activation, which records it and deletes the task in its own commit:
+/// one commit per step instead of one for the outcome and one for the activation.
+struct Delivery {
+    seq: u32,
+    attempt: u32,
+    event: EventKind,
 }
 
 /// An activation whose commit the store has answered.
@@ -192,6 +204,9 @@ struct AfterCommit {
     /// First attempts this process claimed in the commit itself (written leased), to
     /// start once it is durable; their slots in `activities_running` are taken already.
     handover: Vec<ActivityTask>,
+    /// The outcomes this activation recorded; if its commit fails they are written the
+    /// usual way ([`spill`]), so none is lost.
+    delivered: Vec<Delivery>,
 }
 
 /// Shared by every worker thread.
@@ -514,7 +529,8 @@ fn workflow_loop(s: &Arc<Shared>) {
                 continue;
             }
         };
-        let processed = match contain(|| process_instance(s, &id)) {
+        let deliveries = lock(&s.queue).deliveries.remove(&id).unwrap_or_default();
+        let processed = match contain(|| process_instance(s, &id, &deliveries)) {
             Ok(r) => r,
             Err(panic) => {
                 // A bug, not the instance's fault; but running it again would panic again.
@@ -522,21 +538,20 @@ fn workflow_loop(s: &Arc<Shared>) {
                     &format!("instance {id}"),
                     &format!("the engine panicked: {panic}"),
                 );
+                spill(s, &id, deliveries);
                 let _ = s.store.block_instance(
                     &id,
                     &format!("the engine panicked while activating it (a bug in pinion; please report it): {panic}"),
                     s.clock.now_ms(),
                 );
-                s.cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take(&id);
+                lock(&s.cache).take(&id);
                 release(s, &id);
                 continue;
             }
         };
         match processed {
-            Ok(Some((commit, after))) => {
+            Ok(Some((commit, mut after))) => {
+                after.delivered = deliveries;
                 let s2 = s.clone();
                 s.store.commit_activation_then(
                     commit,
@@ -548,8 +563,12 @@ fn workflow_loop(s: &Arc<Shared>) {
                     }),
                 );
             }
-            Ok(None) => release(s, &id),
+            Ok(None) => {
+                spill(s, &id, deliveries);
+                release(s, &id);
+            }
             Err(e) => {
+                spill(s, &id, deliveries);
                 handle_error(s, &id, e);
                 release(s, &id);
             }
@@ -557,9 +576,66 @@ fn workflow_loop(s: &Arc<Shared>) {
     }
 }
 
+/// Holds an activity's final outcome for its instance's next activation, and queues the
+/// instance (unless a workflow thread has it already: then it is queued again when that
+/// thread releases it). Once the worker is stopping, the outcome is written at once
+/// instead, since no workflow thread may be left to take it.
+fn deliver(s: &Arc<Shared>, task: &ActivityTask, event: EventKind) {
+    let d = Delivery {
+        seq: task.seq,
+        attempt: task.attempt,
+        event,
+    };
+    if stopping(s) {
+        spill(s, &task.instance_id, vec![d]);
+        return;
+    }
+    let mut q = lock(&s.queue);
+    q.deliveries
+        .entry(task.instance_id.clone())
+        .or_default()
+        .push(d);
+    if q.taken.insert(task.instance_id.clone()) {
+        q.ready.push_back(task.instance_id.clone());
+        drop(q);
+        s.queue_cv.notify_one();
+    }
+}
+
+/// Writes held outcomes the usual way, each in its own write: recorded into the inbox if
+/// the attempt is still current (the instance runs it in a later activation), discarded if
+/// not (the activity was cancelled, the instance ended).
+fn spill(s: &Arc<Shared>, id: &InstanceId, deliveries: Vec<Delivery>) {
+    let now = s.clock.now_ms();
+    for d in deliveries {
+        let (s2, id2, seq) = (s.clone(), id.clone(), d.seq);
+        s.store.resolve_activity_then(
+            id,
+            d.seq,
+            d.attempt,
+            ActivityResolution::Resolve(d.event),
+            now,
+            Box::new(move |recorded| match recorded {
+                Ok(true) => s2.workflow_wake.notify(),
+                Ok(false) => {}
+                Err(e) => report(&format!("recording activity {seq} of {id2}"), &e),
+            }),
+        );
+    }
+}
+
 /// Frees `id` for its next activation.
 fn release(s: &Shared, id: &InstanceId) {
-    lock(&s.queue).taken.remove(id);
+    let mut q = lock(&s.queue);
+    if q.deliveries.contains_key(id) {
+        // Outcomes arrived while it ran: it goes straight back in line for them.
+        q.ready.push_back(id.clone());
+        drop(q);
+        s.queue_cv.notify_one();
+        return;
+    }
+    q.taken.remove(id);
+    drop(q);
     s.workflow_wake.notify();
 }
 
@@ -571,6 +647,7 @@ fn finish(s: &Arc<Shared>, c: Committed) {
         result,
     } = c;
     let handover = std::mem::take(&mut after.handover);
+    let delivered = std::mem::take(&mut after.delivered);
     match result {
         Ok(()) => {
             for task in handover {
@@ -600,6 +677,9 @@ fn finish(s: &Arc<Shared>, c: Committed) {
                     .fetch_sub(handover.len(), Ordering::SeqCst);
                 s.activity_wake.notify();
             }
+            // The outcomes it carried are written on their own: the attempt that is no
+            // longer current is discarded there, the others reach a later activation.
+            spill(s, &id, delivered);
             handle_error(s, &id, e);
         }
     }
@@ -637,6 +717,7 @@ fn handle_error(s: &Shared, id: &InstanceId, e: StoreError) {
 fn process_instance(
     s: &Shared,
     id: &InstanceId,
+    deliveries: &[Delivery],
 ) -> Result<Option<(ActivationCommit, AfterCommit)>, StoreError> {
     let Some(rec) = s.store.get_instance(id)? else {
         return Ok(None);
@@ -675,6 +756,7 @@ fn process_instance(
     let recorded = recorded_pending.len();
     let mut inputs = recorded_pending;
     inputs.extend(inbox.iter().map(|e| e.kind.clone()));
+    inputs.extend(deliveries.iter().map(|d| d.event.clone()));
     if inputs.is_empty() {
         s.store.mark_idle(id)?;
         lock(&s.cache).put(id.clone(), run);
@@ -703,6 +785,7 @@ fn process_instance(
         expected_next_event: rec.event_count + 1,
         events: live.events,
         consumed_inbox: inbox.iter().map(|e| e.id).collect(),
+        resolved_activities: deliveries.iter().map(|d| (d.seq, d.attempt)).collect(),
         new_activities: live.new_activities,
         new_timers: live.new_timers,
         cancelled_timers: live.cancelled_timers,
@@ -720,6 +803,7 @@ fn process_instance(
             timers,
             cancelled,
             handover,
+            delivered: Vec::new(),
         },
     )))
 }
@@ -933,9 +1017,16 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
         .last_details()
         .and_then(|d| Payload::from_json_bytes(&d).ok());
     let resolution = resolution_of(&task, outcome, details, now);
-    let is_final = matches!(resolution, ActivityResolution::Resolve(_));
-    // Recorded without parking a thread on the commit: the store calls back once it is
-    // durable, and the bookkeeping there is a counter and two notifications.
+    if let ActivityResolution::Resolve(event) = resolution {
+        // A final outcome goes to the instance's next activation, which records it in its
+        // own commit; the attempt's slot is free now.
+        deliver(&s, &task, event);
+        s.activities_running.fetch_sub(1, Ordering::SeqCst);
+        s.activity_wake.notify();
+        return;
+    }
+    // A retry is recorded without parking a thread on the commit: the store calls back
+    // once it is durable, and the bookkeeping there is a counter and a notification.
     let s2 = s.clone();
     let (seq, id) = (task.seq, task.instance_id.clone());
     s.store.resolve_activity_then(
@@ -945,18 +1036,11 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
         resolution,
         now,
         Box::new(move |recorded| {
-            let resolved = match recorded {
-                Ok(recorded) => recorded && is_final,
-                Err(e) => {
-                    report(&format!("recording activity {seq} of {id}"), &e);
-                    false
-                }
-            };
+            if let Err(e) = recorded {
+                report(&format!("recording activity {seq} of {id}"), &e);
+            }
             s2.activities_running.fetch_sub(1, Ordering::SeqCst);
             s2.activity_wake.notify();
-            if resolved {
-                s2.workflow_wake.notify();
-            }
         }),
     );
 }

@@ -808,3 +808,62 @@ fn deploying_stored_bytes_again_compiles_nothing() {
         "no compile in a new process either"
     );
 }
+
+/// The fast path of a step: an activation claims its activities in its own commit and
+/// starts them itself, and an activity's outcome goes to the next activation in memory
+/// and is committed with it. With many workflows in flight at once, every history still
+/// records each activity scheduled once and its outcome once, in order, and replays clean
+/// against its module.
+#[test]
+fn steps_on_the_fast_path_record_each_outcome_once_and_every_history_replays_clean() {
+    use pinion_runtime::api::Api;
+    use pinion_runtime::replay::{ReplayOptions, Replayer};
+    let dir = TempDir::new("fast-path");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    let n = 64;
+    for i in 0..n {
+        p.start(&start_req(
+            "Steps",
+            &kit,
+            r#"{"n": 10}"#,
+            &format!("fast-{i}"),
+        ))
+        .unwrap();
+    }
+    for i in 0..n {
+        let rec = p.wait(&format!("fast-{i}"), WAIT).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    }
+    w.shutdown();
+    let replayer = Replayer::from_file(&wasm("testkit"), ReplayOptions::default()).unwrap();
+    for i in 0..n {
+        let id = format!("fast-{i}");
+        let (mut scheduled, mut completed) = (Vec::new(), Vec::new());
+        for k in kinds(&p, &id) {
+            match k {
+                EventKind::ActivityScheduled { seq, .. } => scheduled.push(seq),
+                EventKind::ActivityCompleted { seq, attempts, .. } => {
+                    assert_eq!(attempts, 1, "{id}: activity {seq}");
+                    assert!(
+                        scheduled.contains(&seq),
+                        "{id}: {seq} completed before scheduled"
+                    );
+                    completed.push(seq);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(scheduled.len(), 10, "{id}: {scheduled:?}");
+        assert_eq!(completed, scheduled, "{id}: each outcome once, in order");
+        let history = Api::history(&p, &id, None).unwrap();
+        let report = replayer.replay(&history);
+        assert!(report.is_compatible(), "{id}: {report}");
+    }
+    // Nothing is left behind: no task, no inbox row.
+    for i in 0..n {
+        let id = pinion_runtime::InstanceId(format!("fast-{i}"));
+        assert!(p.store().load_inbox(&id).unwrap().is_empty());
+    }
+}

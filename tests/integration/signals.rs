@@ -424,6 +424,7 @@ fn an_instance_does_not_close_while_undelivered_input_waits_in_its_inbox() {
             ),
         ],
         consumed_inbox: consumed,
+        resolved_activities: vec![],
         new_activities: vec![],
         new_timers: vec![],
         cancelled_timers: vec![],

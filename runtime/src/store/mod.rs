@@ -265,6 +265,11 @@ pub struct ActivationCommit {
     pub events: Vec<(u64, EventKind)>,
     /// Inbox rows consumed by this activation.
     pub consumed_inbox: Vec<i64>,
+    /// Activity outcomes delivered to this activation from memory instead of the inbox,
+    /// as `(seq, attempt)`: each task row is deleted in the commit, which fails with
+    /// `Conflict` unless the row is still there at that attempt (a cancelled activity's or
+    /// an ended instance's outcome is never recorded).
+    pub resolved_activities: Vec<(u32, u32)>,
     /// Activities scheduled.
     pub new_activities: Vec<NewActivityTask>,
     /// Timers started.

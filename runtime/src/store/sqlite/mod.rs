@@ -344,6 +344,18 @@ fn commit_op(
             for iid in &commit.consumed_inbox {
                 del.execute(params![iid, id]).map_err(map_err)?;
             }
+            let mut done = c
+                .prepare_cached(
+                    "DELETE FROM activity_tasks WHERE instance_id = ?1 AND seq = ?2 AND attempt = ?3",
+                )
+                .map_err(map_err)?;
+            for (seq, attempt) in &commit.resolved_activities {
+                if done.execute(params![id, seq, attempt]).map_err(map_err)? != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "instance {id}: attempt {attempt} of activity {seq} is no longer current (cancelled, or retried elsewhere)"
+                    )));
+                }
+            }
         }
         let start_children = |c: &Connection| -> Result<(), StoreError> {
             for child in &commit.new_children {
