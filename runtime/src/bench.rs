@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
-use crate::history::{EventKind, InstanceStatus};
+use crate::history::EventKind;
 use crate::store::sqlite::Synchronous;
 use crate::worker::WorkerConfig;
 
@@ -108,8 +108,19 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     let start = Instant::now();
     let mut ids = Vec::with_capacity(config.workflows);
     let mut next = 0;
-    let mut in_flight: Vec<String> = Vec::new();
+    let mut in_flight = std::collections::HashSet::new();
+    // Completions are read from the lifecycle-event outbox, one query per round, so the
+    // harness costs the engine a read per round, not one per workflow in flight.
+    let mut filter = crate::store::EventFilter {
+        after: p.store().last_event_id()?,
+        kinds: ["completed", "failed", "cancelled", "terminated", "blocked"]
+            .map(String::from)
+            .to_vec(),
+        limit: 10_000,
+        ..Default::default()
+    };
     while next < config.workflows || !in_flight.is_empty() {
+        let mut started = false;
         while in_flight.len() < config.concurrency && next < config.workflows {
             let id = format!("bench-{next}");
             p.start(&StartRequest {
@@ -119,28 +130,29 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
                 input_json: input.clone(),
                 id: Some(id.clone()),
             })?;
-            in_flight.push(id.clone());
+            in_flight.insert(id.clone());
             ids.push(id);
             next += 1;
+            started = true;
         }
-        worker.wake();
-        let mut still = Vec::with_capacity(in_flight.len());
-        for id in in_flight.drain(..) {
-            let rec = p.status(&id)?;
-            match rec.status {
-                InstanceStatus::Running => still.push(id),
-                InstanceStatus::Completed => {}
-                other => {
-                    return Err(Error::Io {
-                        path: id,
-                        reason: format!("benchmark workflow ended {other}: {rec:?}"),
-                    });
-                }
+        if started {
+            worker.wake();
+        }
+        let ended = p.store().lifecycle_events(&filter)?;
+        for e in &ended {
+            filter.after = e.id;
+            if !in_flight.remove(&e.instance_id.0) {
+                continue;
+            }
+            if !matches!(e.transition, crate::store::Transition::Completed) {
+                return Err(Error::Io {
+                    path: e.instance_id.0.clone(),
+                    reason: format!("benchmark workflow ended {}", e.transition.name()),
+                });
             }
         }
-        in_flight = still;
-        if !in_flight.is_empty() {
-            std::thread::sleep(Duration::from_micros(500));
+        if ended.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     let seconds = start.elapsed().as_secs_f64();

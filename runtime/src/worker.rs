@@ -177,6 +177,9 @@ struct Queue {
     /// Final activity outcomes not written yet: each goes into its instance's next
     /// activation, committed with it (see [`deliver`]).
     deliveries: HashMap<InstanceId, Vec<Delivery>>,
+    /// Instances the dispatcher found runnable in the database while a thread had them:
+    /// queued again when released, so a release need not wake the dispatcher.
+    skipped: HashSet<InstanceId>,
 }
 
 /// An activity's final outcome (completed, failed, timed out) held in memory for its
@@ -471,6 +474,8 @@ fn dispatch_loop(s: &Shared) {
                     for id in ids {
                         if q.taken.insert(id.clone()) {
                             q.ready.push_back(id);
+                        } else {
+                            q.skipped.insert(id);
                         }
                     }
                     drop(q);
@@ -523,7 +528,7 @@ fn workflow_loop(s: &Arc<Shared>) {
                             &format!("the engine panicked after a commit (a bug in pinion; please report it): {panic}"),
                         );
                         lock(&s.cache).take(&id);
-                        release(s, &id);
+                        release_to_retry(s, &id);
                     }
                 }
                 continue;
@@ -570,7 +575,7 @@ fn workflow_loop(s: &Arc<Shared>) {
             Err(e) => {
                 spill(s, &id, deliveries);
                 handle_error(s, &id, e);
-                release(s, &id);
+                release_to_retry(s, &id);
             }
         }
     }
@@ -624,18 +629,24 @@ fn spill(s: &Arc<Shared>, id: &InstanceId, deliveries: Vec<Delivery>) {
     }
 }
 
-/// Frees `id` for its next activation.
+/// Frees `id` for its next activation, or queues it again at once when outcomes arrived
+/// for it, or the dispatcher found it runnable, while it was taken. The dispatcher is not
+/// woken (that cost a database read per step): it has nothing to find.
 fn release(s: &Shared, id: &InstanceId) {
     let mut q = lock(&s.queue);
-    if q.deliveries.contains_key(id) {
-        // Outcomes arrived while it ran: it goes straight back in line for them.
+    if q.deliveries.contains_key(id) || q.skipped.remove(id) {
         q.ready.push_back(id.clone());
         drop(q);
         s.queue_cv.notify_one();
         return;
     }
     q.taken.remove(id);
-    drop(q);
+}
+
+/// [`release`] after an activation that failed: the instance may still be runnable in the
+/// database (a conflict, a lock held too long), so the dispatcher looks again.
+fn release_to_retry(s: &Shared, id: &InstanceId) {
+    release(s, id);
     s.workflow_wake.notify();
 }
 
@@ -681,6 +692,8 @@ fn finish(s: &Arc<Shared>, c: Committed) {
             // longer current is discarded there, the others reach a later activation.
             spill(s, &id, delivered);
             handle_error(s, &id, e);
+            release_to_retry(s, &id);
+            return;
         }
     }
     release(s, &id);
@@ -719,14 +732,13 @@ fn process_instance(
     id: &InstanceId,
     deliveries: &[Delivery],
 ) -> Result<Option<(ActivationCommit, AfterCommit)>, StoreError> {
-    let Some(rec) = s.store.get_instance(id)? else {
+    let Some((rec, inbox)) = s.store.activation_input(id)? else {
         return Ok(None);
     };
     if rec.status != InstanceStatus::Running {
         lock(&s.cache).take(id);
         return Ok(None);
     }
-    let inbox = s.store.load_inbox(id)?;
     let cached = lock(&s.cache).take(id);
     let (mut run, recorded_pending) = match cached {
         Some(run) if run.next_event_id() == rec.event_count + 1 => (run, Vec::new()),
@@ -1021,8 +1033,7 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
         // A final outcome goes to the instance's next activation, which records it in its
         // own commit; the attempt's slot is free now.
         deliver(&s, &task, event);
-        s.activities_running.fetch_sub(1, Ordering::SeqCst);
-        s.activity_wake.notify();
+        free_slot(&s);
         return;
     }
     // A retry is recorded without parking a thread on the commit: the store calls back
@@ -1039,10 +1050,21 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
             if let Err(e) = recorded {
                 report(&format!("recording activity {seq} of {id}"), &e);
             }
+            // The retry may be due at once (no backoff): the claim thread looks now.
             s2.activities_running.fetch_sub(1, Ordering::SeqCst);
             s2.activity_wake.notify();
         }),
     );
+}
+
+/// Frees the slot of an attempt that ended for good; wakes the claim thread only if every
+/// slot was taken (it may have tasks waiting for one): otherwise this gives it nothing new
+/// to find, and waking it cost a database read per step.
+fn free_slot(s: &Shared) {
+    let before = s.activities_running.fetch_sub(1, Ordering::SeqCst);
+    if before >= s.config.max_activities.max(1) {
+        s.activity_wake.notify();
+    }
 }
 
 /// The failure kind of an attempt whose process stopped before it finished.

@@ -379,6 +379,19 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     fn archived_run(&self, id: &InstanceId, run: u32) -> Result<Option<HistoryExport>, StoreError>;
     /// Inputs waiting for the instance, in arrival order.
     fn load_inbox(&self, id: &InstanceId) -> Result<Vec<InboxEntry>, StoreError>;
+    /// What an activation starts from: the instance and its inbox. A backend may read both
+    /// at once and skip the inbox when the instance is not runnable (its inbox is then
+    /// empty); the default reads them one after the other.
+    fn activation_input(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(InstanceRecord, Vec<InboxEntry>)>, StoreError> {
+        let Some(rec) = self.get_instance(id)? else {
+            return Ok(None);
+        };
+        let inbox = self.load_inbox(id)?;
+        Ok(Some((rec, inbox)))
+    }
     /// Up to `limit` instances that have undelivered input, oldest change first.
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError>;
 

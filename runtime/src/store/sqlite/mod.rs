@@ -925,6 +925,44 @@ impl Store for SqliteStore {
             })
     }
 
+    fn activation_input(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(InstanceRecord, Vec<InboxEntry>)>, StoreError> {
+        // One reader, and no inbox query when the instance is not runnable: every write
+        // that adds to an inbox sets `runnable` in the same transaction, so a clear flag
+        // means an empty inbox. On the fast path of a step (the outcome delivered from
+        // memory) that is the usual case.
+        self.read(|c| {
+            let Some((found, runnable)) = query_one(
+                c,
+                &format!("SELECT {INSTANCE_COLUMNS}, runnable FROM instances WHERE id = ?1"),
+                [&id.0],
+                |r| Ok((instance_from_row(r)?, r.get::<_, bool>(13)?)),
+            )
+            .optional()
+            .map_err(map_err)?
+            else {
+                return Ok(None);
+            };
+            let rec = finish_instance(found)?;
+            let inbox = if runnable {
+                let sql = "SELECT id, time_ms, data FROM inbox WHERE instance_id = ?1 ORDER BY id";
+                event_rows(c, sql, id, "inbox entry")?
+                    .into_iter()
+                    .map(|(eid, time_ms, kind)| InboxEntry {
+                        id: eid,
+                        time_ms,
+                        kind,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(Some((rec, inbox)))
+        })
+    }
+
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
         self.read(|c| {
             let mut st = c
