@@ -13,73 +13,9 @@ mod guests;
 
 use std::time::Instant;
 
-use pinion_abi::{ActivityOptions, RetryPolicy};
-use pinion_runtime::history::{
-    HistoryExport, DETERMINISM_RULES_VERSION, EXPORT_FORMAT, EXPORT_VERSION,
-};
 use pinion_runtime::replay::{ReplayOptions, Replayer};
 use pinion_runtime::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use pinion_runtime::store::{InstanceFilter, Store};
-use pinion_runtime::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Payload};
-
-fn steps_history(id: &str, n: u32, hash: &ModuleHash) -> HistoryExport {
-    let mut events = Vec::new();
-    let mut push = |kind: EventKind| {
-        let id = events.len() as u64 + 1;
-        events.push(HistoryEvent {
-            id,
-            time_ms: 1_700_000_000_000 + id,
-            kind,
-        });
-    };
-    let options = ActivityOptions {
-        start_to_close_timeout_ms: None,
-        retry: RetryPolicy::default(),
-        heartbeat_timeout_ms: None,
-    };
-    push(EventKind::WorkflowStarted {
-        workflow_type: "Steps".into(),
-        module_hash: hash.clone(),
-        input: Payload::from_value(&serde_json::json!({ "n": n })).unwrap(),
-        random_seed: 7,
-        determinism_rules: DETERMINISM_RULES_VERSION,
-        version_label: None,
-        parent: None,
-        continued_from_run: None,
-    });
-    for seq in 1..=n {
-        push(EventKind::WorkflowTaskCompleted {
-            now_ms: 1_700_000_000_000 + seq as u64,
-        });
-        push(EventKind::ActivityScheduled {
-            seq,
-            activity_type: "step".into(),
-            input: Payload::from_value(&(seq - 1)).unwrap(),
-            options: options.clone(),
-        });
-        push(EventKind::ActivityCompleted {
-            seq,
-            result: Payload::from_value(&seq).unwrap(),
-            attempts: 1,
-        });
-    }
-    push(EventKind::WorkflowTaskCompleted {
-        now_ms: 1_700_000_000_000 + n as u64 + 1,
-    });
-    push(EventKind::WorkflowCompleted {
-        result: Payload::from_value(&n).unwrap(),
-    });
-    HistoryExport {
-        format: EXPORT_FORMAT.into(),
-        version: EXPORT_VERSION,
-        instance_id: InstanceId(id.into()),
-        workflow_type: "Steps".into(),
-        module_hash: hash.clone(),
-        status: InstanceStatus::Completed,
-        run: 1,
-        events,
-    }
-}
 
 fn main() {
     let root = guests::root();
@@ -88,7 +24,7 @@ fn main() {
     let hash = pinion_runtime::registry::hash_bytes(&bytes);
 
     // One long history.
-    let long = steps_history("long", 16_666, &hash);
+    let long = guests::steps_history("long", 16_666, &hash);
     let events = long.events.len();
     let t = Instant::now();
     let replayer = Replayer::from_bytes(&bytes, ReplayOptions::default()).unwrap();
@@ -132,7 +68,10 @@ fn main() {
                 std::thread::spawn(move || {
                     for i in (t..count).step_by(4) {
                         store
-                            .import_history(&steps_history(&format!("short-{i}"), 3, &hash), 0)
+                            .import_history(
+                                &guests::steps_history(&format!("short-{i}"), 3, &hash),
+                                0,
+                            )
                             .unwrap();
                     }
                 })

@@ -1,4 +1,4 @@
-//! Durable throughput of a 10-activity workflow with `synchronous=FULL`, at 1 and at 64
+//! Durable throughput of a 10-activity workflow with `synchronous=FULL`, at 1, 64 and 256
 //! concurrent workflows, and the p50/p99 latency of one step.
 //!
 //! Run: `cargo bench -p pinion-runtime --bench throughput` (prints figures with units; it
@@ -16,7 +16,7 @@ fn main() {
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     println!("durable throughput, Steps workflow with 10 activities, synchronous=FULL");
-    for (concurrency, workflows) in [(1, 50), (64, 1280)] {
+    for (concurrency, workflows) in [(1, 50), (64, 1280), (256, 5120)] {
         let report = run(&BenchConfig {
             module: module.clone(),
             dir: dir.clone(),
