@@ -29,8 +29,9 @@
 //!
 //! A changed timer duration is *not* a divergence: the timer already started keeps its
 //! recorded fire time, so the running instance is unaffected; replay reports it as a
-//! warning. A changed activity input is a warning too (the recorded input is what the
-//! activity ran with), or a divergence under [`Checks::strict_inputs`].
+//! warning. A changed activity or child-workflow input is a warning too (the recorded input
+//! is what the activity ran with, or the child started with), or a divergence under
+//! [`Checks::strict_inputs`].
 //!
 //! Every divergence is a [`Nondeterminism`] value, built in one place ([`nondeterminism`]), with
 //! the stable code `PN001`.
@@ -366,12 +367,14 @@ pub fn diverged(
 /// How strictly replay compares commands with history.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checks {
-    /// Treat a changed activity input as a divergence instead of a warning.
+    /// Treat a changed activity or child-workflow input as a divergence instead of a
+    /// warning.
     pub strict_inputs: bool,
 }
 
-/// Compares the details rule version 1 does not diverge on (activity input, timer
-/// duration) and returns a warning, or, for inputs under `strict_inputs`, a divergence.
+/// Compares the details rule version 1 does not diverge on (activity and child-workflow
+/// input, timer duration) and returns a warning, or, for inputs under `strict_inputs`, a
+/// divergence.
 fn compare_details(
     instance: &InstanceId,
     cmd: &Command,
@@ -391,6 +394,25 @@ fn compare_details(
             }
             Ok(Some(format!(
                 "event #{}: activity {activity_type:?} (seq {seq}) input changed from {} to {produced}",
+                ev.id,
+                recorded.json()
+            )))
+        }
+        (Command::StartChild { input, workflow_type, seq, .. }, EventKind::ChildWorkflowInitiated { input: recorded, .. }) => {
+            // As for an activity: the child already started with the recorded input, so a
+            // running parent is unaffected; a changed input is worth a warning (a
+            // divergence under `strict_inputs`).
+            let produced = Payload::from_json_bytes(input).map(|p| p.json().to_owned()).unwrap_or_else(|_| {
+                String::from_utf8_lossy(input).into_owned()
+            });
+            if produced == recorded.json() {
+                return Ok(None);
+            }
+            if checks.strict_inputs {
+                return Err(nondeterminism(instance, ev.id, format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}, input: {}}}", recorded.json()), format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}, input: {produced}}}")));
+            }
+            Ok(Some(format!(
+                "event #{}: child workflow {workflow_type:?} (seq {seq}) input changed from {} to {produced}",
                 ev.id,
                 recorded.json()
             )))

@@ -329,3 +329,60 @@ fn a_purge_with_export_writes_the_archived_runs_too() {
     }
     assert!(p.status("cd/1").is_err(), "the instance is gone");
 }
+
+/// A child started with another input than the code now gives it is reported like a changed
+/// activity input: a warning naming the child and both inputs, or with `strict_inputs` a
+/// divergence. (The history is a real one with the recorded input edited: the same as code
+/// that changed the input it passes.)
+#[test]
+fn a_changed_child_input_is_a_warning_or_with_strict_inputs_a_divergence() {
+    use pinion_runtime::replay::{ReplayOptions, ReplayOutcome, Replayer};
+    let dir = TempDir::new("child-input");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Family", &kit, r#"{"children": 2}"#, "kin"))
+        .unwrap();
+    assert_eq!(
+        p.wait("kin", WAIT).unwrap().status,
+        InstanceStatus::Completed
+    );
+    w.shutdown();
+    let mut history = Api::history(&p, "kin", None).unwrap();
+    let mut edited = 0;
+    for e in &mut history.events {
+        if let EventKind::ChildWorkflowInitiated { seq: 2, input, .. } = &mut e.kind {
+            *input = pinion_runtime::Payload::from_value(&json!({"n": 99})).unwrap();
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1);
+
+    let lenient = Replayer::from_file(&wasm("testkit"), ReplayOptions::default()).unwrap();
+    let r = lenient.replay(&history);
+    assert!(r.is_compatible(), "{r}");
+    assert_eq!(r.warnings.len(), 1, "{r}");
+    assert!(
+        r.warnings[0]
+            .contains(r#"child workflow "Steps" (seq 2) input changed from {"n":99} to {"n":2}"#),
+        "{}",
+        r.warnings[0]
+    );
+
+    let strict = Replayer::from_file(
+        &wasm("testkit"),
+        ReplayOptions {
+            strict_inputs: true,
+        },
+    )
+    .unwrap();
+    match strict.replay(&history).outcome {
+        ReplayOutcome::Diverged {
+            recorded, produced, ..
+        } => {
+            assert!(recorded.contains(r#"input: {"n":99}"#), "{recorded}");
+            assert!(produced.contains(r#"input: {"n":2}"#), "{produced}");
+        }
+        other => panic!("expected a divergence, got {other:?}"),
+    }
+}

@@ -18,9 +18,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("0005_events.sql")),
     (6, include_str!("0006_activity_claims.sql")),
     (7, include_str!("0007_heartbeats.sql")),
+    (8, include_str!("0008_list_indexes.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 7;
+pub(super) const SCHEMA_VERSION: u32 = 8;
 
 impl SqliteStore {
     pub(super) fn connect(
