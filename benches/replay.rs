@@ -1,5 +1,7 @@
-//! Replay speed: events replayed per second for one 50,000-event history, and for 10,000
-//! short histories read from a database; cold (compile + instantiate) and warm.
+//! Replay speed: events replayed per second for one 50,000-event history, for 10,000
+//! short histories read from a database, cold (compile + instantiate) and warm, and for
+//! 100,000 histories of about 100 events read from a database and replayed on every core
+//! (`PINION_BENCH_HISTORIES` changes the count).
 //!
 //! Run: `cargo bench -p pinion-runtime --bench replay`. Prints figures with units; asserts
 //! nothing. The histories are those of testkit's `Steps` workflow (activity `step` returns
@@ -16,6 +18,7 @@ use std::time::Instant;
 use pinion_runtime::replay::{ReplayOptions, Replayer};
 use pinion_runtime::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use pinion_runtime::store::{InstanceFilter, Store};
+use pinion_runtime::{InstanceId, Pinion, PinionConfig, Progress};
 
 fn main() {
     let root = guests::root();
@@ -121,4 +124,76 @@ fn main() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+
+    // Many histories of about 100 events, replayed from SQLite on every core, as `pinion
+    // replay`, `deploy --verify` and `upgrade` do (`Pinion::replay_stored`).
+    let count: usize = std::env::var("PINION_BENCH_HISTORIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let db = dir.join(format!("replay-many-{}.db", std::process::id()));
+    let t = Instant::now();
+    {
+        let store = std::sync::Arc::new(
+            SqliteStore::open(
+                &db,
+                SqliteOptions {
+                    synchronous: Synchronous::Off,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (store, hash) = (store.clone(), hash.clone());
+                std::thread::spawn(move || {
+                    for i in (t..count).step_by(4) {
+                        store
+                            .import_history(&guests::steps_history(&format!("h-{i}"), 33, &hash), 0)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    }
+    let imported = t.elapsed().as_secs_f64();
+    let p = Pinion::open(PinionConfig::new(&db)).unwrap();
+    let ids: Vec<InstanceId> = p
+        .store()
+        .list_instances(&InstanceFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let events = p
+        .store()
+        .export_history(&ids[0])
+        .unwrap()
+        .unwrap()
+        .events
+        .len();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let t = Instant::now();
+    let (summary, reports) = p.replay_stored(&replayer, &ids, &Progress::new()).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        (summary.compatible, reports.len()),
+        (count, count),
+        "{summary:?}"
+    );
+    println!(
+        "{count} histories of {events} events (imported in {imported:.0} s) read from SQLite and replayed on {cores} cores:"
+    );
+    println!(
+        "  warm: {secs:.2} s = {:>8.0} histories/s, {:>10.0} events/s",
+        count as f64 / secs,
+        (count * events) as f64 / secs
+    );
+    drop(p);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let _ = std::fs::remove_dir_all(format!("{}.cache", db.display()));
 }

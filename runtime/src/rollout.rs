@@ -184,17 +184,62 @@ impl Pinion {
             chosen.extend(self.list(&filter)?.into_iter().take(room).map(|r| r.id));
         }
         progress.add_total(chosen.len() as u64);
-        let mut summary = ReplaySummary::default();
-        let mut reports = Vec::new();
-        for id in chosen {
-            progress.check()?;
-            if let Some(h) = self.store().export_history(&id)? {
-                let r = candidate.replay(&h);
-                summary.add(&r);
-                reports.push(r);
+        self.replay_stored(candidate, &chosen, progress)
+    }
+
+    /// Replays the stored histories of `ids` against `replayer` on every core: each thread
+    /// reads one history at a time from the database and replays it with the one compiled
+    /// module, counting it in `progress`. Reports come back in the order of `ids` (an
+    /// instance whose history is gone is left out).
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::Cancelled`] once `progress` is cancelled.
+    pub fn replay_stored(
+        &self,
+        replayer: &Replayer,
+        ids: &[InstanceId],
+        progress: &Progress,
+    ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(ids.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<ReplayReport>>> =
+            ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let worker = || -> Result<(), Error> {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(i) else {
+                    return Ok(());
+                };
+                progress.check()?;
+                if let Some(h) = self.store().export_history(id)? {
+                    let r = replayer.replay(&h);
+                    *slots[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+                progress.step();
             }
-            progress.step();
-        }
+        };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+            let mine = worker();
+            others
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .chain(std::iter::once(mine))
+                .collect::<Result<(), Error>>()
+        })?;
+        let mut summary = ReplaySummary::default();
+        let reports: Vec<ReplayReport> = slots
+            .into_iter()
+            .filter_map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .inspect(|r| summary.add(r))
+            .collect();
         Ok((summary, reports))
     }
 

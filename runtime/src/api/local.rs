@@ -15,7 +15,7 @@ use super::types::{
 use super::Api;
 use crate::engine::{BulkSelector, Error, Pinion, Progress, StartRequest};
 use crate::history::{HistoryExport, InstanceId, InstanceStatus};
-use crate::replay::{ReplayOptions, ReplaySummary, Replayer};
+use crate::replay::{ReplayOptions, Replayer};
 use crate::rollout::{ModuleStatus, UpgradeSelector};
 use crate::store::{
     AliasChange, AliasRecord, InstanceFilter, InstanceRecord, NondeterminismPolicy,
@@ -350,18 +350,8 @@ impl Pinion {
                 .map(|rec| rec.id)
                 .collect();
             progress.add_total(chosen.len() as u64);
-            // One history in memory at a time, not all of them.
-            let mut summary = ReplaySummary::default();
-            let mut reports = Vec::with_capacity(chosen.len());
-            for id in &chosen {
-                progress.check()?;
-                if let Some(h) = p.store().export_history(id).map_err(Error::from)? {
-                    let r = replayer.replay(&h);
-                    summary.add(&r);
-                    reports.push(r);
-                }
-                progress.step();
-            }
+            // One history in memory per core at a time, not all of them.
+            let (summary, reports) = p.replay_stored(&replayer, &chosen, progress)?;
             Ok(ReplayResponse {
                 module: replayer.module_hash().clone(),
                 summary,
