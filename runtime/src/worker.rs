@@ -230,6 +230,8 @@ pub(crate) struct Shared {
     queue_cv: Condvar,
     cache: Mutex<RunCache>,
     activities_running: AtomicUsize,
+    /// Activation commits handed to the store whose callback has not come yet.
+    commits_pending: AtomicUsize,
     /// Where activity attempts run.
     activity_rt: tokio::runtime::Handle,
     /// The attempts in flight, by instance and sequence number, so a workflow that cancels
@@ -344,6 +346,7 @@ impl Worker {
             queue_cv: Condvar::new(),
             cache: Mutex::new(RunCache::new(config.cache_capacity)),
             activities_running: AtomicUsize::new(0),
+            commits_pending: AtomicUsize::new(0),
             activity_rt: activities.handle().clone(),
             attempts: Mutex::new(HashMap::new()),
             config,
@@ -408,6 +411,7 @@ impl Worker {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.settle_memory();
         if let Some(rt) = self.activities.take() {
             // Attempts in flight finish if they can within the grace period; after it they
             // are abandoned, and their leases make them run again after a restart.
@@ -420,6 +424,73 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(5));
             }
             rt.shutdown_background();
+            // Outcomes of attempts that ended during the grace period and raced the stop.
+            self.settle_memory();
+        }
+    }
+}
+
+impl Worker {
+    /// After the workflow threads stopped: what only memory held is written, so a clean
+    /// stop costs no attempt. Commits still in flight are waited for (bounded); the
+    /// attempts claimed in them but never started are given back unleased; outcomes held
+    /// for an activation that will not come now are written the usual way.
+    fn settle_memory(&self) {
+        let s = &self.shared;
+        #[allow(clippy::disallowed_methods)] // a shutdown bound is real time
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        #[allow(clippy::disallowed_methods)]
+        while s.commits_pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (committed, deliveries) = {
+            let mut q = lock(&s.queue);
+            (
+                std::mem::take(&mut q.committed),
+                std::mem::take(&mut q.deliveries),
+            )
+        };
+        let mut unclaim = Vec::new();
+        for c in committed {
+            let n = c.after.handover.len();
+            if c.result.is_ok() {
+                unclaim.extend(
+                    c.after
+                        .handover
+                        .iter()
+                        .map(|t| (t.instance_id.clone(), t.seq, t.attempt)),
+                );
+            } else {
+                write_outcomes(s, &c.id, c.after.delivered);
+            }
+            s.activities_running.fetch_sub(n, Ordering::SeqCst);
+        }
+        if !unclaim.is_empty() {
+            if let Err(e) = s.store.unclaim_activities(&unclaim) {
+                report("giving back claimed activities at shutdown", &e);
+            }
+        }
+        for (id, held) in deliveries {
+            write_outcomes(s, &id, held);
+        }
+    }
+}
+
+/// Writes held outcomes now, waiting for each (at shutdown; see [`spill`]).
+fn write_outcomes(s: &Shared, id: &InstanceId, deliveries: Vec<Delivery>) {
+    let now = s.clock.now_ms();
+    for d in deliveries {
+        if let Err(e) = s.store.resolve_activity(
+            id,
+            d.seq,
+            d.attempt,
+            ActivityResolution::Resolve(d.event),
+            now,
+        ) {
+            report(
+                &format!("recording activity {} of {id} at shutdown", d.seq),
+                &e,
+            );
         }
     }
 }
@@ -558,12 +629,14 @@ fn workflow_loop(s: &Arc<Shared>) {
             Ok(Some((commit, mut after))) => {
                 after.delivered = deliveries;
                 let s2 = s.clone();
+                s.commits_pending.fetch_add(1, Ordering::SeqCst);
                 s.store.commit_activation_then(
                     commit,
                     Box::new(move |result| {
                         let mut q = lock(&s2.queue);
                         q.committed.push(Committed { id, after, result });
                         drop(q);
+                        s2.commits_pending.fetch_sub(1, Ordering::SeqCst);
                         s2.queue_cv.notify_one();
                     }),
                 );

@@ -867,3 +867,54 @@ fn steps_on_the_fast_path_record_each_outcome_once_and_every_history_replays_cle
         assert!(p.store().load_inbox(&id).unwrap().is_empty());
     }
 }
+
+/// A worker stopped cleanly in the middle of many steps leaves nothing only memory knew:
+/// attempts claimed by an activation but not started are given back, outcomes held for
+/// the next activation are written. After a restart every workflow completes and no
+/// activity shows a second attempt (nothing was counted lost).
+#[test]
+fn a_clean_stop_mid_steps_costs_no_attempt() {
+    let dir = TempDir::new("clean-stop");
+    let p = open(&dir.db());
+    let kit = deploy(&p, "testkit");
+    let n = 64;
+    for round in 0..3 {
+        let w = p.start_worker(quiet_worker()).unwrap();
+        if round == 0 {
+            for i in 0..n {
+                p.start(&start_req(
+                    "Steps",
+                    &kit,
+                    r#"{"n": 30}"#,
+                    &format!("stop-{i}"),
+                ))
+                .unwrap();
+            }
+        }
+        if round < 2 {
+            // Stop while steps are in flight.
+            wait_until("some steps", WAIT, || {
+                kinds(&p, "stop-0")
+                    .iter()
+                    .any(|k| matches!(k, EventKind::ActivityCompleted { .. }))
+            });
+            w.shutdown();
+            continue;
+        }
+        for i in 0..n {
+            let rec = p.wait(&format!("stop-{i}"), WAIT).unwrap();
+            assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+        }
+        w.shutdown();
+    }
+    for i in 0..n {
+        for k in kinds(&p, &format!("stop-{i}")) {
+            if let EventKind::ActivityCompleted { seq, attempts, .. } = k {
+                assert_eq!(
+                    attempts, 1,
+                    "stop-{i}: activity {seq} ran again after a clean stop"
+                );
+            }
+        }
+    }
+}

@@ -465,6 +465,10 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     /// failed attempt (the retry policy decides what comes next), so a crash counts as an
     /// attempt in history, in `ActivityContext::attempt()` and in the retry state alike.
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError>;
+    /// Gives back claims whose attempts never started (a worker stopping cleanly before
+    /// running what an activation claimed for it): each task is unleased at that attempt,
+    /// for any worker to claim, and is not counted as a lost attempt.
+    fn unclaim_activities(&self, tasks: &[(InstanceId, u32, u32)]) -> Result<(), StoreError>;
     /// Earliest time something is due (a timer, or an activity attempt), if any.
     fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
     /// Moves every timer due at `now_ms` into its instance's inbox. Returns how many fired.

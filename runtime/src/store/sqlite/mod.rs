@@ -1252,6 +1252,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn unclaim_activities(&self, tasks: &[(InstanceId, u32, u32)]) -> Result<(), StoreError> {
+        let tasks: Vec<(String, u32, u32)> = tasks
+            .iter()
+            .map(|(id, seq, attempt)| (id.0.clone(), *seq, *attempt))
+            .collect();
+        self.write(move |c| {
+            for (id, seq, attempt) in &tasks {
+                exec(
+                    c,
+                    "UPDATE activity_tasks SET lease_until_ms = NULL, started_at_ms = NULL
+                     WHERE instance_id = ?1 AND seq = ?2 AND attempt = ?3",
+                    params![id, seq, attempt],
+                )
+                .map_err(map_err)?;
+            }
+            Ok(())
+        })
+    }
+
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
         self.read(|c| {
             let mut st = c
