@@ -764,6 +764,14 @@ fn finish(s: &Arc<Shared>, c: Committed) {
             // The outcomes it carried are written on their own: the attempt that is no
             // longer current is discarded there, the others reach a later activation.
             spill(s, &id, delivered);
+            // A closing activation refused for input that arrived while it ran is redone
+            // with that input; meanwhile no more signals are taken, or a steady stream of
+            // them would refuse every redo.
+            if after.run.is_closed() && matches!(e, StoreError::Conflict(_)) {
+                if let Err(e) = s.store.mark_closing(&id) {
+                    report(&format!("marking instance {id} closing"), &e);
+                }
+            }
             handle_error(s, &id, e);
             release_to_retry(s, &id);
             return;

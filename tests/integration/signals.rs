@@ -479,3 +479,50 @@ fn an_exported_cancelled_history_imports_with_its_reason() {
         Some(("Cancelled".into(), "no stock".into()))
     );
 }
+
+/// A workflow that completes on its first signal completes even while signals keep
+/// streaming in. Each signal that arrives during its final activation refuses that commit,
+/// so the activation is redone with it; without a bound that is a livelock. The refusal
+/// marks the instance closing, further signals are refused (`not_accepting`), and the
+/// redo closes it with every signal accepted before recorded.
+#[test]
+fn a_stream_of_signals_cannot_keep_an_instance_from_completing() {
+    let dir = TempDir::new("signal-stream");
+    let p = std::sync::Arc::new(open(&dir.db()));
+    let m = deploy(&p, "testkit");
+    let w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Collect", &m, r#"{"count": 1}"#, "busy"))
+        .unwrap();
+    wait_started(&p, "busy");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut accepted, mut refused) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match p.signal("busy", "add", "1") {
+                        Ok(_) => accepted += 1,
+                        Err(Error::Store(StoreError::NotAccepting { .. })) => refused += 1,
+                        Err(e) => panic!("unexpected: {e}"),
+                    }
+                }
+                (accepted, refused)
+            })
+        })
+        .collect();
+    let rec = p.wait("busy", WAIT);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let counts: Vec<(u64, u64)> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let rec = rec.unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+    w.shutdown();
+    // Every accepted signal is in the history, none was lost; the rest were refused.
+    let accepted: u64 = counts.iter().map(|c| c.0).sum();
+    let recorded = kinds(&p, "busy")
+        .iter()
+        .filter(|k| matches!(k, EventKind::SignalReceived { .. }))
+        .count() as u64;
+    assert_eq!(recorded, accepted, "{counts:?}");
+    assert!(counts.iter().map(|c| c.1).sum::<u64>() > 0, "{counts:?}");
+}

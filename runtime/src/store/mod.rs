@@ -465,6 +465,11 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     /// failed attempt (the retry policy decides what comes next), so a crash counts as an
     /// attempt in history, in `ActivityContext::attempt()` and in the retry state alike.
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError>;
+    /// Marks an instance closing after its closing commit was refused for input that
+    /// arrived meanwhile: signals are refused (`NotAccepting`) until its next activation
+    /// commits, which closes it or clears the mark. Bounds the redo of a final activation
+    /// under a stream of signals to one.
+    fn mark_closing(&self, id: &InstanceId) -> Result<(), StoreError>;
     /// Gives back claims whose attempts never started (a worker stopping cleanly before
     /// running what an activation claimed for it): each task is unleased at that attempt,
     /// for any worker to claim, and is not counted as a lost attempt.

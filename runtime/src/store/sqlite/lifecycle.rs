@@ -356,7 +356,7 @@ pub(super) fn continue_as_new(
     exec(
         c,
         "UPDATE instances SET run = ?2, workflow_type = ?3, module_hash = ?4, event_count = 1,
-         runnable = 1, updated_at_ms = ?5, created_at_ms = ?5, blocked_reason = NULL WHERE id = ?1",
+         runnable = 1, updated_at_ms = ?5, created_at_ms = ?5, blocked_reason = NULL, closing = 0 WHERE id = ?1",
         params![id, run + 1, new_type, new_module, now],
     )
     .map_err(map_err)?;

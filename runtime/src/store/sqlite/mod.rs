@@ -467,7 +467,7 @@ fn commit_op(
             )
             .map_err(map_err)?;
             exec(c,
-                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4 WHERE id = ?1",
+                "UPDATE instances SET event_count = ?2, updated_at_ms = ?3, runnable = ?4, closing = 0 WHERE id = ?1",
                 params![id, count + encoded.len() as i64, now, pending],
             )
             .map_err(map_err)?;
@@ -1085,7 +1085,7 @@ impl Store for SqliteStore {
             };
             exec(
                 c,
-                "UPDATE instances SET status = 'blocked', blocked_reason = ?2, runnable = 0, updated_at_ms = ?3
+                "UPDATE instances SET status = 'blocked', blocked_reason = ?2, runnable = 0, updated_at_ms = ?3, closing = 0
                  WHERE id = ?1",
                 params![id, reason, now_ms as i64],
             )
@@ -1252,6 +1252,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn mark_closing(&self, id: &InstanceId) -> Result<(), StoreError> {
+        let id = id.0.clone();
+        self.write(move |c| {
+            exec(
+                c,
+                "UPDATE instances SET closing = 1 WHERE id = ?1 AND status = 'running'",
+                [&id],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
     fn unclaim_activities(&self, tasks: &[(InstanceId, u32, u32)]) -> Result<(), StoreError> {
         let tasks: Vec<(String, u32, u32)> = tasks
             .iter()
@@ -1347,6 +1360,21 @@ impl Store for SqliteStore {
         );
         self.write(move |c| {
             accepting(c, &id)?;
+            let closing: bool = query_one(
+                c,
+                "SELECT closing FROM instances WHERE id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+            if closing {
+                return Err(StoreError::NotAccepting {
+                    id: id.clone(),
+                    state: "completing".into(),
+                    hint: "its final activation is being committed and takes no more signals"
+                        .into(),
+                });
+            }
             push_inbox(c, &id, now_ms, &kind)
         })
     }

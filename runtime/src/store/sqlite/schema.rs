@@ -19,9 +19,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (6, include_str!("0006_activity_claims.sql")),
     (7, include_str!("0007_heartbeats.sql")),
     (8, include_str!("0008_list_indexes.sql")),
+    (9, include_str!("0009_closing.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 8;
+pub(super) const SCHEMA_VERSION: u32 = 9;
 
 impl SqliteStore {
     pub(super) fn connect(
