@@ -18,7 +18,35 @@ use std::time::Instant;
 use pinion_runtime::replay::{ReplayOptions, Replayer};
 use pinion_runtime::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use pinion_runtime::store::{InstanceFilter, Store};
-use pinion_runtime::{InstanceId, Pinion, PinionConfig, Progress};
+use pinion_runtime::{InstanceId, ModuleHash, Pinion, PinionConfig, Progress};
+
+/// Imports `count` completed `Steps` histories of `steps` activities into a new database,
+/// from four threads (synchronous off: this is setup, not the measurement).
+fn import_steps(db: &std::path::Path, count: usize, steps: u32, hash: &ModuleHash) {
+    let store = std::sync::Arc::new(
+        SqliteStore::open(
+            db,
+            SqliteOptions {
+                synchronous: Synchronous::Off,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, hash) = (store.clone(), hash.clone());
+            std::thread::spawn(move || {
+                for i in (t..count).step_by(4) {
+                    store
+                        .import_history(&guests::steps_history(&format!("h-{i}"), steps, &hash), 0)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+}
 
 fn main() {
     let root = guests::root();
@@ -55,33 +83,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("replay-{}.db", std::process::id()));
     let count = 10_000;
-    {
-        let store = SqliteStore::open(
-            &db,
-            SqliteOptions {
-                synchronous: Synchronous::Off,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let store = std::sync::Arc::new(store);
-        let handles: Vec<_> = (0..4)
-            .map(|t| {
-                let (store, hash) = (store.clone(), hash.clone());
-                std::thread::spawn(move || {
-                    for i in (t..count).step_by(4) {
-                        store
-                            .import_history(
-                                &guests::steps_history(&format!("short-{i}"), 3, &hash),
-                                0,
-                            )
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().for_each(|h| h.join().unwrap());
-    }
+    import_steps(&db, count, 3, &hash);
     let run = |replayer: Option<&Replayer>| {
         let t = Instant::now();
         let fresh;
@@ -133,31 +135,7 @@ fn main() {
         .unwrap_or(100_000);
     let db = dir.join(format!("replay-many-{}.db", std::process::id()));
     let t = Instant::now();
-    {
-        let store = std::sync::Arc::new(
-            SqliteStore::open(
-                &db,
-                SqliteOptions {
-                    synchronous: Synchronous::Off,
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        );
-        let handles: Vec<_> = (0..4)
-            .map(|t| {
-                let (store, hash) = (store.clone(), hash.clone());
-                std::thread::spawn(move || {
-                    for i in (t..count).step_by(4) {
-                        store
-                            .import_history(&guests::steps_history(&format!("h-{i}"), 33, &hash), 0)
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().for_each(|h| h.join().unwrap());
-    }
+    import_steps(&db, count, 33, &hash);
     let imported = t.elapsed().as_secs_f64();
     let p = Pinion::open(PinionConfig::new(&db)).unwrap();
     let ids: Vec<InstanceId> = p

@@ -383,39 +383,12 @@ fn compare_details(
 ) -> Result<Option<String>, ExecError> {
     match (cmd, &ev.kind) {
         (Command::ScheduleActivity { input, activity_type, seq, .. }, EventKind::ActivityScheduled { input: recorded, .. }) => {
-            let produced = Payload::from_json_bytes(input).map(|p| p.json().to_owned()).unwrap_or_else(|_| {
-                String::from_utf8_lossy(input).into_owned()
-            });
-            if produced == recorded.json() {
-                return Ok(None);
-            }
-            if checks.strict_inputs {
-                return Err(nondeterminism(instance, ev.id, format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {}}}", recorded.json()), format!("ActivityScheduled{{type: {activity_type:?}, seq: {seq}, input: {produced}}}")));
-            }
-            Ok(Some(format!(
-                "event #{}: activity {activity_type:?} (seq {seq}) input changed from {} to {produced}",
-                ev.id,
-                recorded.json()
-            )))
+            compare_input(instance, ev, checks, input, recorded, "ActivityScheduled", &format!("activity {activity_type:?}"), activity_type, *seq)
         }
+        // As for an activity: the child already started with the recorded input, so a
+        // running parent is unaffected.
         (Command::StartChild { input, workflow_type, seq, .. }, EventKind::ChildWorkflowInitiated { input: recorded, .. }) => {
-            // As for an activity: the child already started with the recorded input, so a
-            // running parent is unaffected; a changed input is worth a warning (a
-            // divergence under `strict_inputs`).
-            let produced = Payload::from_json_bytes(input).map(|p| p.json().to_owned()).unwrap_or_else(|_| {
-                String::from_utf8_lossy(input).into_owned()
-            });
-            if produced == recorded.json() {
-                return Ok(None);
-            }
-            if checks.strict_inputs {
-                return Err(nondeterminism(instance, ev.id, format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}, input: {}}}", recorded.json()), format!("ChildWorkflowInitiated{{type: {workflow_type:?}, seq: {seq}, input: {produced}}}")));
-            }
-            Ok(Some(format!(
-                "event #{}: child workflow {workflow_type:?} (seq {seq}) input changed from {} to {produced}",
-                ev.id,
-                recorded.json()
-            )))
+            compare_input(instance, ev, checks, input, recorded, "ChildWorkflowInitiated", &format!("child workflow {workflow_type:?}"), workflow_type, *seq)
         }
         (Command::StartTimer { seq, duration_ms }, EventKind::TimerStarted { duration_ms: recorded, .. }) if duration_ms != recorded => {
             Ok(Some(format!(
@@ -425,6 +398,42 @@ fn compare_details(
         }
         _ => Ok(None),
     }
+}
+
+/// A produced input against the recorded one (an activity's or a child's): `None` when
+/// equal, else a warning, or under `strict_inputs` a divergence rendered with both inputs.
+#[allow(clippy::too_many_arguments)]
+fn compare_input(
+    instance: &InstanceId,
+    ev: &HistoryEvent,
+    checks: Checks,
+    input: &[u8],
+    recorded: &Payload,
+    event: &str,
+    what: &str,
+    type_name: &str,
+    seq: u32,
+) -> Result<Option<String>, ExecError> {
+    let produced = Payload::from_json_bytes(input)
+        .map(|p| p.json().to_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(input).into_owned());
+    if produced == recorded.json() {
+        return Ok(None);
+    }
+    if checks.strict_inputs {
+        let render = |i: &str| format!("{event}{{type: {type_name:?}, seq: {seq}, input: {i}}}");
+        return Err(nondeterminism(
+            instance,
+            ev.id,
+            render(recorded.json()),
+            render(&produced),
+        ));
+    }
+    Ok(Some(format!(
+        "event #{}: {what} (seq {seq}) input changed from {} to {produced}",
+        ev.id,
+        recorded.json()
+    )))
 }
 
 /// Checks one activation's produced commands against its recorded command events,

@@ -83,6 +83,21 @@ impl Params {
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
         Ok(self.parse::<bool>(name, "true or false")?.unwrap_or(false))
     }
+
+    /// A long poll's `wait`: whole seconds, 0 when absent, at most
+    /// [`MAX_WAIT_SECS`](super::types::MAX_WAIT_SECS) (more is a bad request).
+    pub fn wait_secs(&self) -> Result<u64, ApiError> {
+        use super::types::MAX_WAIT_SECS;
+        let wait = self
+            .parse::<u64>("wait", "a whole number of seconds")?
+            .unwrap_or(0);
+        if wait > MAX_WAIT_SECS {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
+            )));
+        }
+        Ok(wait)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {

@@ -25,7 +25,7 @@ use super::types::{
     AliasHistory, AliasList, AliasRamp, Candidate, DeployOptions, GcBody, GcResponse, InputBody,
     InstancePage, JobList, JobView, ListQuery, ModuleList, QueryAnswer, RampBody, ReplayQuery,
     SetAliasBody, Signalled, StartBody, Started, StopBody, StopOneBody, StopVerb, Stopped,
-    UpgradeBody, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE, MAX_WAIT_SECS, MAX_WASM_BYTES,
+    UpgradeBody, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE, MAX_WASM_BYTES,
 };
 use super::{Api, OPENAPI};
 use crate::engine::{Error, Pinion, Progress};
@@ -343,7 +343,7 @@ async fn status(
 }
 
 /// Long poll: answers as soon as the instance is no longer running, or when `wait` seconds
-/// (at most [`MAX_WAIT_SECS`]; more is a bad request) have passed, or when the server shuts
+/// (at most [`MAX_WAIT_SECS`](super::types::MAX_WAIT_SECS); more is a bad request) have passed, or when the server shuts
 /// down, with the instance as it is then. It waits on the head watcher's notification of
 /// which instances changed (one reader of the database for all waiters), reads the
 /// instance again only when it is among them, and holds no thread.
@@ -353,14 +353,7 @@ async fn result(
     params: Params,
 ) -> Result<Json<InstanceRecord>, ApiError> {
     let params = params.only(&["wait"])?;
-    let wait = params
-        .parse::<u64>("wait", "a whole number of seconds")?
-        .unwrap_or(0);
-    if wait > MAX_WAIT_SECS {
-        return Err(ApiError::BadRequest(format!(
-            "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
-        )));
-    }
+    let wait = params.wait_secs()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut shutdown = s.shutdown.clone();
     // Subscribed before the first read, so no change after it is missed.
@@ -632,14 +625,7 @@ async fn job(
     params: Params,
 ) -> Result<Json<JobView>, ApiError> {
     let params = params.only(&["wait"])?;
-    let wait = params
-        .parse::<u64>("wait", "a whole number of seconds")?
-        .unwrap_or(0);
-    if wait > MAX_WAIT_SECS {
-        return Err(ApiError::BadRequest(format!(
-            "query parameter `wait`: at most {MAX_WAIT_SECS} seconds; poll again to wait longer"
-        )));
-    }
+    let wait = params.wait_secs()?;
     Ok(Json(
         s.jobs
             .get(&id, Duration::from_secs(wait), s.shutdown.clone())
