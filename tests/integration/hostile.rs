@@ -19,14 +19,14 @@ fn data(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\{b:02x}")).collect()
 }
 
-fn pack(ptr: u32, len: usize) -> i64 {
+pub(crate) fn pack(ptr: u32, len: usize) -> i64 {
     pinion_abi::pack(ptr, len as u32) as i64
 }
 
 /// A module following the pinion ABI whose activity body is `activity` and whose
 /// `_initialize` and `pinion_activate` may do extra things. `imports` declares what they
 /// call; `memories` adds memory declarations.
-fn module(imports: &str, activity: &str, activate_extra: &str, extra: &str) -> Vec<u8> {
+pub(crate) fn module(imports: &str, activity: &str, activate_extra: &str, extra: &str) -> Vec<u8> {
     let manifest = pinion_abi::encode(&Manifest {
         abi_version: pinion_abi::ABI_VERSION,
         sdk_version: "hostile".into(),

@@ -21,6 +21,7 @@ mod events;
 mod golden;
 mod heartbeats;
 mod hostile;
+mod pool;
 mod reach;
 mod replay;
 mod rollout;

@@ -1,6 +1,7 @@
 //! Activity instances: `wasmtime-wasi` preview 1 plus what the operator granted, run async.
 //!
-//! Each attempt gets a fresh instance of its pinned module in a store of its own:
+//! Each attempt gets a fresh instance of its pinned module in a store of its own (in a
+//! pooled slot, reset to the module's initial state, when one is free: [`super::pool`]):
 //!
 //! | capability | what the attempt gets |
 //! |---|---|
@@ -422,12 +423,6 @@ impl Sandbox {
             staged: None,
             control: control.clone(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_fuel(u64::MAX).map_err(setup)?;
-        // Yield to tokio at every epoch tick: a busy activity shares the threads.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
         let fail = |e, s: &Store<ActivityState>| {
             trap_error(
                 e,
@@ -437,9 +432,35 @@ impl Sandbox {
                 memory_bytes,
             )
         };
-        let instance = match loaded.activity_pre.instantiate_async(&mut store).await {
-            Ok(i) => i,
-            Err(e) => return Err(fail(e, &store)),
+        // A pooled slot when one is free; otherwise an instance of its own, as before.
+        let pooled = self
+            .activity_pool
+            .as_ref()
+            .and_then(|p| Some((p, p.prepare(&loaded.pooled_activity_pre, &loaded.module)?)));
+        let (mut store, instance) = match pooled {
+            Some((pool, pre)) => {
+                let mut store = activity_store(pool.engine(), state)?;
+                match pre.instantiate_async(&mut store).await {
+                    Ok(i) => (store, i),
+                    Err(e) if super::pool::exhausted(&e) => {
+                        let mut state = store.into_data();
+                        state.limiter = GuestLimiter::new(memory_bytes);
+                        let mut store = activity_store(&self.engine, state)?;
+                        match loaded.activity_pre.instantiate_async(&mut store).await {
+                            Ok(i) => (store, i),
+                            Err(e) => return Err(fail(e, &store)),
+                        }
+                    }
+                    Err(e) => return Err(fail(e, &store)),
+                }
+            }
+            None => {
+                let mut store = activity_store(&self.engine, state)?;
+                match loaded.activity_pre.instantiate_async(&mut store).await {
+                    Ok(i) => (store, i),
+                    Err(e) => return Err(fail(e, &store)),
+                }
+            }
         };
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             if let Err(e) = init.call_async(&mut store, ()).await {
@@ -460,6 +481,20 @@ impl Sandbox {
         pinion_abi::decode::<ActivityOutcome>(&out)
             .map_err(|e| SandboxError::Abi(format!("activity outcome does not decode: {e}")))
     }
+}
+
+/// A store for one attempt on `engine`: its limiter, unlimited fuel (an attempt is bounded
+/// by time), and a yield to tokio at every epoch tick so a busy activity shares the threads.
+fn activity_store(
+    engine: &wasmtime::Engine,
+    state: ActivityState,
+) -> Result<Store<ActivityState>, SandboxError> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_fuel(u64::MAX).map_err(setup)?;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
 }
 
 impl Capture {

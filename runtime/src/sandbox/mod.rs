@@ -8,7 +8,8 @@
 //! * **activities** ([`activity`]): `wasmtime-wasi`'s preview 1 with real clocks and random,
 //!   plus exactly what the operator's grants give the attempt (preopened directories,
 //!   environment, secrets, outgoing HTTP through [`http`]), called asynchronously on tokio,
-//!   so an activity waiting on the network holds no thread.
+//!   so an activity waiting on the network holds no thread. Their instances live in pooled
+//!   slots of a second engine ([`pool`]) that stay mapped between attempts.
 //!
 //! # Determinism and limits are configured here
 //!
@@ -25,6 +26,7 @@
 pub mod activity;
 pub mod http;
 pub mod limiter;
+mod pool;
 mod stacks;
 pub mod wasi;
 
@@ -91,7 +93,8 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 /// Resource limits. Defaults: 1e9 fuel per activation, 128 MiB per instance, activity
-/// timeout 5 minutes when the workflow sets none, HTTP responses up to 16 MiB.
+/// timeout 5 minutes when the workflow sets none, HTTP responses up to 16 MiB, 256 pooled
+/// activity slots.
 #[derive(Debug, Clone)]
 pub struct SandboxLimits {
     /// Fuel (roughly, wasm instructions) one workflow activation may use.
@@ -102,6 +105,9 @@ pub struct SandboxLimits {
     pub default_activity_timeout: Duration,
     /// Largest HTTP response body an activity may receive, in bytes.
     pub http_response_bytes: usize,
+    /// Activity instances kept in pooled, reusable slots ([`pool`]); attempts beyond them
+    /// run in instances of their own as before. 0 turns the pool off.
+    pub activity_pool_slots: u32,
 }
 
 impl Default for SandboxLimits {
@@ -111,6 +117,7 @@ impl Default for SandboxLimits {
             memory_bytes: 128 << 20,
             default_activity_timeout: Duration::from_secs(300),
             http_response_bytes: 16 << 20,
+            activity_pool_slots: 256,
         }
     }
 }
@@ -166,6 +173,7 @@ pub struct LoadedModule {
     module: Module,
     pre: InstancePre<GuestState>,
     activity_pre: InstancePre<activity::ActivityState>,
+    pooled_activity_pre: pool::PooledPre,
 }
 
 impl LoadedModule {
@@ -180,6 +188,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     activity_linker: Linker<activity::ActivityState>,
+    /// Pooled slots for activity instances; `None` when turned off or refused by the host.
+    activity_pool: Option<pool::ActivityPool>,
     limits: SandboxLimits,
     http: http::HttpClient,
     ticker_stop: Arc<AtomicBool>,
@@ -277,30 +287,40 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxError::Setup`] if wasmtime rejects the configuration.
     pub fn new(limits: SandboxLimits) -> Result<Sandbox, SandboxError> {
-        let mut config = Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
-            .wasm_multi_memory(false)
-            .cranelift_opt_level(OptLevel::Speed)
-            .with_host_stack(Arc::new(stacks::PoolHandle(stacks::StackPool::new(256))));
+        let mut config = engine_config();
+        config.with_host_stack(Arc::new(stacks::PoolHandle(stacks::StackPool::new(256))));
         let engine = Engine::new(&config).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(setup)?;
         let mut activity_linker = Linker::new(&engine);
         activity::add_to_linker(&mut activity_linker).map_err(setup)?;
+        // A host that refuses the pool's address space (`ulimit -v`) still runs every
+        // attempt, on the main engine.
+        let activity_pool = (limits.activity_pool_slots > 0)
+            .then(|| {
+                pool::ActivityPool::new(
+                    engine_config(),
+                    limits.activity_pool_slots,
+                    limits.memory_bytes,
+                )
+                .ok()
+            })
+            .flatten();
         let http =
             http::HttpClient::new(limits.http_response_bytes).map_err(SandboxError::Setup)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        let stop = ticker_stop.clone();
+        let ticking: Vec<Engine> = std::iter::once(engine.clone())
+            .chain(activity_pool.as_ref().map(|p| p.engine().clone()))
+            .collect();
         std::thread::Builder::new()
             .name("pinion-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
+                    for e in &ticking {
+                        e.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| SandboxError::Setup(e.to_string()))?;
@@ -308,6 +328,7 @@ impl Sandbox {
             engine,
             linker,
             activity_linker,
+            activity_pool,
             limits,
             http,
             ticker_stop,
@@ -316,6 +337,11 @@ impl Sandbox {
             ),
             compiles: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Whether activity attempts use pooled slots ([`SandboxLimits::activity_pool_slots`]).
+    pub fn activity_pool_enabled(&self) -> bool {
+        self.activity_pool.is_some()
     }
 
     /// How many modules this sandbox has compiled (cache hits are not compiles).
@@ -447,6 +473,7 @@ impl Sandbox {
             module,
             pre,
             activity_pre,
+            pooled_activity_pre: pool::PooledPre::default(),
         })
     }
 
@@ -561,6 +588,20 @@ fn check_abi_version(version: u32) -> Result<(), SandboxError> {
     Err(SandboxError::Abi(format!(
         "its ABI version is {version}, this pinion runs versions {OLDEST_ABI_VERSION} to {ABI_VERSION}; {advice}"
     )))
+}
+
+/// The settings every engine of the sandbox shares: they decide the compiled code, so the
+/// pooled activity engine can load what the main engine compiled.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .wasm_multi_memory(false)
+        .cranelift_opt_level(OptLevel::Speed);
+    config
 }
 
 fn setup(e: wasmtime::Error) -> SandboxError {
