@@ -25,6 +25,7 @@ fn main() {
             workflows,
             synchronous: Synchronous::Full,
             workflow_threads: 2,
+            eager_start: true,
         })
         .expect("benchmark run");
         println!("{report}");

@@ -1,9 +1,10 @@
 //! Durable throughput and step latency, measured end to end on a real SQLite file.
 //!
 //! The workload is a module exporting a `Steps` workflow (the `testkit` example): it calls
-//! an activity `n` times in sequence. Each step is one activity attempt plus two durable
-//! commits (the activity result into the inbox, the activation that schedules the next
-//! step) and one activation. Used by `pinion bench` and `benches/throughput.rs`.
+//! an activity `n` times in sequence. Each step is one activity attempt, one activation and,
+//! on the fast path, one durable commit (the activation records the step's outcome and
+//! schedules the next); workflows are started by [`STARTERS`] threads, as concurrent clients
+//! would. Used by `pinion bench` and `benches/throughput.rs`.
 //!
 //! [`run_in_flight`] measures the other thing an engine must do well: many activities
 //! waiting on the network at once. It starts an HTTP server on loopback that answers every
@@ -37,6 +38,8 @@ pub struct BenchConfig {
     pub synchronous: Synchronous,
     /// Threads running workflow activations.
     pub workflow_threads: usize,
+    /// [`WorkerConfig::eager_start`].
+    pub eager_start: bool,
 }
 
 /// What one run measured.
@@ -79,6 +82,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
+/// Threads that start workflows, as concurrent clients would.
+const STARTERS: usize = 8;
+
 /// Runs the benchmark once.
 ///
 /// # Errors
@@ -100,13 +106,16 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     let worker = p.start_worker(WorkerConfig {
         max_activities: config.concurrency.clamp(4, 4096),
         workflow_threads: config.workflow_threads,
+        eager_start: config.eager_start,
         poll_interval: Duration::from_millis(20),
         log: std::sync::Arc::new(|_| {}),
         ..WorkerConfig::default()
     })?;
     let input = format!(r#"{{"n": {}}}"#, config.steps);
     let start = Instant::now();
-    let mut ids = Vec::with_capacity(config.workflows);
+    let ids: Vec<String> = (0..config.workflows)
+        .map(|i| format!("bench-{i}"))
+        .collect();
     let mut next = 0;
     let mut in_flight = std::collections::HashSet::new();
     // Completions are read from the lifecycle-event outbox, one query per round, so the
@@ -119,42 +128,70 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         limit: 10_000,
         ..Default::default()
     };
-    while next < config.workflows || !in_flight.is_empty() {
-        let mut started = false;
-        while in_flight.len() < config.concurrency && next < config.workflows {
-            let id = format!("bench-{next}");
-            p.start(&StartRequest {
-                alias: None,
-                workflow_type: "Steps".into(),
-                module: hash.0.clone(),
-                input_json: input.clone(),
-                id: Some(id.clone()),
-            })?;
-            in_flight.insert(id.clone());
-            ids.push(id);
-            next += 1;
-            started = true;
-        }
-        if started {
-            worker.wake();
-        }
-        let ended = p.store().lifecycle_events(&filter)?;
-        for e in &ended {
-            filter.after = e.id;
-            if !in_flight.remove(&e.instance_id.0) {
-                continue;
-            }
-            if !matches!(e.transition, crate::store::Transition::Completed) {
-                return Err(Error::Io {
-                    path: e.instance_id.0.clone(),
-                    reason: format!("benchmark workflow ended {}", e.transition.name()),
+    // Workflows are started by STARTERS threads, as that many clients would: a start
+    // returns once it is durable, so one thread could start at most one workflow per
+    // commit, and far fewer than `concurrency` would really be in flight.
+    let (to_start, queue) = std::sync::mpsc::channel::<String>();
+    let queue = std::sync::Mutex::new(queue);
+    let failed: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| -> Result<(), Error> {
+        for _ in 0..STARTERS {
+            let (p, queue, failed, input, hash) = (&p, &queue, &failed, &input, &hash);
+            scope.spawn(move || loop {
+                let next = queue.lock().map(|q| q.recv());
+                let Ok(Ok(id)) = next else { return };
+                let started = p.start(&StartRequest {
+                    alias: None,
+                    workflow_type: "Steps".into(),
+                    module: hash.0.clone(),
+                    input_json: input.clone(),
+                    id: Some(id),
                 });
+                if let Err(e) = started {
+                    *failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    return;
+                }
+            });
+        }
+        let result = (|| {
+            while next < config.workflows || !in_flight.is_empty() {
+                if let Some(e) = failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
+                    return Err(e);
+                }
+                // A start wakes the worker itself (or is its first activation already).
+                while in_flight.len() < config.concurrency && next < config.workflows {
+                    in_flight.insert(ids[next].clone());
+                    let _ = to_start.send(ids[next].clone());
+                    next += 1;
+                }
+                let ended = p.store().lifecycle_events(&filter)?;
+                for e in &ended {
+                    filter.after = e.id;
+                    if !in_flight.remove(&e.instance_id.0) {
+                        continue;
+                    }
+                    if !matches!(e.transition, crate::store::Transition::Completed) {
+                        return Err(Error::Io {
+                            path: e.instance_id.0.clone(),
+                            reason: format!("benchmark workflow ended {}", e.transition.name()),
+                        });
+                    }
+                }
+                if ended.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
-        }
-        if ended.is_empty() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
+            Ok(())
+        })();
+        drop(to_start);
+        result
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     worker.shutdown();
     let mut gaps = Vec::new();

@@ -284,7 +284,9 @@ impl Pinion {
         self.deploy(&bytes)
     }
 
-    /// Creates an instance pinned to the module, runnable by any worker.
+    /// Creates an instance pinned to the module, runnable by any worker. With a worker
+    /// running in this process, its first activation runs on the calling thread and
+    /// commits with it: when this returns, the instance has taken its first step.
     ///
     /// # Errors
     /// Unknown module or workflow type, input that is not JSON, an id in use.
@@ -305,20 +307,47 @@ impl Pinion {
             .map_err(|e| Error::InvalidInput(format!("workflow input is not valid JSON: {e}")))?;
         let id = InstanceId(id);
         let now = self.clock.now_ms();
-        self.store.create_instance(NewInstance {
+        let started = EventKind::WorkflowStarted {
+            workflow_type: req.workflow_type.clone(),
+            module_hash: module.hash.clone(),
+            input,
+            random_seed: random_u64(),
+            determinism_rules: DETERMINISM_RULES_VERSION,
+            version_label: module.manifest.version_label.clone(),
+            parent: None,
+            continued_from_run: None,
+        };
+        let worker = self.worker.lock().expect("worker handle lock").upgrade();
+        let Some(worker) = worker else {
+            self.store.create_instance(NewInstance {
+                id: id.clone(),
+                now_ms: now,
+                started,
+            })?;
+            return Ok(id);
+        };
+        // With a worker in this process, the first activation runs here and commits with
+        // the instance (docs/design.md, "Eager start").
+        let eager = if worker.config.eager_start {
+            crate::worker::start_eagerly(&worker, &id, &started, now)?
+        } else {
+            crate::worker::EagerStart::NotRun
+        };
+        if let crate::worker::EagerStart::Committed = eager {
+            return Ok(id);
+        }
+        let created = self.store.create_instance(NewInstance {
             id: id.clone(),
             now_ms: now,
-            started: EventKind::WorkflowStarted {
-                workflow_type: req.workflow_type.clone(),
-                module_hash: module.hash.clone(),
-                input,
-                random_seed: random_u64(),
-                determinism_rules: DETERMINISM_RULES_VERSION,
-                version_label: module.manifest.version_label.clone(),
-                parent: None,
-                continued_from_run: None,
-            },
-        })?;
+            started,
+        });
+        match eager {
+            crate::worker::EagerStart::Failed(e) => {
+                crate::worker::block_failed_start(&worker, &id, created.is_ok().then_some(&e))
+            }
+            _ => worker.workflow_wake.notify(),
+        }
+        created?;
         Ok(id)
     }
 

@@ -81,6 +81,11 @@ pub struct WorkerConfig {
     pub activity_lease_slack: Duration,
     /// Guest output.
     pub log: LogSink,
+    /// Run a new instance's first activation in [`crate::Pinion::start`] and commit it with
+    /// the instance (one commit per start instead of two). Off, a start only creates the
+    /// instance, and a workflow thread activates it: for workflows whose first activation
+    /// is slow, which would otherwise make their start as slow.
+    pub eager_start: bool,
 }
 
 impl Default for WorkerConfig {
@@ -93,6 +98,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_millis(100),
             activity_lease_slack: Duration::from_secs(30),
             log: stderr_sink(),
+            eager_start: true,
         }
     }
 }
@@ -210,6 +216,8 @@ struct AfterCommit {
     /// The outcomes this activation recorded; if its commit fails they are written the
     /// usual way ([`spill`]), so none is lost.
     delivered: Vec<Delivery>,
+    /// The commit also creates the instance ([`start_eagerly`]).
+    created: bool,
 }
 
 /// Shared by every worker thread.
@@ -732,6 +740,16 @@ fn finish(s: &Arc<Shared>, c: Committed) {
     } = c;
     let handover = std::mem::take(&mut after.handover);
     let delivered = std::mem::take(&mut after.delivered);
+    if after.created && result.is_err() {
+        // Nothing was written, and the id belongs to whoever holds it (a start that raced
+        // this one): only this start's claims are given back.
+        if !handover.is_empty() {
+            s.activities_running
+                .fetch_sub(handover.len(), Ordering::SeqCst);
+        }
+        release(s, &id);
+        return;
+    }
     match result {
         Ok(()) => {
             for task in handover {
@@ -821,7 +839,7 @@ fn process_instance(
         return Ok(None);
     }
     let cached = lock(&s.cache).take(id);
-    let (mut run, recorded_pending) = match cached {
+    let (run, recorded_pending) = match cached {
         Some(run) if run.next_event_id() == rec.event_count + 1 => (run, Vec::new()),
         _ => {
             let history = s.store.load_history(id)?;
@@ -856,17 +874,53 @@ fn process_instance(
         return Ok(None);
     }
     let now = s.clock.now_ms();
+    let step = Step {
+        module: &rec.module_hash,
+        event_count: rec.event_count,
+        inputs,
+        recorded,
+        consumed_inbox: inbox.iter().map(|e| e.id).collect(),
+        resolved_activities: deliveries.iter().map(|d| (d.seq, d.attempt)).collect(),
+        now,
+    };
+    match activate(s, id, run, step) {
+        Ok(prepared) => Ok(Some(prepared)),
+        Err(e) => block(s, id, &e).map(|()| None),
+    }
+}
+
+/// One activation's input, for [`activate`].
+struct Step<'a> {
+    module: &'a ModuleHash,
+    /// Events in history before this activation.
+    event_count: u64,
+    /// Recorded but undelivered events first (`recorded` of them), then new input.
+    inputs: Vec<EventKind>,
+    recorded: usize,
+    consumed_inbox: Vec<i64>,
+    resolved_activities: Vec<(u32, u32)>,
+    now: u64,
+}
+
+/// Runs `run`'s next activation over `step`'s inputs and builds its commit, claiming the
+/// new activities it has slots for.
+///
+/// # Errors
+/// The activation failed (a divergence, a trap, fuel): the instance must be blocked.
+fn activate(
+    s: &Shared,
+    id: &InstanceId,
+    mut run: WorkflowRun,
+    step: Step<'_>,
+) -> Result<(ActivationCommit, AfterCommit), ExecError> {
     let resolve = |choice: &ModuleChoice, id: &str, workflow_type: &str| {
-        resolve_module(s, &rec.module_hash, choice, id, workflow_type)
+        resolve_module(s, step.module, choice, id, workflow_type)
     };
-    let mut live = match run.run_live(&inputs, recorded, now, &resolve) {
-        Ok(l) => l,
-        Err(e) => return block(s, id, &e).map(|()| None),
-    };
+    let mut live = run.run_live(&step.inputs, step.recorded, step.now, &resolve)?;
     emit(s, id, "workflow", &live.output);
     let cancelled = live.cancelled_activities.clone();
     let handover = if matches!(live.outcome, InstanceOutcome::Running) {
-        claim_in_commit(s, &rec.module_hash, id, &mut live.new_activities, now)
+        claim_in_commit(s, step.module, id, &mut live.new_activities, step.now)
     } else {
         Vec::new()
     };
@@ -875,10 +929,11 @@ fn process_instance(
     let timers = !live.new_timers.is_empty();
     let commit = ActivationCommit {
         instance_id: id.clone(),
-        expected_next_event: rec.event_count + 1,
+        create: None,
+        expected_next_event: step.event_count + 1,
         events: live.events,
-        consumed_inbox: inbox.iter().map(|e| e.id).collect(),
-        resolved_activities: deliveries.iter().map(|d| (d.seq, d.attempt)).collect(),
+        consumed_inbox: step.consumed_inbox,
+        resolved_activities: step.resolved_activities,
         new_activities: live.new_activities,
         new_timers: live.new_timers,
         cancelled_timers: live.cancelled_timers,
@@ -886,9 +941,9 @@ fn process_instance(
         new_children: live.new_children,
         cancelled_children: live.cancelled_children,
         outcome: live.outcome,
-        now_ms: now,
+        now_ms: step.now,
     };
-    Ok(Some((
+    Ok((
         commit,
         AfterCommit {
             run,
@@ -897,8 +952,116 @@ fn process_instance(
             cancelled,
             handover,
             delivered: Vec::new(),
+            created: false,
         },
-    )))
+    ))
+}
+
+/// What [`start_eagerly`] did.
+pub(crate) enum EagerStart {
+    /// The instance and its first activation are durable, in one commit.
+    Committed,
+    /// The first activation failed: nothing was written; the caller creates the instance
+    /// and blocks it with this error, rather than let a worker run it a second time.
+    Failed(ExecError),
+    /// Nothing was written (the worker is stopping, the module does not load, the id is
+    /// in use in this process, ...): the caller creates the instance the usual way.
+    NotRun,
+}
+
+/// Starts an instance on the calling thread: runs its first activation at once and commits
+/// the instance, its `WorkflowStarted` event and that activation in one transaction (through
+/// the group-commit writer), waiting until it is durable. A start then costs one commit
+/// instead of two (create, then activate) and no hand-off to a workflow thread; the
+/// activities it scheduled start as soon as the commit is durable.
+///
+/// # Errors
+/// The commit failed (an id already in use: [`StoreError::AlreadyExists`]); nothing was
+/// written.
+pub(crate) fn start_eagerly(
+    s: &Arc<Shared>,
+    id: &InstanceId,
+    started: &EventKind,
+    now: u64,
+) -> Result<EagerStart, StoreError> {
+    let EventKind::WorkflowStarted { module_hash, .. } = started else {
+        return Ok(EagerStart::NotRun);
+    };
+    if stopping(s) || !lock(&s.queue).taken.insert(id.clone()) {
+        return Ok(EagerStart::NotRun);
+    }
+    let first = contain(|| -> Result<_, Option<ExecError>> {
+        let module = s.registry.load(module_hash).map_err(|_| None)?;
+        let history = [crate::history::HistoryEvent {
+            id: 1,
+            time_ms: now,
+            kind: started.clone(),
+        }];
+        let (run, pending) =
+            WorkflowRun::rebuild(&s.sandbox, &module, id, &history, Checks::default())
+                .map_err(Some)?;
+        let step = Step {
+            module: module_hash,
+            event_count: 1,
+            recorded: pending.len(),
+            inputs: pending.into_iter().map(|e| e.kind).collect(),
+            consumed_inbox: Vec::new(),
+            resolved_activities: Vec::new(),
+            now,
+        };
+        activate(s, id, run, step).map_err(Some)
+    });
+    let (mut commit, mut after) = match first {
+        Ok(Ok(prepared)) => prepared,
+        // Still taken: no workflow thread runs it before the caller has blocked it.
+        Ok(Err(Some(failed))) => return Ok(EagerStart::Failed(failed)),
+        Ok(Err(None)) | Err(_) => {
+            release(s, id);
+            return Ok(EagerStart::NotRun);
+        }
+    };
+    commit.create = Some(started.clone());
+    after.created = true;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let s2 = s.clone();
+    let id2 = id.clone();
+    s.commits_pending.fetch_add(1, Ordering::SeqCst);
+    s.store.commit_activation_then(
+        commit,
+        Box::new(move |result| {
+            // The caller is answered as soon as the commit is durable (or refused); the
+            // bookkeeping after it is a workflow thread's, as for any activation.
+            let _ = tx.send(result.clone());
+            let mut q = lock(&s2.queue);
+            q.committed.push(Committed {
+                id: id2,
+                after,
+                result,
+            });
+            drop(q);
+            s2.commits_pending.fetch_sub(1, Ordering::SeqCst);
+            s2.queue_cv.notify_one();
+        }),
+    );
+    match rx.recv() {
+        Ok(Ok(())) => Ok(EagerStart::Committed),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StoreError::Database(
+            "the worker stopped before the start was committed".into(),
+        )),
+    }
+}
+
+/// After [`EagerStart::Failed`]: blocks the instance the caller has just created (when
+/// `failed` is given; `None` when creating it failed) with the first activation's error,
+/// as a workflow thread would have, and frees the id [`start_eagerly`] kept taken.
+pub(crate) fn block_failed_start(s: &Shared, id: &InstanceId, failed: Option<&ExecError>) {
+    if let Some(e) = failed {
+        if let Err(stored) = block(s, id, e) {
+            report(&format!("blocking instance {id}"), &stored);
+        }
+    }
+    release(s, id);
 }
 
 /// Claims, within the activation's own commit, as many of its new activities as there

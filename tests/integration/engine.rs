@@ -918,3 +918,47 @@ fn a_clean_stop_mid_steps_costs_no_attempt() {
         }
     }
 }
+
+#[test]
+fn a_start_with_a_worker_running_commits_the_first_activation_with_it() {
+    let dir = TempDir::new("eager");
+    let p = open(&dir.db());
+    let hash = deploy(&p, "testkit");
+    // No wake and no wait: whatever is in the database when `start` returns was committed
+    // by the start itself.
+    let _w = p.start_worker(quiet_worker()).unwrap();
+    p.start(&start_req("Echo", &hash, r#"{"a": 1}"#, "echo"))
+        .unwrap();
+    let echo = p.status("echo").unwrap();
+    assert_eq!(echo.status, InstanceStatus::Completed, "{echo:?}");
+    assert_eq!(echo.result.unwrap().to_value(), json!({"a": 1}));
+
+    p.start(&start_req("Steps", &hash, r#"{"n": 3}"#, "steps"))
+        .unwrap();
+    let first = kinds(&p, "steps");
+    assert!(
+        matches!(first[0], EventKind::WorkflowStarted { .. })
+            && first
+                .iter()
+                .any(|k| matches!(k, EventKind::ActivityScheduled { .. })),
+        "{first:?}"
+    );
+    assert_eq!(result_of(&p, "steps"), json!(3));
+
+    // A first activation that traps blocks the instance at once, with the reason.
+    p.start(&start_req("Panic", &hash, "null", "panic"))
+        .unwrap();
+    let panic = p.status("panic").unwrap();
+    assert_eq!(panic.status, InstanceStatus::Blocked, "{panic:?}");
+    assert!(panic.blocked_reason.unwrap().contains("boom"));
+
+    // An id in use is refused and nothing is written over it.
+    let before = p.history("echo").unwrap();
+    let again = p.start(&start_req("Steps", &hash, r#"{"n": 1}"#, "echo"));
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(p.history("echo").unwrap(), before);
+    assert_eq!(
+        p.status("echo").unwrap().result.unwrap().to_value(),
+        json!({"a": 1})
+    );
+}

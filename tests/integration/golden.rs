@@ -177,7 +177,7 @@ fn the_server_refuses_a_database_pinning_modules_it_cannot_run_and_changes_nothi
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute(
-            "UPDATE modules SET bytes = ?1 WHERE hash = ?2",
+            "UPDATE module_code SET bytes = ?1 WHERE hash = ?2",
             rusqlite::params![future, hash],
         )
         .unwrap();

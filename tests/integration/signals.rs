@@ -412,6 +412,7 @@ fn an_instance_does_not_close_while_undelivered_input_waits_in_its_inbox() {
     let inbox = p.store().load_inbox(&id).unwrap();
     assert_eq!(inbox.len(), 1);
     let commit = |consumed: Vec<i64>| ActivationCommit {
+        create: None,
         instance_id: id.clone(),
         expected_next_event: 2,
         events: vec![

@@ -263,6 +263,10 @@ pub struct BenchArgs {
     /// Directory for the throwaway databases.
     #[arg(long, default_value = "target/bench")]
     pub dir: PathBuf,
+    /// Start workflows without running their first activation in the start (as
+    /// `pinion server --no-eager-start`).
+    #[arg(long)]
+    pub no_eager_start: bool,
 }
 
 /// Options shared by `start` and `run`.
@@ -315,6 +319,11 @@ pub struct ServerArgs {
     /// Activity attempts in flight at once.
     #[arg(long, default_value_t = 1024)]
     pub max_activities: usize,
+    /// Let a workflow thread run a new instance's first activation, instead of the start
+    /// request (which then answers sooner for workflows whose first activation is slow,
+    /// at the cost of a second commit per start).
+    #[arg(long)]
+    pub no_eager_start: bool,
     /// POST every lifecycle event to this URL, signed and retried (repeatable).
     #[arg(long = "webhook", requires = "webhook_secret_file")]
     pub webhooks: Vec<String>,

@@ -512,6 +512,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     workflows: args.workflows.unwrap_or((concurrency * 20).max(50)),
                     synchronous,
                     workflow_threads: args.workflow_threads,
+                    eager_start: !args.no_eager_start,
                 })
             })
         }
@@ -652,6 +653,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 workflow_threads: args.workflow_threads,
                 activity_threads: args.activity_threads,
                 max_activities: args.max_activities,
+                eager_start: !args.no_eager_start,
                 ..WorkerConfig::default()
             })?;
             println!(

@@ -6,7 +6,8 @@
 //! can open.
 //!
 //! The check reads the database with a plain read-only connection, without the schema
-//! version check and without migrating (the columns it reads exist since migration 2), and
+//! version check and without migrating (it reads a module's code from where the file's
+//! schema keeps it: `modules.bytes` before migration 10, `module_code` since), and
 //! loads each pinned module exactly as a worker would: compile (through the compile cache,
 //! so the server does not compile it again), link, and read its ABI version and manifest.
 
@@ -90,14 +91,23 @@ pub fn unrunnable_pinned_modules(
         rows.collect::<Result<_, _>>()
             .map_err(|e| fail(e.to_string()))?
     };
+    // Since migration 10 a module's code is in `module_code`; before, in `modules.bytes`.
+    let split: bool = c
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'module_code')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    let read_module = if split {
+        "SELECT c.bytes, m.manifest FROM modules m JOIN module_code c ON c.hash = m.hash WHERE m.hash = ?1"
+    } else {
+        "SELECT bytes, manifest FROM modules WHERE hash = ?1"
+    };
     let mut out = Vec::new();
     for (hash, instances) in pinned {
         let stored: Option<(Vec<u8>, String)> = c
-            .query_row(
-                "SELECT bytes, manifest FROM modules WHERE hash = ?1",
-                [&hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row(read_module, [&hash], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(|e| fail(e.to_string()))?;
         let Some((bytes, manifest)) = stored else {
@@ -128,4 +138,55 @@ pub fn unrunnable_pinned_modules(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxLimits;
+
+    /// The check reads a module's code from `modules.bytes` in a file from before
+    /// migration 10 and from `module_code` after it: either way it finds the code (here not
+    /// wasm, so the module is reported for its bytes, not as missing).
+    #[test]
+    fn the_check_reads_module_code_before_and_after_migration_10() {
+        let dir = std::env::temp_dir().join(format!(
+            "pinion-preflight-{}-{}",
+            std::process::id(),
+            crate::clock::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sandbox = Sandbox::new(SandboxLimits {
+            activity_pool_slots: 0,
+            ..SandboxLimits::default()
+        })
+        .unwrap();
+        let instance =
+            "CREATE TABLE instances(id TEXT, module_hash TEXT, status TEXT, imported INTEGER);
+             INSERT INTO instances VALUES ('i1', 'm1', 'running', 0);";
+        let layouts = [
+            "CREATE TABLE modules(hash TEXT PRIMARY KEY, bytes BLOB, size INTEGER, manifest TEXT);
+             INSERT INTO modules VALUES ('m1', x'00112233445566778899', 10, '{}');",
+            "CREATE TABLE modules(hash TEXT PRIMARY KEY, size INTEGER, manifest TEXT);
+             CREATE TABLE module_code(hash TEXT PRIMARY KEY, bytes BLOB);
+             INSERT INTO modules VALUES ('m1', 10, '{}');
+             INSERT INTO module_code VALUES ('m1', x'00112233445566778899');",
+        ];
+        for (i, layout) in layouts.iter().enumerate() {
+            let path = dir.join(format!("l{i}.db"));
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(instance).unwrap();
+            c.execute_batch(layout).unwrap();
+            drop(c);
+            let found = unrunnable_pinned_modules(&path, &sandbox, None).unwrap();
+            assert_eq!(found.len(), 1, "layout {i}: {found:?}");
+            assert_eq!(found[0].instances, 1);
+            assert!(
+                found[0].reason.contains("magic bytes"),
+                "layout {i}: {}",
+                found[0].reason
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

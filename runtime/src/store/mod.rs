@@ -259,6 +259,10 @@ pub struct NewChild {
 pub struct ActivationCommit {
     /// The instance.
     pub instance_id: InstanceId,
+    /// Create the instance in the same transaction, with this `WorkflowStarted` event as
+    /// event 1 (an eager start: the first activation commits with the instance); fails
+    /// with [`StoreError::AlreadyExists`], writing nothing, when the id is in use.
+    pub create: Option<EventKind>,
     /// The id the first appended event must get (history length + 1).
     pub expected_next_event: u64,
     /// Events to append, in order (delivered inputs, the task boundary, commands).

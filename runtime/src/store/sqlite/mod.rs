@@ -360,6 +360,9 @@ fn commit_op(
     Ok(move |c: &Connection| {
         let id = &commit.instance_id.0;
         let now = commit.now_ms as i64;
+        if let Some(started) = &commit.create {
+            lifecycle::insert_instance(c, &commit.instance_id, started, commit.now_ms)?;
+        }
         let (count, cur_status, module): (i64, String, String) = query_one(
             c,
             "SELECT event_count, status, module_hash FROM instances WHERE id = ?1",
@@ -811,10 +814,17 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let n = c
                 .execute(
-                    "INSERT OR IGNORE INTO modules(hash, bytes, size, manifest, deployed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash, bytes, bytes.len() as i64, manifest, now_ms as i64],
+                    "INSERT OR IGNORE INTO modules(hash, size, manifest, deployed_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, bytes.len() as i64, manifest, now_ms as i64],
                 )
                 .map_err(map_err)?;
+            if n == 1 {
+                c.execute(
+                    "INSERT INTO module_code(hash, bytes) VALUES (?1, ?2)",
+                    params![hash, bytes],
+                )
+                .map_err(map_err)?;
+            }
             Ok(n == 1)
         })
     }
@@ -838,7 +848,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             query_one(
                 c,
-                "SELECT bytes FROM modules WHERE hash = ?1",
+                "SELECT bytes FROM module_code WHERE hash = ?1",
                 [&hash.0],
                 |r| r.get(0),
             )

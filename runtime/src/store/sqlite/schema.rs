@@ -20,9 +20,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (7, include_str!("0007_heartbeats.sql")),
     (8, include_str!("0008_list_indexes.sql")),
     (9, include_str!("0009_closing.sql")),
+    (10, include_str!("0010_module_code.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 9;
+pub(super) const SCHEMA_VERSION: u32 = 10;
 
 impl SqliteStore {
     pub(super) fn connect(
@@ -132,5 +133,72 @@ impl SqliteStore {
             .map_err(map_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::ModuleHash;
+    use crate::store::{DeploymentStore, Store};
+
+    /// A file at schema version 9, as the last release left it: the module's code in
+    /// `modules.bytes`, before the module's manifest.
+    fn version_9_file(path: &Path) {
+        let c = Connection::open(path).unwrap();
+        for (_, sql) in MIGRATIONS.iter().filter(|(n, _)| *n <= 9) {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', '9');
+             INSERT INTO modules(hash, bytes, size, manifest, deployed_at_ms)
+             VALUES ('m1', x'0061736d01000000', 8,
+                     '{\"abi_version\":2,\"sdk_version\":\"t\",\"workflows\":[\"W\"],\"activities\":[],\"version_label\":null}', 5);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn migration_10_moves_module_code_out_of_the_record_and_keeps_both() {
+        let dir = std::env::temp_dir().join(format!(
+            "pinion-m10-{}-{}",
+            std::process::id(),
+            crate::clock::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        version_9_file(&path);
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let hash = ModuleHash("m1".into());
+        assert_eq!(
+            store.module_bytes(&hash).unwrap().as_deref(),
+            Some(&b"\0asm\x01\0\0\0"[..])
+        );
+        let record = store
+            .get_module(&hash)
+            .unwrap()
+            .expect("the record survives");
+        assert_eq!((record.size, record.deployed_at_ms), (8, 5));
+        assert_eq!(record.manifest.workflows, vec!["W".to_string()]);
+        let columns: Vec<String> = store
+            .read(|c| {
+                let mut st = c
+                    .prepare("SELECT name FROM pragma_table_info('modules')")
+                    .map_err(map_err)?;
+                let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+                Ok(rows.map(Result::unwrap).collect())
+            })
+            .unwrap();
+        assert!(!columns.contains(&"bytes".to_string()), "{columns:?}");
+        // Deleting the module deletes its code.
+        assert!(store.delete_module_if_unused(&hash).unwrap());
+        let code_rows: i64 = store
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM module_code", [], |r| r.get(0))
+                    .map_err(map_err)
+            })
+            .unwrap();
+        assert_eq!(code_rows, 0);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
