@@ -683,6 +683,11 @@ impl WorkflowRun {
         &self.warnings
     }
 
+    /// The workflow type this run executes.
+    pub fn workflow_type(&self) -> &str {
+        &self.workflow_type
+    }
+
     /// The id the next appended event gets.
     pub fn next_event_id(&self) -> u64 {
         self.next_event_id

@@ -8,7 +8,8 @@
 //! histories) → [`engine`] (the library API: open, deploy, start, inspect, run workers) →
 //! [`rollout`] (aliases, drain status, gc, verified upgrade: more methods on the engine) →
 //! [`api`] (the HTTP JSON API: server, client, and the `Api` trait both implement) →
-//! [`bench`] and [`cli`].
+//! [`bench`] and [`cli`]. [`telemetry`] sets up the logs every layer writes through
+//! `tracing`.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod rollout;
 pub mod sandbox;
 pub mod store;
+pub mod telemetry;
 pub mod worker;
 
 pub use engine::{Error, Pinion, PinionConfig, Progress, StartRequest, WorkerGuard};

@@ -443,8 +443,8 @@ fn cache_dir_trusted(dir: &Path) -> bool {
     };
     if let Some(problem) = problem {
         if REPORTED.set(()).is_ok() {
-            eprintln!(
-                "pinion: not using the compile cache {}: {problem} (compiled code there would be run as is); make it a directory of yours with mode 0700, or remove it",
+            tracing::warn!(
+                "not using the compile cache {}: {problem} (compiled code there would be run as is); make it a directory of yours with mode 0700, or remove it",
                 dir.display()
             );
         }

@@ -40,14 +40,21 @@ use crate::store::{
     ActivationCommit, ActivityResolution, ActivityTask, InstanceOutcome, NondeterminismPolicy,
     Store, StoreError,
 };
+use crate::telemetry::metrics::{metrics, AttemptOutcome as Ended, RunSource};
 
 /// One line a guest wrote, tagged with where it came from.
 #[derive(Debug, Clone)]
 pub struct LogRecord<'a> {
     /// The instance.
     pub instance: &'a InstanceId,
+    /// The module that ran (the instance's pinned module, or the one it was upgraded to).
+    pub module: &'a ModuleHash,
     /// `"workflow"` or `"activity <type>"`.
     pub source: &'a str,
+    /// The workflow type, for a workflow's output.
+    pub workflow_type: Option<&'a str>,
+    /// The attempt, for an activity's output.
+    pub attempt: Option<u32>,
     /// 1 for stdout, 2 for stderr.
     pub stream: u8,
     /// The line, without its newline.
@@ -57,14 +64,27 @@ pub struct LogRecord<'a> {
 /// Where guest output goes.
 pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
 
-/// The default sink: one line on the host's stderr per guest line.
-pub fn stderr_sink() -> LogSink {
-    Arc::new(|r: &LogRecord<'_>| eprintln!("[{} {}] {}", r.instance, r.source, r.line))
+/// The default sink: each guest line becomes a `tracing` event of target `guest` at level
+/// info, with the record's fields (see [`crate::telemetry`]).
+pub fn tracing_sink() -> LogSink {
+    Arc::new(|r: &LogRecord<'_>| {
+        tracing::info!(
+            target: "guest",
+            instance = %r.instance,
+            module = %r.module,
+            source = r.source,
+            workflow_type = r.workflow_type,
+            attempt = r.attempt,
+            stream = if r.stream == 1 { "stdout" } else { "stderr" },
+            "{}",
+            r.line
+        );
+    })
 }
 
 /// Worker settings. Defaults: 2 workflow threads, 1024 activity attempts in flight on 2
 /// tokio threads, 1024 cached runs, 100 ms poll interval, 30 s activity lease slack, guest
-/// output to stderr.
+/// output to the log ([`tracing_sink`]).
 #[derive(Clone)]
 pub struct WorkerConfig {
     /// Threads running workflow activations.
@@ -97,7 +117,7 @@ impl Default for WorkerConfig {
             cache_capacity: 1024,
             poll_interval: Duration::from_millis(100),
             activity_lease_slack: Duration::from_secs(30),
-            log: stderr_sink(),
+            log: tracing_sink(),
             eager_start: true,
         }
     }
@@ -192,6 +212,8 @@ struct Queue {
 /// instance's next activation, which records it and deletes the task in its own commit:
 /// one commit per step instead of one for the outcome and one for the activation.
 struct Delivery {
+    /// When the attempt started: the step ends when the outcome is durable in history.
+    started: std::time::Instant,
     seq: u32,
     attempt: u32,
     event: EventKind,
@@ -535,7 +557,7 @@ fn stopping(s: &Shared) -> bool {
 }
 
 fn report(context: &str, e: &dyn std::fmt::Display) {
-    eprintln!("pinion worker: {context}: {e}");
+    tracing::warn!("{context}: {e}");
 }
 
 fn dispatch_loop(s: &Shared) {
@@ -666,8 +688,9 @@ fn workflow_loop(s: &Arc<Shared>) {
 /// instance (unless a workflow thread has it already: then it is queued again when that
 /// thread releases it). Once the worker is stopping, the outcome is written at once
 /// instead, since no workflow thread may be left to take it.
-fn deliver(s: &Arc<Shared>, task: &ActivityTask, event: EventKind) {
+fn deliver(s: &Arc<Shared>, task: &ActivityTask, event: EventKind, started: std::time::Instant) {
     let d = Delivery {
+        started,
         seq: task.seq,
         attempt: task.attempt,
         event,
@@ -752,6 +775,9 @@ fn finish(s: &Arc<Shared>, c: Committed) {
     }
     match result {
         Ok(()) => {
+            for d in &delivered {
+                metrics().step(d.started.elapsed());
+            }
             for task in handover {
                 s.activity_rt
                     .spawn(contained_attempt(Arc::clone(s), Arc::new(task)));
@@ -839,8 +865,10 @@ fn process_instance(
         return Ok(None);
     }
     let cached = lock(&s.cache).take(id);
-    let (run, recorded_pending) = match cached {
-        Some(run) if run.next_event_id() == rec.event_count + 1 => (run, Vec::new()),
+    let (run, recorded_pending, source) = match cached {
+        Some(run) if run.next_event_id() == rec.event_count + 1 => {
+            (run, Vec::new(), RunSource::Hit)
+        }
         _ => {
             let history = s.store.load_history(id)?;
             let module = match s.registry.load(&rec.module_hash) {
@@ -857,9 +885,11 @@ fn process_instance(
                 }
             };
             match WorkflowRun::rebuild(&s.sandbox, &module, id, &history, Checks::default()) {
-                Ok((run, pending)) => {
-                    (run, pending.into_iter().map(|e| e.kind).collect::<Vec<_>>())
-                }
+                Ok((run, pending)) => (
+                    run,
+                    pending.into_iter().map(|e| e.kind).collect::<Vec<_>>(),
+                    RunSource::Replay,
+                ),
                 Err(e) => return block(s, id, &e).map(|()| None),
             }
         }
@@ -876,6 +906,7 @@ fn process_instance(
     let now = s.clock.now_ms();
     let step = Step {
         module: &rec.module_hash,
+        source,
         event_count: rec.event_count,
         inputs,
         recorded,
@@ -892,6 +923,8 @@ fn process_instance(
 /// One activation's input, for [`activate`].
 struct Step<'a> {
     module: &'a ModuleHash,
+    /// Where the live instance came from (for the metrics).
+    source: RunSource,
     /// Events in history before this activation.
     event_count: u64,
     /// Recorded but undelivered events first (`recorded` of them), then new input.
@@ -913,11 +946,32 @@ fn activate(
     mut run: WorkflowRun,
     step: Step<'_>,
 ) -> Result<(ActivationCommit, AfterCommit), ExecError> {
+    let _span = tracing::debug_span!(
+        "activation",
+        instance = %id,
+        workflow_type = run.workflow_type(),
+        module = %step.module,
+        event = step.event_count + 1,
+    )
+    .entered();
     let resolve = |choice: &ModuleChoice, id: &str, workflow_type: &str| {
         resolve_module(s, step.module, choice, id, workflow_type)
     };
+    #[allow(clippy::disallowed_methods)] // an activation's duration is real time
+    let started = std::time::Instant::now();
     let mut live = run.run_live(&step.inputs, step.recorded, step.now, &resolve)?;
-    emit(s, id, "workflow", &live.output);
+    metrics().activation(step.source, started.elapsed());
+    emit(
+        s,
+        OutputOf {
+            instance: id,
+            module: step.module,
+            source: "workflow",
+            workflow_type: Some(run.workflow_type()),
+            attempt: None,
+        },
+        &live.output,
+    );
     let cancelled = live.cancelled_activities.clone();
     let handover = if matches!(live.outcome, InstanceOutcome::Running) {
         claim_in_commit(s, step.module, id, &mut live.new_activities, step.now)
@@ -1002,6 +1056,7 @@ pub(crate) fn start_eagerly(
                 .map_err(Some)?;
         let step = Step {
             module: module_hash,
+            source: RunSource::New,
             event_count: 1,
             recorded: pending.len(),
             inputs: pending.into_iter().map(|e| e.kind).collect(),
@@ -1152,12 +1207,24 @@ fn block(s: &Shared, id: &InstanceId, e: &ExecError) -> Result<(), StoreError> {
     s.store.block_instance(id, &e.to_string(), s.clock.now_ms())
 }
 
-fn emit(s: &Shared, id: &InstanceId, source: &str, (stdout, stderr): &(Vec<u8>, Vec<u8>)) {
+/// Where a guest's output came from, for [`emit`].
+struct OutputOf<'a> {
+    instance: &'a InstanceId,
+    module: &'a ModuleHash,
+    source: &'a str,
+    workflow_type: Option<&'a str>,
+    attempt: Option<u32>,
+}
+
+fn emit(s: &Shared, of: OutputOf<'_>, (stdout, stderr): &(Vec<u8>, Vec<u8>)) {
     for (stream, bytes) in [(1u8, stdout), (2u8, stderr)] {
         for line in String::from_utf8_lossy(bytes).lines() {
             (s.config.log)(&LogRecord {
-                instance: id,
-                source,
+                instance: of.instance,
+                module: of.module,
+                source: of.source,
+                workflow_type: of.workflow_type,
+                attempt: of.attempt,
                 stream,
                 line,
             });
@@ -1204,7 +1271,16 @@ fn claim_loop(s: &Arc<Shared>) {
 /// failed attempt, retried by its policy, instead of leaving it leased until a restart.
 async fn contained_attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
     use futures_util::FutureExt;
-    let run = std::panic::AssertUnwindSafe(attempt(s.clone(), task.clone()));
+    use tracing::Instrument;
+    let span = tracing::debug_span!(
+        "attempt",
+        instance = %task.instance_id,
+        activity_type = %task.activity_type,
+        seq = task.seq,
+        attempt = task.attempt,
+        module = %task.module_hash,
+    );
+    let run = std::panic::AssertUnwindSafe(attempt(s.clone(), task.clone()).instrument(span));
     let Err(panic) = run.catch_unwind().await else {
         return;
     };
@@ -1260,6 +1336,8 @@ fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 /// One activity attempt, from claim to recorded outcome.
 async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
+    #[allow(clippy::disallowed_methods)] // a step's duration is real time
+    let started = std::time::Instant::now();
     let key = (task.instance_id.clone(), task.seq);
     let control = attempt_control(&s, &task);
     s.attempts
@@ -1276,7 +1354,7 @@ async fn attempt(s: Arc<Shared>, task: Arc<ActivityTask>) {
     if let ActivityResolution::Resolve(event) = resolution {
         // A final outcome goes to the instance's next activation, which records it in its
         // own commit; the attempt's slot is free now.
-        deliver(&s, &task, event);
+        deliver(&s, &task, event, started);
         free_slot(&s);
         return;
     }
@@ -1357,6 +1435,8 @@ async fn run_attempt(
     task: &ActivityTask,
     control: Arc<AttemptControl>,
 ) -> AttemptOutcome {
+    #[allow(clippy::disallowed_methods)] // an attempt's duration is real time
+    let started = std::time::Instant::now();
     let failure = |kind: &str, message: String, non_retryable: bool| Failure {
         kind: kind.into(),
         message,
@@ -1401,7 +1481,17 @@ async fn run_attempt(
             control,
         )
         .await;
-    emit(s, &task.instance_id, &source, &(run.stdout, run.stderr));
+    emit(
+        s,
+        OutputOf {
+            instance: &task.instance_id,
+            module: &task.module_hash,
+            source: &source,
+            workflow_type: None,
+            attempt: Some(task.attempt),
+        },
+        &(run.stdout, run.stderr),
+    );
     let (result, timed_out) = match run.result {
         Ok(ActivityOutcome::Completed(bytes)) => match Payload::from_json_bytes(&bytes) {
             Ok(p) => (Ok(p), false),
@@ -1445,6 +1535,12 @@ async fn run_attempt(
         }
         Err(e) => (Err(failure("ActivityTrapped", e.to_string(), false)), false),
     };
+    let ended = match (&result, timed_out) {
+        (Ok(_), _) => Ended::Completed,
+        (Err(_), true) => Ended::TimedOut,
+        (Err(_), false) => Ended::Failed,
+    };
+    metrics().attempt(ended, started.elapsed());
     AttemptOutcome { result, timed_out }
 }
 

@@ -21,6 +21,8 @@ mod events;
 mod golden;
 mod heartbeats;
 mod hostile;
+mod logs;
+mod ops;
 mod pool;
 mod reach;
 mod replay;

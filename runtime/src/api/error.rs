@@ -405,7 +405,7 @@ impl IntoResponse for ApiError {
         let code = self.code();
         if code == ErrorCode::Internal {
             // The only errors an operator must see: the client got a 500.
-            eprintln!("pinion server: internal error: {}", self.message());
+            tracing::error!("internal error: {}", self.message());
         }
         (code.status(), axum::Json(self.body())).into_response()
     }

@@ -38,6 +38,7 @@ mod events;
 mod extract;
 pub mod jobs;
 pub mod local;
+mod ops;
 pub mod routes;
 pub mod server;
 pub mod tls;

@@ -229,14 +229,16 @@ pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .with_state(state);
-    match tokens {
+        .with_state(state.clone());
+    let router = match tokens {
         Some(t) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),
             require_token,
         )),
         None => router,
-    }
+    };
+    // Metrics and health checks need no token (see `ops`).
+    super::ops::routes(state).merge(router)
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -210,11 +210,14 @@ fn run(
                     ))
                     .into_response()
                 },
-            ));
+            ))
+            .layer(axum::middleware::from_fn(log_request));
         ready(addr);
         let stop = async move {
             signals.recv().await;
-            eprintln!("pinion server: stopping; in-flight requests and tasks finish first, jobs are cancelled");
+            tracing::info!(
+                "stopping; in-flight requests and tasks finish first, jobs are cancelled"
+            );
             jobs.cancel_jobs();
             let _ = stop_tx.send(true);
         };
@@ -241,6 +244,27 @@ async fn request_timeout(
     }
 }
 
+/// One log line per request, once it is answered: method, path, status and duration. The
+/// query string and the headers are left out, so a token never reaches the log. A streamed
+/// response (the event stream) is logged when its head is sent.
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    #[allow(clippy::disallowed_methods)] // a request's duration is real time
+    let started = std::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    response
+}
+
 /// The server's retention thread: purges ended instances older than the retention every
 /// tenth of it (at least every second, at most every ten minutes).
 struct Retention {
@@ -257,15 +281,17 @@ impl Retention {
             .name("pinion-retention".into())
             .spawn(move || loop {
                 match pinion.purge(keep, None, None, false) {
-                    Ok(r) if !r.instances.is_empty() => eprintln!(
-                        "pinion server: retention: deleted {} ended instance(s) older than {keep:?}",
+                    Ok(r) if !r.instances.is_empty() => tracing::info!(
+                        "retention: deleted {} ended instance(s) older than {keep:?}",
                         r.instances.len()
                     ),
                     Ok(_) => {}
-                    Err(e) => eprintln!("pinion server: retention: {e}"),
+                    Err(e) => tracing::warn!("retention: {e}"),
                 }
                 let (lock, cv) = &*s;
-                let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let stopped = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (stopped, _) = cv
                     .wait_timeout_while(stopped, every, |stopped| !*stopped)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -336,7 +362,7 @@ async fn accept_loop(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors, typically: wait instead of spinning.
-                    eprintln!("pinion server: accepting a connection: {e}");
+                    tracing::warn!("accepting a connection: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

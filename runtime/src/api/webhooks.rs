@@ -201,7 +201,7 @@ impl Deliverer {
             }) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("pinion server: webhook {url}: cannot read events: {e}");
+                    tracing::warn!(webhook = %url, "cannot read events: {e}");
                     if self.stop.sleep(FIRST_RETRY) {
                         break;
                     }
@@ -236,7 +236,7 @@ impl Deliverer {
         {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("pinion server: webhook {url}: cannot store its position: {e}");
+                tracing::warn!(webhook = %url, "cannot store its position: {e}");
                 false
             }
         }
@@ -261,8 +261,9 @@ impl Deliverer {
                 Ok(r) => format!("HTTP {}", r.status().as_u16()),
                 Err(e) => e.to_string(),
             };
-            eprintln!(
-                "pinion server: webhook {url}: event {} attempt {attempt} failed ({why}); retrying in {delay:?}",
+            tracing::warn!(
+                webhook = %url,
+                "event {} attempt {attempt} failed ({why}); retrying in {delay:?}",
                 event.id
             );
             if self.stop.sleep(delay) {

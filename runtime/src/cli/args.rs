@@ -31,6 +31,21 @@ pub struct Cli {
     /// when it changes.
     #[arg(long, global = true, env = "PINION_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Which log lines to write on stderr, as RUST_LOG directives (`info`,
+    /// `warn,pinion_runtime::api=debug`, ...). Default: $PINION_LOG, else $RUST_LOG, else
+    /// `warn,pinion_runtime=info,guest=info`.
+    #[arg(long = "log", global = true, value_name = "FILTER")]
+    pub log_filter: Option<String>,
+    /// Log lines as text (RFC 3339 UTC time, level, target, message, fields) or as one JSON
+    /// object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "PINION_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

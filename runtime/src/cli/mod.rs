@@ -88,6 +88,11 @@ pub fn main() -> i32 {
     }
     let cli = Cli::parse();
     let json = cli.json;
+    let filter = crate::telemetry::filter_source(cli.log_filter.as_deref());
+    if let Err(e) = crate::telemetry::install(&filter, cli.log_format) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     match run(cli) {
         Ok(code) => code,
         Err(f) => {

@@ -398,6 +398,9 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     }
     /// Up to `limit` instances that have undelivered input, oldest change first.
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError>;
+    /// The counts `/metrics` reports at `now_ms`: instances by status, blocked ones by
+    /// reason, runnable ones, activity tasks by state, timers due.
+    fn gauges(&self, now_ms: u64) -> Result<crate::telemetry::metrics::DatabaseGauges, StoreError>;
 
     /// Clears the runnable flag of an instance whose inbox is empty (a spurious wake-up).
     fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError>;

@@ -38,6 +38,7 @@ use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleH
 mod backup;
 mod deploy;
 mod events;
+mod gauges;
 mod import;
 mod lifecycle;
 mod rows;
@@ -979,6 +980,10 @@ impl Store for SqliteStore {
             };
             Ok(Some((rec, inbox)))
         })
+    }
+
+    fn gauges(&self, now_ms: u64) -> Result<crate::telemetry::metrics::DatabaseGauges, StoreError> {
+        self.read(|c| gauges::read(c, now_ms))
     }
 
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {

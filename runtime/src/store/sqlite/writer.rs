@@ -85,6 +85,8 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
                 Err(_) => break,
             }
         }
+        #[allow(clippy::disallowed_methods)] // a commit's duration is real time
+        let started = std::time::Instant::now();
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let err = map_err(e);
             for job in batch {
@@ -147,6 +149,9 @@ pub(super) fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: u
                 c
             }
         };
+        if committed.is_ok() {
+            crate::telemetry::metrics::metrics().commit(batch.len(), started.elapsed());
+        }
         for job in batch {
             job.finish(committed.clone());
         }
