@@ -219,7 +219,8 @@ pub fn table() -> Vec<Route> {
 }
 
 /// The router: every route of [`table`], JSON errors for unknown routes and methods, body
-/// limits, and (with a token) authentication in front of everything.
+/// limits, and (with a token) authentication in front of everything but the console's
+/// static files (`/ui`).
 pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
     let mut router = Router::new();
     for e in entries() {
@@ -230,13 +231,15 @@ pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state);
-    match tokens {
+    let router = match tokens {
         Some(t) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),
             require_token,
         )),
         None => router,
-    }
+    };
+    // Outside the token check: static files only (see `ui`).
+    router.merge(super::ui::router())
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
