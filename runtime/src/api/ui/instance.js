@@ -252,7 +252,8 @@ Views.instance = (root, route, gen) => {
         : h('a', { href: `#/instances/${Pinion.seg(id)}?run=${n}` }, `run ${n}`), ' ');
     }
     const open = inst.status === 'running' || inst.status === 'blocked';
-    body.replaceChildren(
+    // replaceChildren would write null as text: keep only the parts this instance has.
+    body.replaceChildren(...[
       h('div', { className: 'card' }, h('dl', { className: 'facts' },
         h('dt', {}, 'status'), h('dd', {}, statusBadge(inst.status, 'instance-status'),
           inst.cancel_requested ? ' cancellation requested' : '', inst.imported ? ' imported' : ''),
@@ -267,7 +268,8 @@ Views.instance = (root, route, gen) => {
       inst.pending_activities && inst.pending_activities.length
         ? h('div', { className: 'card' }, h('h2', {}, 'Pending activities'), pendingTable(inst.pending_activities)) : null,
       h('h2', {}, `History (${history.events.length} events)`),
-      timeline(history.events, run && Number(run) !== inst.run ? null : divergence));
+      timeline(history.events, run && Number(run) !== inst.run ? null : divergence),
+    ].filter(Boolean));
   }
   load();
   const refresh = throttle(load, 250);
