@@ -14,6 +14,10 @@ fi
 if ! command -v openssl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
+# Headless Chromium and chromedriver drive the web console's tests (tests/integration/console.rs).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+fi
 # Guests build into their own target dir so tests never wait on this cargo's lock.
 cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml --target-dir target/wasm-guests
 # The API fuzz test (tests/integration/api_fuzz.rs) runs schemathesis from this venv, with

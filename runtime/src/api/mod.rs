@@ -21,6 +21,7 @@
 //! | `events.rs` | the `/v1/events` Server-Sent Events stream |
 //! | `webhooks.rs` | lifecycle events POSTed to webhooks, signed, with retries |
 //! | `openapi.json` | the OpenAPI 3.0 document served at `/openapi.json` |
+//! | `ui/` | the web console: static files at `/ui`, embedded, served without the token |
 //!
 //! # Adding an endpoint
 //!
@@ -43,6 +44,7 @@ pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod types;
+pub mod ui;
 pub mod webhooks;
 
 use std::time::Duration;

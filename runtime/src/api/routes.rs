@@ -219,7 +219,8 @@ pub fn table() -> Vec<Route> {
 }
 
 /// The router: every route of [`table`], JSON errors for unknown routes and methods, body
-/// limits, and (with a token) authentication in front of everything.
+/// limits, and (with a token) authentication in front of everything but the metrics and
+/// health checks (`/metrics`, `/healthz`, `/readyz`) and the console's static files (`/ui`).
 pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
     let mut router = Router::new();
     for e in entries() {
@@ -237,8 +238,11 @@ pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
         )),
         None => router,
     };
-    // Metrics and health checks need no token (see `ops`).
-    super::ops::routes(state).merge(router)
+    // Outside the token check: metrics and health checks (see `ops`) and the console's
+    // static files (see `ui`).
+    super::ops::routes(state)
+        .merge(router)
+        .merge(super::ui::router())
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
