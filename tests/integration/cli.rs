@@ -112,8 +112,8 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     );
     fails_with(
         &pinion(&db, &["list", "--status", "sleeping"]),
-        4,
-        "unknown status",
+        2,
+        "invalid value 'sleeping' for '--status <STATUS>': use running, blocked",
     );
     // Nothing half-written: only the one valid module is stored, and no instance.
     let modules: Value = serde_json::from_str(&ok(pinion(&db, &["modules", "--json"]))).unwrap();

@@ -16,7 +16,7 @@
 //! | `verification_failed` | 409 | 8 | `verify` replayed histories the module does not support; `details` has the report |
 //! | `cancelled` | 409 | 1 | a job (replay, verify, upgrade) was cancelled before it finished |
 //! | `payload_too_large` | 413 | 4 | body over the limit (64 MiB for wasm, 1 MiB for JSON) |
-//! | `invalid_input` | 422 | 4 | well-formed request with a wrong value (bad id, input, percentage, policy) |
+//! | `invalid_input` | 422 | 4 | well-formed request with a wrong value (bad id, input, percentage, policy, a module prefix under 4 characters) |
 //! | `invalid_module` | 422 | 4 | the bytes are not a pinion module (not wasm, no ABI, bad manifest) |
 //! | `query_failed` | 422 | 1 | the query handler failed, tried to change the workflow, or the instance has not started |
 //! | `internal` | 500 | 1 | a bug or an I/O failure of the server |
@@ -219,6 +219,7 @@ impl ErrorCode {
         match e {
             RegistryError::Invalid(_) | RegistryError::BadManifest(_) => ErrorCode::InvalidModule,
             RegistryError::UnknownModule(_) => ErrorCode::NotFound,
+            RegistryError::PrefixTooShort(_) => ErrorCode::InvalidInput,
             RegistryError::AmbiguousModule { .. } => ErrorCode::AmbiguousModule,
             RegistryError::Store(s) => ErrorCode::of_store(s),
         }
