@@ -302,7 +302,7 @@ fn a_module_prefix_needs_4_characters_and_an_ambiguous_one_names_the_candidates(
     }
     assert_eq!(hashes[0][..4], hashes[1][..4]);
     let o = pinion(&db, &["start", "Hello", "--module", &hashes[0][..3]]);
-    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     assert!(err(&o).contains("at least 4 characters"), "{}", err(&o));
     let o = pinion(&db, &["start", "Hello", "--module", &hashes[0][..4]]);
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));

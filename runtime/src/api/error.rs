@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `bad_request` | 400 | 4 | body is not JSON, a query parameter is unknown or malformed, a bad cursor |
 //! | `unauthorized` | 401 | 1 | no `Authorization: Bearer` header, or the wrong token |
-//! | `not_found` | 404 | 3 | unknown instance, module, alias, workflow type or route |
+//! | `not_found` | 404 | 3 | unknown instance, module, alias, workflow type or route; a module prefix under 4 characters |
 //! | `method_not_allowed` | 405 | 1 | the route exists, not with this method |
 //! | `ambiguous_module` | 409 | 3 | a hash prefix matches several modules |
 //! | `already_exists` | 409 | 4 | an instance id in use |
@@ -16,7 +16,7 @@
 //! | `verification_failed` | 409 | 8 | `verify` replayed histories the module does not support; `details` has the report |
 //! | `cancelled` | 409 | 1 | a job (replay, verify, upgrade) was cancelled before it finished |
 //! | `payload_too_large` | 413 | 4 | body over the limit (64 MiB for wasm, 1 MiB for JSON) |
-//! | `invalid_input` | 422 | 4 | well-formed request with a wrong value (bad id, input, percentage, policy, a module prefix under 4 characters) |
+//! | `invalid_input` | 422 | 4 | well-formed request with a wrong value (bad id, input, percentage, policy) |
 //! | `invalid_module` | 422 | 4 | the bytes are not a pinion module (not wasm, no ABI, bad manifest) |
 //! | `query_failed` | 422 | 1 | the query handler failed, tried to change the workflow, or the instance has not started |
 //! | `internal` | 500 | 1 | a bug or an I/O failure of the server |
@@ -218,8 +218,10 @@ impl ErrorCode {
     fn of_registry(e: &RegistryError) -> ErrorCode {
         match e {
             RegistryError::Invalid(_) | RegistryError::BadManifest(_) => ErrorCode::InvalidModule,
-            RegistryError::UnknownModule(_) => ErrorCode::NotFound,
-            RegistryError::PrefixTooShort(_) => ErrorCode::InvalidInput,
+            // Not looked up, so not found (and an alias of that name may still be meant).
+            RegistryError::UnknownModule(_) | RegistryError::PrefixTooShort(_) => {
+                ErrorCode::NotFound
+            }
             RegistryError::AmbiguousModule { .. } => ErrorCode::AmbiguousModule,
             RegistryError::Store(s) => ErrorCode::of_store(s),
         }

@@ -532,3 +532,19 @@ pub enum AliasAction {
         name: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent_and_global_display_flags_parse_after_any_verb() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["pinion", "status", "x", "--time", "utc", "-v"]).unwrap();
+        assert_eq!((cli.time, cli.verbose), (TimeZoneChoice::Utc, true));
+        let bad = Cli::try_parse_from(["pinion", "list", "--status", "bogus"]).unwrap_err();
+        assert_eq!(bad.exit_code(), 2);
+    }
+}
