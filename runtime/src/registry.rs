@@ -34,8 +34,12 @@ pub enum RegistryError {
     /// No module has this hash or hash prefix.
     #[error("no deployed module matches `{0}`; `pinion modules` lists them")]
     UnknownModule(String),
+    /// A hash prefix shorter than [`MIN_PREFIX`]: a handful of characters matches by
+    /// accident, and what it matches changes as modules are deployed.
+    #[error("module prefix `{0}` is too short: give at least {MIN_PREFIX} characters of the hash (`pinion modules` lists them)")]
+    PrefixTooShort(String),
     /// The prefix matches several modules.
-    #[error("module prefix `{prefix}` is ambiguous: it matches {}", matches.join(", "))]
+    #[error("module prefix `{prefix}` is ambiguous: it matches {}; give more characters", matches.join(", "))]
     AmbiguousModule {
         /// The prefix given.
         prefix: String,
@@ -46,6 +50,9 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The fewest characters of a hash that [`Registry::resolve`] accepts as a prefix.
+pub const MIN_PREFIX: usize = 4;
 
 /// Where a new instance's module comes from: a hash (or unique prefix), or an alias, which
 /// names (or ramps to) a module per instance id.
@@ -309,10 +316,11 @@ impl Registry {
         Ok(module)
     }
 
-    /// Finds a module by full hash or unique prefix.
+    /// Finds a module by full hash or unique prefix of at least [`MIN_PREFIX`] characters.
     ///
     /// # Errors
-    /// [`RegistryError::UnknownModule`] or [`RegistryError::AmbiguousModule`].
+    /// [`RegistryError::UnknownModule`], [`RegistryError::PrefixTooShort`] or
+    /// [`RegistryError::AmbiguousModule`].
     pub fn resolve(&self, hash_or_prefix: &str) -> Result<ModuleRecord, RegistryError> {
         let wanted = hash_or_prefix.trim().to_ascii_lowercase();
         if wanted.is_empty() {
@@ -323,6 +331,9 @@ impl Registry {
                 return Ok(m);
             }
             return Err(RegistryError::UnknownModule(wanted));
+        }
+        if wanted.chars().count() < MIN_PREFIX {
+            return Err(RegistryError::PrefixTooShort(wanted));
         }
         let mut matches: Vec<ModuleRecord> = self
             .store

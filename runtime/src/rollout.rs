@@ -28,8 +28,19 @@ pub enum ModuleState {
     Ramping,
     /// No alias targets it, but running or blocked instances still pin it.
     Draining,
-    /// No alias targets it and no running or blocked instance pins it: safe to collect.
+    /// No alias targets it and no running or blocked instance pins it, but some instance
+    /// ran on it: safe to collect.
     Drained,
+    /// No alias targets it and no instance (of any status) pins it: deployed and never
+    /// used, or its instances were all purged. Also collected by `gc`.
+    Unused,
+}
+
+impl ModuleState {
+    /// True when `gc` may delete the module: nothing targets or runs on it.
+    pub fn collectable(self) -> bool {
+        matches!(self, ModuleState::Drained | ModuleState::Unused)
+    }
 }
 
 /// A module with its aliases, usage and state (one row of `pinion modules`).
@@ -44,7 +55,7 @@ pub struct ModuleStatus {
     pub ramping: Vec<(String, u8)>,
     /// Instances pinning it, by status.
     pub instances: ModuleUsage,
-    /// Current, ramping, draining or drained.
+    /// Current, ramping, draining, drained or unused.
     pub status: ModuleState,
     /// What the grants in force give each of its activity types (only those given
     /// anything); secrets by name only.
@@ -156,6 +167,11 @@ impl Pinion {
             Err(RegistryError::UnknownModule(_)) => match self.store().get_alias(spec)? {
                 Some(a) => Ok(self.registry().resolve(&a.module_hash.0)?),
                 None => Err(RegistryError::UnknownModule(spec.into()).into()),
+            },
+            // A short name may be an alias (`v1`); else the prefix rule is what to fix.
+            Err(e @ RegistryError::PrefixTooShort(_)) => match self.store().get_alias(spec)? {
+                Some(a) => Ok(self.registry().resolve(&a.module_hash.0)?),
+                None => Err(e.into()),
             },
             Err(e) => Err(e.into()),
         }
@@ -351,8 +367,10 @@ impl Pinion {
                 ModuleState::Ramping
             } else if instances.running + instances.blocked > 0 {
                 ModuleState::Draining
-            } else {
+            } else if instances.completed + instances.failed > 0 {
                 ModuleState::Drained
+            } else {
+                ModuleState::Unused
             };
             out.push(ModuleStatus {
                 module: (&m).into(),
@@ -366,7 +384,8 @@ impl Pinion {
         Ok(out)
     }
 
-    /// Deletes drained, unaliased modules (re-checked in the deleting transaction). With
+    /// Deletes drained and unused modules (unaliased, no running or blocked instance; re-checked
+    /// in the deleting transaction). With
     /// `export_dir`, first writes each one's wasm to `<dir>/<hash>.wasm` so completed
     /// histories can still be replayed from the file. Returns the modules collected (or, in
     /// a dry run, that would be).
@@ -376,7 +395,7 @@ impl Pinion {
     pub fn gc(&self, dry_run: bool, export_dir: Option<&Path>) -> Result<Vec<ModuleHash>, Error> {
         let mut collected = Vec::new();
         for m in self.module_statuses()? {
-            if m.status != ModuleState::Drained {
+            if !m.status.collectable() {
                 continue;
             }
             let hash = m.module.hash;

@@ -53,19 +53,25 @@ impl ApiServer {
         server_args: &[&str],
         env: &[(&str, &str)],
     ) -> ApiServer {
+        ApiServer::start_on(db, token_file, args, server_args, env, "127.0.0.1:0")
+    }
+
+    /// [`ApiServer::start_full`] listening on `listen` (to restart a server on its port).
+    pub fn start_on(
+        db: &Path,
+        token_file: Option<&Path>,
+        args: &[&str],
+        server_args: &[&str],
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> ApiServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinion"));
         cmd.arg("--db").arg(db).args(args).envs(env.iter().copied());
         if let Some(f) = token_file {
             cmd.arg("--token-file").arg(f);
         }
-        cmd.args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--activity-threads",
-            "4",
-        ])
-        .args(server_args);
+        cmd.args(["server", "--listen", listen, "--activity-threads", "4"])
+            .args(server_args);
         if token_file.is_none() && !server_args.contains(&"--tokens-file") {
             cmd.arg("--no-auth");
         }

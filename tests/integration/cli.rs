@@ -112,8 +112,8 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     );
     fails_with(
         &pinion(&db, &["list", "--status", "sleeping"]),
-        4,
-        "unknown status",
+        2,
+        "invalid value 'sleeping' for '--status <STATUS>': use running, blocked",
     );
     // Nothing half-written: only the one valid module is stored, and no instance.
     let modules: Value = serde_json::from_str(&ok(pinion(&db, &["modules", "--json"]))).unwrap();
@@ -439,8 +439,9 @@ fn the_readme_safe_deployment_walkthrough_works_command_by_command() {
     assert_eq!(status("order-2")["module_hash"], v2.as_str());
     assert_eq!(status("order-3")["module_hash"], v1.as_str());
     let moves = ok(pinion(&db, &["alias", "history", "hello"]));
-    assert_eq!(moves.lines().count(), 4, "{moves}"); // set v1, ramp v2, set v2, set v1
-                                                     // order-1 still waits on v1, pinned; v1's activity "Approved" will decide it.
+    // A header, then: set v1, ramp v2, set v2, set v1.
+    assert_eq!(moves.lines().count(), 5, "{moves}");
+    // order-1 still waits on v1, pinned; v1's activity "Approved" will decide it.
     assert_eq!(status("order-1")["status"], "running");
     assert_eq!(status("order-1")["module_hash"], v1.as_str());
 }

@@ -15,6 +15,7 @@ mod api_signals;
 mod api_tls;
 mod children;
 mod cli;
+mod cli_output;
 mod console;
 mod determinism;
 mod engine;

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `bad_request` | 400 | 4 | body is not JSON, a query parameter is unknown or malformed, a bad cursor |
 //! | `unauthorized` | 401 | 1 | no `Authorization: Bearer` header, or the wrong token |
-//! | `not_found` | 404 | 3 | unknown instance, module, alias, workflow type or route |
+//! | `not_found` | 404 | 3 | unknown instance, module, alias, workflow type or route; a module prefix under 4 characters |
 //! | `method_not_allowed` | 405 | 1 | the route exists, not with this method |
 //! | `ambiguous_module` | 409 | 3 | a hash prefix matches several modules |
 //! | `already_exists` | 409 | 4 | an instance id in use |
@@ -218,7 +218,10 @@ impl ErrorCode {
     fn of_registry(e: &RegistryError) -> ErrorCode {
         match e {
             RegistryError::Invalid(_) | RegistryError::BadManifest(_) => ErrorCode::InvalidModule,
-            RegistryError::UnknownModule(_) => ErrorCode::NotFound,
+            // Not looked up, so not found (and an alias of that name may still be meant).
+            RegistryError::UnknownModule(_) | RegistryError::PrefixTooShort(_) => {
+                ErrorCode::NotFound
+            }
             RegistryError::AmbiguousModule { .. } => ErrorCode::AmbiguousModule,
             RegistryError::Store(s) => ErrorCode::of_store(s),
         }

@@ -225,10 +225,13 @@ impl Pinion {
                         reports,
                     })));
                 }
-                verified = Some(Verified {
-                    replayed: reports.len(),
+                verified = Some(Verified::new(
+                    candidate.module_hash(),
+                    &candidate.manifest().workflows,
+                    options.verify_limit,
                     summary,
-                });
+                    &reports,
+                ));
             }
             let d = p
                 .registry()
@@ -274,6 +277,7 @@ impl Pinion {
             None
         };
         Ok(Box::new(move |p: &Pinion, progress: &Progress| {
+            let mut verified = None;
             if let Some(replayer) = replayer {
                 let (summary, reports) = p.verify_module(&replayer, body.verify_limit, progress)?;
                 if !summary.ok() {
@@ -284,11 +288,19 @@ impl Pinion {
                         reports,
                     })));
                 }
+                verified = Some(Verified::new(
+                    replayer.module_hash(),
+                    &replayer.manifest().workflows,
+                    body.verify_limit,
+                    summary,
+                    &reports,
+                ));
             }
             let module = Pinion::set_alias(p, &name, &body.module)?;
             Ok(AliasSet {
                 alias: name,
                 module,
+                verified,
             })
         }))
     }

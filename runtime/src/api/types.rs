@@ -82,13 +82,110 @@ pub struct Deployment {
     pub deprecation: Option<String>,
 }
 
-/// A passed verification.
+/// A passed verification: what was replayed against what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verified {
     /// Histories replayed.
     pub replayed: usize,
     /// Their verdicts (all compatible).
     pub summary: ReplaySummary,
+    /// The module they were replayed against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<ModuleHash>,
+    /// The workflow types whose running instances were chosen (the module's).
+    #[serde(default)]
+    pub workflow_types: Vec<String>,
+    /// The modules the replayed instances are pinned to, with how many of each.
+    #[serde(default)]
+    pub pinned: Vec<PinnedCount>,
+    /// The most that were replayed (`verify_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// How many replayed instances one module pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedCount {
+    /// The module.
+    pub module: ModuleHash,
+    /// Instances pinned to it.
+    pub instances: usize,
+}
+
+impl Verified {
+    /// What `verify` checked: `reports` (all compatible) of running instances of
+    /// `workflow_types`, replayed against `module`, at most `limit`.
+    pub fn new(
+        module: &ModuleHash,
+        workflow_types: &[String],
+        limit: u32,
+        summary: ReplaySummary,
+        reports: &[ReplayReport],
+    ) -> Verified {
+        let mut pinned: Vec<PinnedCount> = Vec::new();
+        for r in reports {
+            match pinned.iter_mut().find(|p| p.module == r.recorded_module) {
+                Some(p) => p.instances += 1,
+                None => pinned.push(PinnedCount {
+                    module: r.recorded_module.clone(),
+                    instances: 1,
+                }),
+            }
+        }
+        Verified {
+            replayed: reports.len(),
+            summary,
+            module: Some(module.clone()),
+            workflow_types: workflow_types.to_vec(),
+            pinned,
+            limit: Some(limit),
+        }
+    }
+}
+
+impl std::fmt::Display for Verified {
+    /// `replayed 3 running instance(s) of Hello (2 pinned to 1a2b.., 1 to 3c4d..) against
+    /// 5e6f..: 3 compatible, ...`, or that there was nothing to replay.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let types = if self.workflow_types.is_empty() {
+            "its workflow types".to_owned()
+        } else {
+            self.workflow_types.join(", ")
+        };
+        let against = self
+            .module
+            .as_ref()
+            .map(|m| format!(" against {}", m.short()))
+            .unwrap_or_default();
+        if self.replayed == 0 {
+            return write!(
+                f,
+                "no running instance of {types} to replay{against}: nothing was checked"
+            );
+        }
+        write!(
+            f,
+            "replayed {} running instance(s) of {types}",
+            self.replayed
+        )?;
+        if !self.pinned.is_empty() {
+            let pinned: Vec<String> = self
+                .pinned
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let to = if i == 0 { "pinned to " } else { "to " };
+                    format!("{} {to}{}", p.instances, p.module.short())
+                })
+                .collect();
+            write!(f, " ({})", pinned.join(", "))?;
+        }
+        write!(f, "{against}: {}", self.summary)?;
+        if let Some(limit) = self.limit.filter(|l| *l as usize == self.replayed) {
+            write!(f, " (the newest {limit}: --verify-limit)")?;
+        }
+        Ok(())
+    }
 }
 
 /// A failed verification: the `details` of a `verification_failed` error, and what
@@ -240,12 +337,15 @@ pub struct SetAliasBody {
 }
 
 /// An alias moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AliasSet {
     /// The alias.
     pub alias: String,
     /// The module it now points at.
     pub module: ModuleHash,
+    /// What `verify` replayed, when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
 }
 
 /// `POST /v1/aliases/{name}/ramp`.

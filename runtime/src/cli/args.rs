@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::display::TimeZoneChoice;
+use crate::history::InstanceStatus;
+
 /// pinion: durable WebAssembly workflows pinned by content hash.
 #[derive(Debug, Parser)]
 #[command(name = "pinion", version, about, long_about = None)]
@@ -46,9 +49,23 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: crate::telemetry::LogFormat,
+    /// Time zone of times in text output: `local` (the system's, from $TZ or
+    /// /etc/localtime) or `utc`. Times are RFC 3339; `--json` keeps epoch milliseconds.
+    #[arg(long, global = true, env = "PINION_TIME", value_enum, default_value_t = TimeZoneChoice::Local)]
+    pub time: TimeZoneChoice,
+    /// Print long reasons whole: a trap's wasm backtrace, not just the guest's panic message.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--status` of `pinion list`: a status name, or bad syntax (exit 2).
+fn parse_status(s: &str) -> Result<InstanceStatus, String> {
+    InstanceStatus::parse(s).ok_or_else(|| {
+        "use running, blocked, completed, failed, cancelled or terminated".to_owned()
+    })
 }
 
 /// The verbs.
@@ -77,8 +94,8 @@ pub enum Command {
     Start {
         /// Workflow type exported by the module.
         workflow_type: String,
-        /// Module hash or unique prefix.
-        #[arg(long, required_unless_present = "alias", conflicts_with = "alias")]
+        /// Module hash or unique prefix (at least 4 characters); this or --alias.
+        #[arg(long, conflicts_with = "alias")]
         module: Option<String>,
         /// Start on the module this alias points at (or ramps to, for this instance id).
         #[arg(long)]
@@ -149,8 +166,8 @@ pub enum Command {
     /// List instances, newest first.
     List {
         /// Only this status (running, blocked, completed, failed, cancelled, terminated).
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<InstanceStatus>,
         /// Only this workflow type.
         #[arg(long)]
         workflow_type: Option<String>,
@@ -172,7 +189,7 @@ pub enum Command {
     /// diverged or failed.
     Replay(ReplayArgs),
     /// List deployed modules: aliases, instance counts and rollout status (current,
-    /// ramping, draining, drained).
+    /// ramping, draining, drained, or unused: never pinned by an instance nor aliased).
     Modules,
     /// Point names at modules: set, ramp, list, history.
     Alias {
@@ -529,4 +546,20 @@ pub enum AliasAction {
         /// Alias name.
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent_and_global_display_flags_parse_after_any_verb() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["pinion", "status", "x", "--time", "utc", "-v"]).unwrap();
+        assert_eq!((cli.time, cli.verbose), (TimeZoneChoice::Utc, true));
+        let bad = Cli::try_parse_from(["pinion", "list", "--status", "bogus"]).unwrap_err();
+        assert_eq!(bad.exit_code(), 2);
+    }
 }

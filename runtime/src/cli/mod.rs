@@ -16,6 +16,7 @@
 
 pub mod args;
 mod control;
+pub mod display;
 mod events;
 mod print;
 mod replay;
@@ -33,7 +34,6 @@ use crate::api::{Api, ApiError, Client, ErrorCode, ServerConfig, Token};
 use crate::bench::BenchConfig;
 use crate::config::GrantSource;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
-use crate::history::InstanceStatus;
 use crate::store::sqlite::Synchronous;
 use crate::worker::WorkerConfig;
 use args::{Cli, Command};
@@ -65,10 +65,39 @@ impl From<Error> for Failure {
 
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Failure {
+        let code = e.code();
+        let message = e.message();
         Failure {
-            code: e.code().exit_code(),
-            error: anyhow::anyhow!(e.message()),
+            code: code.exit_code(),
+            error: if code == ErrorCode::Unauthorized {
+                anyhow::Error::new(Unauthorized(message))
+            } else {
+                anyhow::anyhow!(message)
+            },
         }
+    }
+}
+
+/// A server refused the request's token (or its lack of one): [`main`] adds which flag or
+/// variable to fix, which only it knows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unauthorized(String);
+
+/// What to do about an `unauthorized` answer, naming where the token came from.
+fn token_advice(cli: &Cli) -> String {
+    let server = cli.server.as_deref().unwrap_or("the server");
+    match (&cli.token_file, std::env::var_os("PINION_TOKEN")) {
+        (Some(f), _) => format!(
+            "{server} refused the token in --token-file {}: check that it is the server's token",
+            f.display()
+        ),
+        (None, Some(_)) => format!(
+            "{server} refused the token in $PINION_TOKEN: check that it is the server's token, or give --token-file FILE"
+        ),
+        (None, None) => format!(
+            "{server} needs a token and none was given: pass --token-file FILE (or set $PINION_TOKEN_FILE), or set $PINION_TOKEN"
+        ),
     }
 }
 
@@ -93,9 +122,17 @@ pub fn main() -> i32 {
         eprintln!("error: {e}");
         return 2;
     }
+    display::init(display::Display {
+        time: cli.time,
+        verbose: cli.verbose,
+    });
+    let advice = token_advice(&cli);
     match run(cli) {
         Ok(code) => code,
-        Err(f) => {
+        Err(mut f) => {
+            if f.error.downcast_ref::<Unauthorized>().is_some() {
+                f.error = f.error.context(advice);
+            }
             if json {
                 println!(
                     "{}",
@@ -294,6 +331,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             alias,
             start,
         } => {
+            if module.is_none() && alias.is_none() {
+                return Err(usage(
+                    "start needs a module: give --module HASH (a deployed module's hash or a prefix of 4+ characters) or --alias NAME",
+                ));
+            }
             let input = control::json_input(&start.input, "workflow")?;
             let started = api(&cli)?.start(&StartBody {
                 workflow_type: workflow_type.clone(),
@@ -371,15 +413,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             module,
             limit,
         } => {
-            let status = match status {
-                None => None,
-                Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| Failure {
-                    code: 4,
-                    error: anyhow::anyhow!(
-                        "unknown status `{s}`; use running, blocked, completed, failed, cancelled or terminated"
-                    ),
-                })?),
-            };
+            let status = *status;
             let api = api(&cli)?;
             let mut query = ListQuery {
                 status,

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use super::display::{self, time, Align, Table};
+
 use crate::api::types::{Deployment, Verification};
 use crate::history::{HistoryExport, InstanceStatus};
 use crate::store::InstanceRecord;
@@ -23,6 +25,8 @@ pub fn print_instance(r: &InstanceRecord, json: bool) {
     println!("workflow type: {}", r.workflow_type);
     println!("module:        {}", r.module_hash);
     println!("status:        {}", r.status);
+    println!("created:       {}", time(r.created_at_ms));
+    println!("updated:       {}", time(r.updated_at_ms));
     println!("events:        {}", r.event_count);
     if r.run > 1 {
         println!(
@@ -34,10 +38,10 @@ pub fn print_instance(r: &InstanceRecord, json: bool) {
         println!("result:        {}", res.json());
     }
     if let Some(f) = &r.failure {
-        println!("failure:       {}: {}", f.kind, f.message);
+        println!("failure:       {}: {}", f.kind, display::reason(&f.message));
     }
     if let Some(b) = &r.blocked_reason {
-        println!("blocked:       {b}");
+        println!("blocked:       {}", display::reason(b));
     }
     if r.cancel_requested && !r.status.is_closed() {
         println!("cancel:        requested");
@@ -51,11 +55,11 @@ pub fn print_pending(r: &InstanceRecord) {
         let state = match a.state {
             crate::store::PendingState::Scheduled => "scheduled".to_string(),
             crate::store::PendingState::Running => match a.started_at_ms {
-                Some(t) => format!("running since {t}"),
+                Some(t) => format!("running since {}", time(t)),
                 None => "running".into(),
             },
             crate::store::PendingState::BackingOff => match a.next_attempt_at_ms {
-                Some(t) => format!("retrying at {t}"),
+                Some(t) => format!("retrying at {}", time(t)),
                 None => "backing off".into(),
             },
         };
@@ -64,7 +68,11 @@ pub fn print_pending(r: &InstanceRecord) {
             a.seq, a.activity_type, a.attempt
         );
         if let Some(f) = &a.last_failure {
-            println!("               last failure: {}: {}", f.kind, f.message);
+            println!(
+                "               last failure: {}: {}",
+                f.kind,
+                display::reason(&f.message)
+            );
         }
         if let (Some(t), Some(d)) = (a.last_heartbeat_at_ms, &a.heartbeat_details) {
             let mut details = d.json().to_string();
@@ -76,7 +84,7 @@ pub fn print_pending(r: &InstanceRecord) {
                 details.truncate(cut);
                 details.push_str("...");
             }
-            println!("               last heartbeat at {t}: {details}");
+            println!("               last heartbeat at {}: {details}", time(t));
         }
     }
 }
@@ -100,14 +108,17 @@ pub fn print_outcome(r: &InstanceRecord, json: bool) -> i32 {
                     r.id,
                     r.status,
                     f.map(|f| f.kind.as_str()).unwrap_or("?"),
-                    f.map(|f| f.message.as_str()).unwrap_or("?")
+                    f.map(|f| display::reason(&f.message))
+                        .unwrap_or_else(|| "?".into())
                 );
             }
             InstanceStatus::Blocked => {
                 eprintln!(
                     "instance {} is blocked: {}",
                     r.id,
-                    r.blocked_reason.as_deref().unwrap_or("?")
+                    r.blocked_reason
+                        .as_deref()
+                        .map_or_else(|| "?".into(), display::reason)
                 )
             }
             InstanceStatus::Running => eprintln!("instance {} is still running", r.id),
@@ -126,20 +137,25 @@ pub fn print_instances(rows: &[InstanceRecord], json: bool) {
         print_json(&rows);
         return;
     }
-    println!(
-        "{:<28} {:<20} {:<12} {:<10} {:>6}",
-        "ID", "WORKFLOW TYPE", "MODULE", "STATUS", "EVENTS"
-    );
+    let mut t = Table::new(&[
+        ("ID", Align::Left),
+        ("WORKFLOW TYPE", Align::Left),
+        ("MODULE", Align::Left),
+        ("STATUS", Align::Left),
+        ("EVENTS", Align::Right),
+        ("CREATED", Align::Left),
+    ]);
     for r in rows {
-        println!(
-            "{:<28} {:<20} {:<12} {:<10} {:>6}",
-            r.id,
-            r.workflow_type,
-            r.module_hash.short(),
-            r.status,
-            r.event_count
-        );
+        t.row(vec![
+            r.id.to_string(),
+            r.workflow_type.clone(),
+            r.module_hash.short().to_owned(),
+            r.status.to_string(),
+            r.event_count.to_string(),
+            time(r.created_at_ms),
+        ]);
     }
+    t.print();
 }
 
 /// `pinion history ID`: the export with `--json`, else a table.
@@ -148,17 +164,24 @@ pub fn print_history(export: &HistoryExport, json: bool) {
         print_json(export);
         return;
     }
-    println!("{:>4}  {:<13}  {:<22}  DETAILS", "#", "TIME (ms)", "EVENT");
+    let mut t = Table::new(&[
+        ("#", Align::Right),
+        ("TIME", Align::Left),
+        ("+MS", Align::Right),
+        ("EVENT", Align::Left),
+        ("DETAILS", Align::Left),
+    ]);
     let t0 = export.events.first().map(|e| e.time_ms).unwrap_or(0);
     for e in &export.events {
-        println!(
-            "{:>4}  {:<13}  {:<22}  {}",
-            e.id,
+        t.row(vec![
+            e.id.to_string(),
+            time(e.time_ms),
             format!("+{}", e.time_ms.saturating_sub(t0)),
-            e.kind.name(),
-            e.kind.describe()
-        );
+            e.kind.name().to_string(),
+            e.kind.describe(),
+        ]);
     }
+    t.print();
 }
 
 /// `pinion deploy`.
@@ -215,19 +238,26 @@ pub fn jobs(jobs: &[crate::api::types::JobView], one: bool) {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     };
-    println!("{:<10} {:<10} {:<10} {:>15}", "ID", "KIND", "STATE", "DONE");
+    let mut t = Table::new(&[
+        ("ID", Align::Left),
+        ("KIND", Align::Left),
+        ("STATE", Align::Left),
+        ("DONE", Align::Right),
+        ("SUBMITTED", Align::Left),
+    ]);
     for j in jobs {
-        println!(
-            "{:<10} {:<10} {:<10} {:>15}",
-            j.id,
-            j.kind,
+        t.row(vec![
+            j.id.clone(),
+            j.kind.clone(),
             name(j),
-            format!("{}/{}", j.done, j.total)
-        );
-        if one {
-            if let Some(e) = &j.error {
-                println!("error: {}: {}", e.code, e.message);
-            }
+            format!("{}/{}", j.done, j.total),
+            time(j.created_at_ms),
+        ]);
+    }
+    t.print();
+    if one {
+        for e in jobs.iter().filter_map(|j| j.error.as_ref()) {
+            println!("error: {}: {}", e.code, e.message);
         }
     }
 }

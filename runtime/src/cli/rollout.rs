@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::anyhow;
 
 use super::args::AliasAction;
+use super::display::{time, Align, Table};
 use super::print::{print_json, print_refusal};
 use super::replay::EXIT_DIVERGED;
 use super::Failure;
@@ -32,6 +33,9 @@ pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Fai
                     if json {
                         print_json(&set);
                     } else {
+                        if let Some(v) = &set.verified {
+                            eprintln!("verify: {v}");
+                        }
                         println!("{name} -> {}", set.module);
                     }
                     Ok(0)
@@ -83,14 +87,19 @@ pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Fai
             if json {
                 print_json(&aliases);
             } else {
-                println!("{:<20} {:<14} RAMP", "ALIAS", "MODULE");
+                let mut t = Table::new(&[
+                    ("ALIAS", Align::Left),
+                    ("MODULE", Align::Left),
+                    ("RAMP", Align::Left),
+                ]);
                 for a in aliases {
                     let ramp = a
                         .ramp
                         .map(|(h, pct)| format!("{pct}% -> {}", h.short()))
                         .unwrap_or_else(|| "-".into());
-                    println!("{:<20} {:<14} {ramp}", a.name, a.module_hash.short());
+                    t.row(vec![a.name, a.module_hash.short().to_owned(), ramp]);
                 }
+                t.print();
             }
             Ok(0)
         }
@@ -99,11 +108,23 @@ pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Fai
             if json {
                 print_json(&changes);
             } else {
+                let mut t = Table::new(&[
+                    ("AT", Align::Left),
+                    ("ACTION", Align::Left),
+                    ("MODULE", Align::Left),
+                    ("RAMP", Align::Right),
+                ]);
                 for c in changes {
-                    let module = c.module_hash.map(|h| h.0).unwrap_or_else(|| "-".into());
-                    let pct = c.ramp_percent.map(|p| format!(" {p}%")).unwrap_or_default();
-                    println!("{:>15}  {:<12} {module}{pct}", c.at_ms, c.action);
+                    t.row(vec![
+                        time(c.at_ms),
+                        c.action,
+                        c.module_hash.map(|h| h.0).unwrap_or_else(|| "-".into()),
+                        c.ramp_percent
+                            .map(|p| format!("{p}%"))
+                            .unwrap_or_else(|| "-".into()),
+                    ]);
                 }
+                t.print();
             }
             Ok(0)
         }
@@ -117,19 +138,20 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
         print_json(&rows);
         return Ok(0);
     }
-    println!(
-        "{:<14} {:<8} {:>3} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} WORKFLOWS",
-        "MODULE",
-        "LABEL",
-        "ABI",
-        "SDK",
-        "SIZE",
-        "ALIASES",
-        "RUNNING",
-        "BLOCKED",
-        "COMPLETED",
-        "STATUS"
-    );
+    let mut t = Table::new(&[
+        ("MODULE", Align::Left),
+        ("LABEL", Align::Left),
+        ("ABI", Align::Right),
+        ("SDK", Align::Left),
+        ("SIZE", Align::Right),
+        ("DEPLOYED", Align::Left),
+        ("ALIASES", Align::Left),
+        ("RUNNING", Align::Right),
+        ("BLOCKED", Align::Right),
+        ("COMPLETED", Align::Right),
+        ("STATUS", Align::Left),
+        ("WORKFLOWS", Align::Left),
+    ]);
     let rows_grants: Vec<_> = rows
         .iter()
         .map(|m| (m.module.hash.short().to_string(), m.grants.clone()))
@@ -137,28 +159,29 @@ pub fn modules(api: &dyn Api, json: bool) -> Result<i32, Failure> {
     for m in rows {
         let mut aliases = m.aliases.clone();
         aliases.extend(m.ramping.iter().map(|(a, pct)| format!("{a}({pct}%)")));
-        println!(
-            "{:<14} {:<8} {:>3} {:<8} {:>8} {:<16} {:>7} {:>7} {:>9} {:<9} {}",
-            m.module.hash.short(),
-            m.module.version_label.as_deref().unwrap_or("-"),
-            m.module.abi_version,
-            m.module.sdk_version,
-            m.module.size,
+        t.row(vec![
+            m.module.hash.short().to_owned(),
+            m.module.version_label.clone().unwrap_or_else(|| "-".into()),
+            m.module.abi_version.to_string(),
+            m.module.sdk_version.clone(),
+            m.module.size.to_string(),
+            time(m.module.deployed_at_ms),
             if aliases.is_empty() {
                 "-".into()
             } else {
                 aliases.join(",")
             },
-            m.instances.running,
-            m.instances.blocked,
-            m.instances.completed,
+            m.instances.running.to_string(),
+            m.instances.blocked.to_string(),
+            m.instances.completed.to_string(),
             serde_json::to_value(m.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            m.module.workflows.join(", ")
-        );
+            m.module.workflows.join(", "),
+        ]);
     }
+    t.print();
     print_grants(&rows_grants);
     Ok(0)
 }
@@ -169,7 +192,11 @@ fn print_grants(rows: &[(String, Vec<crate::rollout::ActivityGrants>)]) {
         return;
     }
     println!();
-    println!("{:<14} {:<24} GRANTED", "MODULE", "ACTIVITY");
+    let mut t = Table::new(&[
+        ("MODULE", Align::Left),
+        ("ACTIVITY", Align::Left),
+        ("GRANTED", Align::Left),
+    ]);
     for (module, grants) in rows {
         for g in grants {
             let mut parts = Vec::new();
@@ -190,9 +217,10 @@ fn print_grants(rows: &[(String, Vec<crate::rollout::ActivityGrants>)]) {
             if !g.secrets.is_empty() {
                 parts.push(format!("secrets {}", g.secrets.join(" ")));
             }
-            println!("{module:<14} {:<24} {}", g.activity, parts.join("; "));
+            t.row(vec![module.clone(), g.activity.clone(), parts.join("; ")]);
         }
     }
+    t.print();
 }
 
 /// `pinion gc --export-modules DIR`: writes files on this machine, so only against the
