@@ -420,9 +420,7 @@ impl Pinion {
     /// # Errors
     /// [`Error::WorkerLocked`] when another process runs workers.
     pub fn start_worker(&self, config: WorkerConfig) -> Result<WorkerGuard, Error> {
-        let mut lock_path = self.db_path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock_path = PathBuf::from(lock_path);
+        let lock_path = worker_lock_path(&self.db_path)?;
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -452,6 +450,22 @@ impl Pinion {
             _lock: file,
         })
     }
+}
+
+/// The worker lock of the database at `db`: `<file>.lock` beside the file itself, with every
+/// symbolic link on the way resolved, so two paths to one file (a link to the file or to a
+/// directory above it) share one lock. Keyed on the path as given, two servers once ran on
+/// one file through a symlink, each clearing the other's activity leases at start-up. (A
+/// hard link is not followed; SQLite itself names its `-wal` and `-shm` files by path, so a
+/// database reached through two hard links is already unsafe.)
+fn worker_lock_path(db: &Path) -> Result<PathBuf, Error> {
+    let real = std::fs::canonicalize(db).map_err(|e| Error::Io {
+        path: db.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut lock = real.into_os_string();
+    lock.push(".lock");
+    Ok(PathBuf::from(lock))
 }
 
 /// Running workers plus the database's worker lock.
