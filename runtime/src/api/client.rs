@@ -504,6 +504,9 @@ impl Api for Client {
         if query.strict_inputs {
             q.push(("strict_inputs", "true".into()));
         }
+        if query.all_runs {
+            q.push(("all_runs", "true".into()));
+        }
         let body = match candidate {
             Candidate::Bytes(b) => Body::Bytes(b),
             Candidate::Module(m) => {

@@ -551,6 +551,7 @@ async fn replay(
         "id",
         "limit",
         "strict_inputs",
+        "all_runs",
         "job",
     ])?;
     let candidate = match (params.text("module")?, wasm.is_empty()) {
@@ -574,6 +575,7 @@ async fn replay(
         ids: params.all("id"),
         limit: params.parse("limit", "a whole number")?,
         strict_inputs: params.flag("strict_inputs")?,
+        all_runs: params.flag("all_runs")?,
     };
     let answer = s
         .long("replay", params.flag("job")?, move |p| {

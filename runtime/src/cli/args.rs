@@ -450,7 +450,8 @@ pub enum HistoryAction {
         /// Filters (with --all; status defaults to all).
         #[command(flatten)]
         filter: FilterArgs,
-        /// Directory to write `<id>.json` files into.
+        /// Directory to write `<id>.json` files into (`<id>@run<N>.json` for archived runs,
+        /// with --all-runs).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -484,6 +485,10 @@ pub struct FilterArgs {
     /// Replay only this fraction (0 < RATE <= 1) of the matching instances, chosen by id.
     #[arg(long)]
     pub sample: Option<f64>,
+    /// Also take every archived run (ended with continue-as-new) of the chosen instances,
+    /// each on its own: reported as `<id>@run<N>`, exported as `<id>@run<N>.json`.
+    #[arg(long)]
+    pub all_runs: bool,
 }
 
 /// `pinion replay` arguments.
