@@ -214,6 +214,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Webhook deliveries: the events a webhook gave up on (dead letters).
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// A server's jobs (long replays, verifies and upgrades, which the CLI runs as jobs
     /// over --server): list them, show one, or cancel one.
     Jobs {
@@ -362,6 +368,11 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Retry an event a webhook does not acknowledge for this long from its first failed
+    /// attempt (`30s`, `15m`, `24h`), then record it as a dead letter (`pinion webhooks
+    /// dead-letters`) and go on with the next event.
+    #[arg(long, default_value = "24h")]
+    pub webhook_give_up_after: String,
     /// Named tokens with roles (TOML: `[[token]] name, role = reader|operator|admin,
     /// token`; mode 0600). `--token-file` adds an admin token.
     #[arg(long)]
@@ -461,6 +472,18 @@ pub enum HistoryAction {
         /// Files or directories.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+/// `pinion webhooks ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// List the events webhooks gave up on (from --db, or the server's with --server), or
+    /// with --redeliver send one again (needs --server: the server holds the secret).
+    DeadLetters {
+        /// The dead letter to redeliver (its id in the list).
+        #[arg(long)]
+        redeliver: Option<u64>,
     },
 }
 
