@@ -16,6 +16,7 @@ mod guests;
 use std::time::Instant;
 
 use pinion_runtime::replay::{ReplayOptions, Replayer};
+use pinion_runtime::rollout::StoredRun;
 use pinion_runtime::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use pinion_runtime::store::{InstanceFilter, Store};
 use pinion_runtime::{InstanceId, ModuleHash, Pinion, PinionConfig, Progress};
@@ -154,7 +155,8 @@ fn main() {
         .len();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let t = Instant::now();
-    let (summary, reports) = p.replay_stored(&replayer, &ids, &Progress::new()).unwrap();
+    let runs: Vec<StoredRun> = ids.iter().cloned().map(StoredRun::current).collect();
+    let (summary, reports) = p.replay_stored(&replayer, &runs, &Progress::new()).unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(
         (summary.compatible, reports.len()),

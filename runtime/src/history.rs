@@ -532,7 +532,9 @@ pub enum InstanceStatus {
     /// Ended by an operator (`pinion terminate`).
     Terminated,
     /// A run that ended with continue-as-new (only archived runs have it; the instance
-    /// goes on in its next run).
+    /// goes on in its next run). Spelt `continued_as_new` in JSON, as everywhere else;
+    /// files written before that said `continuedasnew`, which still reads.
+    #[serde(rename = "continued_as_new", alias = "continuedasnew")]
     ContinuedAsNew,
 }
 
@@ -650,6 +652,14 @@ pub fn run_file_name(id: &str, run: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archived_run_status_is_continued_as_new_in_json_and_the_old_spelling_still_reads() {
+        let s = serde_json::to_string(&InstanceStatus::ContinuedAsNew).unwrap();
+        assert_eq!(s, "\"continued_as_new\"");
+        let old: InstanceStatus = serde_json::from_str("\"continuedasnew\"").unwrap();
+        assert_eq!(old, InstanceStatus::ContinuedAsNew);
+    }
 
     #[test]
     fn events_serialise_with_a_type_tag_and_inline_json_payloads() {

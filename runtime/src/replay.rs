@@ -90,6 +90,10 @@ pub enum ReplayOutcome {
 pub struct ReplayReport {
     /// The instance the history belongs to.
     pub instance_id: String,
+    /// Which run of the instance: 1, then +1 at each continue-as-new (an archived run has
+    /// `recorded_status` `continued_as_new`).
+    #[serde(default = "first_run")]
+    pub run: u32,
     /// Its workflow type.
     pub workflow_type: String,
     /// The module that recorded it.
@@ -109,10 +113,25 @@ pub struct ReplayReport {
     pub result_differs: bool,
 }
 
+fn first_run() -> u32 {
+    1
+}
+
 impl ReplayReport {
     /// True when nothing diverged or failed.
     pub fn is_compatible(&self) -> bool {
         self.outcome == ReplayOutcome::Compatible
+    }
+
+    /// The history's name in reports: the instance id, or `<id>@run<N>` for an instance
+    /// that continued as new (an archived run, or a current run after the first), as
+    /// `purge --export` names the files of archived runs.
+    pub fn label(&self) -> String {
+        if self.run > 1 || self.recorded_status == InstanceStatus::ContinuedAsNew {
+            format!("{}@run{}", self.instance_id, self.run)
+        } else {
+            self.instance_id.clone()
+        }
     }
 }
 
@@ -122,12 +141,15 @@ impl fmt::Display for ReplayReport {
             ReplayOutcome::Compatible => write!(
                 f,
                 "compatible  {} ({}, {} events)",
-                self.instance_id, self.workflow_type, self.events
+                self.label(),
+                self.workflow_type,
+                self.events
             )?,
             ReplayOutcome::Diverged { message, .. } => write!(
                 f,
                 "diverged    {} ({}): {message}",
-                self.instance_id, self.workflow_type
+                self.label(),
+                self.workflow_type
             )?,
             ReplayOutcome::Failed {
                 event_index,
@@ -135,7 +157,8 @@ impl fmt::Display for ReplayReport {
             } => write!(
                 f,
                 "failed      {} ({}) at event #{event_index}: {message}",
-                self.instance_id, self.workflow_type
+                self.label(),
+                self.workflow_type
             )?,
         }
         for w in &self.warnings {
@@ -348,6 +371,7 @@ impl Replayer {
     pub fn replay(&self, history: &HistoryExport) -> ReplayReport {
         let mut report = ReplayReport {
             instance_id: history.instance_id.0.clone(),
+            run: history.run,
             workflow_type: history.workflow_type.clone(),
             recorded_module: history.module_hash.clone(),
             recorded_status: history.status,

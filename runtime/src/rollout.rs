@@ -14,9 +14,43 @@ use crate::engine::{Error, Pinion, Progress};
 use crate::history::{InstanceId, InstanceStatus, ModuleHash};
 use crate::registry::RegistryError;
 use crate::replay::{ReplayOptions, ReplayOutcome, ReplayReport, ReplaySummary, Replayer};
-use crate::store::{InstanceFilter, ModuleRecord, ModuleUsage};
+use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, ModuleUsage};
 
 pub use crate::store::deploy::ramp_bucket;
+
+/// One stored history to replay: an instance's current run, or one numbered run of it
+/// (an archived run, ended with continue-as-new, or the current one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRun {
+    /// The instance.
+    pub instance: InstanceId,
+    /// `None` for the current run.
+    pub run: Option<u32>,
+}
+
+impl StoredRun {
+    /// The current run of `instance`.
+    pub fn current(instance: InstanceId) -> StoredRun {
+        StoredRun {
+            instance,
+            run: None,
+        }
+    }
+
+    /// The histories of `rec`'s instance: its current run, preceded by every archived run
+    /// (1 to the current run - 1) when `all_runs`.
+    pub fn of(rec: &InstanceRecord, all_runs: bool) -> Vec<StoredRun> {
+        let mut out = Vec::new();
+        if all_runs {
+            out.extend((1..rec.run).map(|run| StoredRun {
+                instance: rec.id.clone(),
+                run: Some(run),
+            }));
+        }
+        out.push(StoredRun::current(rec.id.clone()));
+        out
+    }
+}
 
 /// Where a module stands in rollouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,23 +231,28 @@ impl Pinion {
                 ..Default::default()
             };
             let room = (limit as usize).saturating_sub(chosen.len());
-            chosen.extend(self.list(&filter)?.into_iter().take(room).map(|r| r.id));
+            chosen.extend(
+                self.list(&filter)?
+                    .into_iter()
+                    .take(room)
+                    .map(|r| StoredRun::current(r.id)),
+            );
         }
         progress.add_total(chosen.len() as u64);
         self.replay_stored(candidate, &chosen, progress)
     }
 
-    /// Replays the stored histories of `ids` against `replayer` on every core: each thread
-    /// reads one history at a time from the database and replays it with the one compiled
-    /// module, counting it in `progress`. Reports come back in the order of `ids` (an
-    /// instance whose history is gone is left out).
+    /// Replays the stored histories of `runs` against `replayer` on every core: each
+    /// thread reads one history at a time from the database and replays it with the one
+    /// compiled module, counting it in `progress`. Reports come back in the order of `runs`
+    /// (a history that is gone is left out).
     ///
     /// # Errors
     /// Storage errors; [`Error::Cancelled`] once `progress` is cancelled.
     pub fn replay_stored(
         &self,
         replayer: &Replayer,
-        ids: &[InstanceId],
+        ids: &[StoredRun],
         progress: &Progress,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
         let threads = std::thread::available_parallelism()
@@ -229,7 +268,11 @@ impl Pinion {
                     return Ok(());
                 };
                 progress.check()?;
-                if let Some(h) = self.store().export_history(id)? {
+                let h = match id.run {
+                    None => self.store().export_history(&id.instance)?,
+                    Some(run) => self.store().export_run(&id.instance, run)?,
+                };
+                if let Some(h) = h {
                     let r = replayer.replay(&h);
                     *slots[i]
                         .lock()

@@ -318,8 +318,8 @@ fn a_purge_with_export_writes_the_archived_runs_too() {
     assert_eq!(report.instances, ["cd/1"]);
     assert_eq!(report.exported, 3, "two archived runs and the last one");
     for (file, run, status) in [
-        ("cd%2F1@run1.json", 1, "continuedasnew"),
-        ("cd%2F1@run2.json", 2, "continuedasnew"),
+        ("cd%2F1@run1.json", 1, "continued_as_new"),
+        ("cd%2F1@run2.json", 2, "continued_as_new"),
         ("cd%2F1.json", 3, "completed"),
     ] {
         let h: Value = serde_json::from_slice(&std::fs::read(out.join(file)).unwrap()).unwrap();

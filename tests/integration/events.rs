@@ -402,3 +402,173 @@ fn webhooks_get_every_event_signed_in_order_retried_until_acknowledged_and_resum
     assert_eq!(ids, [5, 6]);
     stop(server);
 }
+
+/// A webhook receiver that answers 500 to every request for event `bad` while `healthy` is
+/// false, and 200 to everything else; forwards what it saw.
+fn picky_receiver(
+    bad: u64,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/picky", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let Some((headers, body)) = read_request(&stream) else {
+                continue;
+            };
+            let is_bad = headers.get("pinion-event-id") == Some(&bad.to_string());
+            let status = if is_bad && !healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                500
+            } else {
+                200
+            };
+            let mut s = &stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if tx.send((headers, body, status)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// The ids of the events `hooks` acknowledged, until `n` of them arrived.
+fn acknowledged(hooks: &mpsc::Receiver<Received>, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let (_, body, status) = hooks.recv_timeout(WAIT).expect("a webhook request");
+        if status == 200 {
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            ids.push(event["id"].as_u64().unwrap());
+        }
+    }
+    ids
+}
+
+/// Issue 18, item 4: an event a webhook's endpoint never acknowledges becomes a dead letter
+/// after the give-up limit, the webhook goes on with the next events, another webhook is
+/// unaffected; the CLI and the API list the dead letter, and once the endpoint is fixed a
+/// redelivery delivers it and removes it from the list.
+#[test]
+fn an_event_a_webhook_never_acknowledges_is_dead_lettered_and_can_be_redelivered() {
+    const SECRET: &str = "whsec-Dl41";
+    let dir = TempDir::new("events-dead-letters");
+    let db = dir.db();
+    let secret = dir.path().join("webhook-secret");
+    write_private(&secret, &format!("{SECRET}\n"));
+    let hash = {
+        let p = open(&db);
+        p.deploy(&wasm_bytes("testkit")).unwrap().hash.0
+    };
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (bad_url, bad) = picky_receiver(1, healthy.clone());
+    let (good_url, good) = receiver(0);
+    let secret_arg = secret.to_str().unwrap();
+    let server = ApiServer::start_full(
+        &db,
+        None,
+        &[],
+        &[
+            "--webhook",
+            &bad_url,
+            "--webhook",
+            &good_url,
+            "--webhook-secret-file",
+            secret_arg,
+            "--webhook-give-up-after",
+            "1s",
+        ],
+        &[],
+    );
+    let client = server.client();
+    start(&client, &hash, "Echo", json!(1), "e1");
+    start(&client, &hash, "Echo", json!(2), "e2");
+    // The healthy webhook gets all four events in order, whatever the other one does.
+    assert_eq!(acknowledged(&good, 4), [1, 2, 3, 4]);
+    // The picky one gives event 1 up after about a second and goes on with 2, 3, 4.
+    assert_eq!(acknowledged(&bad, 3), [2, 3, 4]);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pinion"))
+            .args(["--server", &server.url])
+            .args(args)
+            .env_remove("PINION_SERVER")
+            .output()
+            .unwrap()
+    };
+    let o = cli(&["webhooks", "dead-letters", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let letters: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["event"]["id"], 1);
+    assert_eq!(letter["event"]["type"], "started");
+    assert_eq!(letter["last_error"], "HTTP 500");
+    assert!(letter["attempts"].as_u64().unwrap() >= 2, "{letter}");
+    assert_eq!(letter["webhook"], bad_url.as_str());
+    let id = letter["id"].as_u64().unwrap().to_string();
+    // The database says the same without the server; the text form names the event.
+    let o = pinion(&db, &["webhooks", "dead-letters"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("HTTP 500"), "{o:?}");
+    let o = pinion(&db, &["webhooks", "dead-letters", "--redeliver", &id]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "redelivery needs the server: {o:?}"
+    );
+
+    // Still broken: the redelivery fails, the letter stays with one attempt more.
+    let o = cli(&["webhooks", "dead-letters", "--redeliver", &id, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&r["delivered"], &r["error"]),
+        (&json!(false), &json!("HTTP 500"))
+    );
+    let (status, list) = crate::api::http(
+        "GET",
+        &format!("{}/v1/webhooks/dead-letters", server.url),
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["dead_letters"][0]["attempts"].as_u64(),
+        letter["attempts"].as_u64().map(|n| n + 1)
+    );
+
+    // Fixed: redelivery delivers event 1 (signed) and the list is empty.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = cli(&["webhooks", "dead-letters", "--redeliver", &id]);
+    assert!(o.status.success(), "{o:?}");
+    loop {
+        let (headers, body, status) = bad.recv_timeout(WAIT).expect("the redelivery");
+        if status == 200 {
+            verify(SECRET, &headers, &body);
+            assert_eq!(headers["pinion-event-id"], "1");
+            break;
+        }
+    }
+    let (status, list) = crate::api::http(
+        "GET",
+        &format!("{}/v1/webhooks/dead-letters", server.url),
+        None,
+        None,
+    );
+    assert_eq!((status, list), (200, json!({"dead_letters": []})));
+    let (status, gone) = crate::api::http(
+        "POST",
+        &format!("{}/v1/webhooks/dead-letters/{id}/redeliver", server.url),
+        None,
+        None,
+    );
+    assert_eq!((status, &gone["error"]["code"]), (404, &json!("not_found")));
+    // The healthy webhook saw nothing more.
+    assert!(good.try_recv().is_err());
+}

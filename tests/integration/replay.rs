@@ -631,3 +631,162 @@ fn exported_history_files_never_collide_and_are_never_overwritten() {
     );
     assert_eq!(std::fs::read(out.join("x%2Fy.json")).unwrap(), before);
 }
+
+/// The labels and outcomes of a `replay --json` answer, in report order.
+fn outcomes(answer: &Value) -> Vec<(String, u64, String)> {
+    answer["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["instance_id"].as_str().unwrap().to_owned(),
+                r["run"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18, item 3: an instance that continued as new twice has three runs; a candidate
+/// that breaks only the first is found by `--all-runs` (locally, over `--server` as a job,
+/// and from the exported files), reported per run, and export writes every run.
+#[test]
+fn all_runs_replays_and_exports_the_archived_runs_of_an_instance_that_continued_as_new() {
+    let dir = TempDir::new("all-runs");
+    let db = dir.db();
+    let o = pinion(
+        &db,
+        &[
+            "run",
+            wasm("replay-v1").to_str().unwrap(),
+            "Laps",
+            "--input",
+            r#"{"n": 2}"#,
+            "--id",
+            "lap-1",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v2 = wasm("replay-v2");
+    let v2 = v2.to_str().unwrap();
+    // Without --all-runs only the current run (3) is replayed, and it is compatible.
+    let o = pinion(&db, &["replay", "--module", v2, "--status", "all"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("1 compatible, 0 diverged"),
+        "{:?}",
+        text(&o)
+    );
+    // With it, each run is reported on its own, named `<id>@run<N>`: run 1 diverges.
+    let expected = [
+        ("lap-1".to_owned(), 1, "diverged".to_owned()),
+        ("lap-1".to_owned(), 2, "compatible".to_owned()),
+        ("lap-1".to_owned(), 3, "compatible".to_owned()),
+    ];
+    let o = pinion(
+        &db,
+        &["replay", "--module", v2, "--status", "all", "--all-runs"],
+    );
+    assert_eq!(o.status.code(), Some(8), "{:?}", text(&o));
+    let (out, _) = text(&o);
+    assert!(out.contains("diverged    lap-1@run1 (Laps)"), "{out}");
+    assert!(
+        !out.contains("lap-1@run2") && !out.contains("lap-1@run3"),
+        "{out}"
+    );
+    assert!(out.contains("2 compatible, 1 diverged, 0 failed"), "{out}");
+    let o = pinion(
+        &db,
+        &[
+            "replay",
+            "--module",
+            v2,
+            "--status",
+            "completed",
+            "--all-runs",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(8));
+    let answer: Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(outcomes(&answer), expected);
+    assert_eq!(answer["reports"][0]["recorded_status"], "continued_as_new");
+
+    // Over --server: the API's replay (a job) takes the same flag.
+    let server = crate::api::ApiServer::start(&db, None);
+    let remote = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .args(["--server", &server.url])
+        .args([
+            "replay",
+            "--module",
+            v2,
+            "--status",
+            "all",
+            "--all-runs",
+            "--json",
+        ])
+        .env_remove("PINION_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(remote.status.code(), Some(8), "{:?}", text(&remote));
+    let answer: Value = serde_json::from_str(&text(&remote).0).unwrap();
+    assert_eq!(outcomes(&answer), expected);
+    let (status, answer) = crate::api::http(
+        "POST",
+        &format!("{}/v1/replay?status=all&all_runs=true", server.url),
+        None,
+        Some(("application/wasm", std::fs::read(v2).unwrap())),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcomes(&answer), expected);
+    drop(server);
+
+    // Export writes every run, the archived ones as `<id>@run<N>.json`; replaying the
+    // directory finds the same.
+    let out = dir.path().join("exported");
+    let o = pinion(
+        &db,
+        &[
+            "history",
+            "export",
+            "--all",
+            "--all-runs",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["lap-1.json", "lap-1@run1.json", "lap-1@run2.json"]);
+    let run1: Value =
+        serde_json::from_slice(&std::fs::read(out.join("lap-1@run1.json")).unwrap()).unwrap();
+    assert_eq!(run1["status"], "continued_as_new");
+    let o = pinion(
+        &db,
+        &["replay", "--module", v2, "--history", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(8), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("diverged    lap-1@run1 (Laps)"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(
+        text(&o).0.contains("2 compatible, 1 diverged"),
+        "{:?}",
+        text(&o)
+    );
+    // Importing the directory takes the instance (its current run) and skips the others.
+    let b = dir.path().join("b.db");
+    let o = pinion(&b, &["history", "import", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let imported: Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(imported["imported"], 1);
+    assert_eq!(imported["skipped_archived_runs"], 2);
+}

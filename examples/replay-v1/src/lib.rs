@@ -154,6 +154,25 @@ async fn countdown(
     Err(ctx.continue_as_new_with(&input, options))
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LapsInput {
+    n: u32,
+    #[serde(default)]
+    lap: u32,
+}
+
+/// Not a divergence case for a single history: runs `n + 1` times, continuing as new after
+/// each; each run calls `Echo` with its lap number (0 first). v2 changes the first run
+/// only, so of one recorded instance only run 1 diverges from v2.
+async fn laps(ctx: WorkflowContext, mut input: LapsInput) -> Result<u32, WorkflowError> {
+    let _: String = ctx.activity("Echo", &input.lap).await?;
+    if input.lap >= input.n {
+        return Ok(input.lap);
+    }
+    input.lap += 1;
+    Err(ctx.continue_as_new(&input))
+}
+
 pinion_sdk::export! {
     version: "v1",
     workflows: {
@@ -172,6 +191,7 @@ pinion_sdk::export! {
         "VersionOutOfRange" => version_out_of_range,
         "SignalChanged" => signal_changed,
         "Countdown" => countdown,
+        "Laps" => laps,
     },
     activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "A" => a, "B" => b, "X" => x, "Echo" => echo },
 }

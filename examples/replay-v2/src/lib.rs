@@ -158,6 +158,28 @@ async fn countdown(
     Err(ctx.continue_as_new_with(&input, options))
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LapsInput {
+    n: u32,
+    #[serde(default)]
+    lap: u32,
+}
+
+/// v1 called `Echo` in every run; this calls `A` in the first (lap 0) instead.
+async fn laps(ctx: WorkflowContext, mut input: LapsInput) -> Result<u32, WorkflowError> {
+    // Changed in the first run only: run 1 of a v1 instance diverges, the others do not.
+    let _: String = if input.lap == 0 {
+        ctx.activity("A", &()).await?
+    } else {
+        ctx.activity("Echo", &input.lap).await?
+    };
+    if input.lap >= input.n {
+        return Ok(input.lap);
+    }
+    input.lap += 1;
+    Err(ctx.continue_as_new(&input))
+}
+
 pinion_sdk::export! {
     version: "v2",
     workflows: {
@@ -176,6 +198,7 @@ pinion_sdk::export! {
         "VersionOutOfRange" => version_out_of_range,
         "SignalChanged" => signal_changed,
         "Countdown" => countdown,
+        "Laps" => laps,
     },
     activities: { "Flag" => flag, "Show" => show, "Foo" => foo, "FooRenamed" => foo, "A" => a, "B" => b, "X" => x, "Wait" => wait, "Echo" => echo },
 }

@@ -176,7 +176,8 @@ pub fn required_role(method: &str, path: &str) -> Role {
         | ("POST", ["v1", "instances", _, "signals", _])
         | ("POST", ["v1", "instances", _, "cancel" | "terminate"])
         | ("POST", ["v1", "cancel" | "terminate" | "replay"])
-        | ("POST", ["v1", "jobs", _, "cancel"]) => Role::Operator,
+        | ("POST", ["v1", "jobs", _, "cancel"])
+        | ("POST", ["v1", "webhooks", "dead-letters", _, "redeliver"]) => Role::Operator,
         _ => Role::Admin,
     }
 }
@@ -324,6 +325,8 @@ mod tests {
             ("POST", "/v1/instances/o-1/terminate", Operator),
             ("POST", "/v1/cancel", Operator),
             ("POST", "/v1/replay", Operator),
+            ("GET", "/v1/webhooks/dead-letters", Reader),
+            ("POST", "/v1/webhooks/dead-letters/3/redeliver", Operator),
             ("POST", "/v1/modules", Admin),
             ("PUT", "/v1/aliases/orders", Admin),
             ("POST", "/v1/aliases/orders/ramp", Admin),

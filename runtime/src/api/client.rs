@@ -149,6 +149,25 @@ impl Client {
         self.send("POST", &path, &[], Body::None)
     }
 
+    /// The events the server's webhooks gave up on, oldest first.
+    ///
+    /// # Errors
+    /// As any request.
+    pub fn dead_letters(&self) -> Result<Vec<crate::store::DeadLetter>, ApiError> {
+        let list: super::dead_letters::DeadLetters =
+            self.send("GET", "/v1/webhooks/dead-letters", &[], Body::None)?;
+        Ok(list.dead_letters)
+    }
+
+    /// Sends dead letter `id` to its webhook again.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown dead letter.
+    pub fn redeliver(&self, id: u64) -> Result<super::webhooks::Redelivered, ApiError> {
+        let path = format!("/v1/webhooks/dead-letters/{id}/redeliver");
+        self.send("POST", &path, &[], Body::None)
+    }
+
     /// Runs a long operation as a job (`job=true`) and waits for it, however long it takes,
     /// without holding one request open: the answer is the job's result or error.
     fn run_job<T: DeserializeOwned>(
@@ -503,6 +522,9 @@ impl Api for Client {
         }
         if query.strict_inputs {
             q.push(("strict_inputs", "true".into()));
+        }
+        if query.all_runs {
+            q.push(("all_runs", "true".into()));
         }
         let body = match candidate {
             Candidate::Bytes(b) => Body::Bytes(b),

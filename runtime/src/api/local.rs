@@ -16,7 +16,7 @@ use super::Api;
 use crate::engine::{BulkSelector, Error, Pinion, Progress, StartRequest};
 use crate::history::{HistoryExport, InstanceId, InstanceStatus};
 use crate::replay::{ReplayOptions, Replayer};
-use crate::rollout::{ModuleStatus, UpgradeSelector};
+use crate::rollout::{ModuleStatus, StoredRun, UpgradeSelector};
 use crate::store::{
     AliasChange, AliasRecord, InstanceFilter, InstanceRecord, NondeterminismPolicy,
 };
@@ -344,6 +344,7 @@ impl Pinion {
                 ))
             })?),
         };
+        let all_runs = query.all_runs;
         let filter = InstanceFilter {
             status,
             workflow_type: query.workflow_type.clone(),
@@ -354,12 +355,12 @@ impl Pinion {
         Ok(Box::new(move |p: &Pinion, progress: &Progress| {
             let exported = &replayer.manifest().workflows;
             // Without an explicit type, replay only the types the candidate exports.
-            let chosen: Vec<InstanceId> = Pinion::list(p, &filter)?
+            let chosen: Vec<StoredRun> = Pinion::list(p, &filter)?
                 .into_iter()
                 .filter(|rec| {
                     filter.workflow_type.is_some() || exported.contains(&rec.workflow_type)
                 })
-                .map(|rec| rec.id)
+                .flat_map(|rec| StoredRun::of(&rec, all_runs))
                 .collect();
             progress.add_total(chosen.len() as u64);
             // One history in memory per core at a time, not all of them.

@@ -19,7 +19,8 @@
 //! | `server.rs` | binding, serving, graceful shutdown, the workers |
 //! | `client.rs` | the blocking HTTP client |
 //! | `events.rs` | the `/v1/events` Server-Sent Events stream |
-//! | `webhooks.rs` | lifecycle events POSTed to webhooks, signed, with retries |
+//! | `webhooks.rs` | lifecycle events POSTed to webhooks, signed, with retries and a give-up limit |
+//! | `dead_letters.rs` | `/v1/webhooks/dead-letters`: the events webhooks gave up on, listed and redelivered |
 //! | `openapi.json` | the OpenAPI 3.0 document served at `/openapi.json` |
 //! | `ui/` | the web console: static files at `/ui`, embedded, served without the token |
 //!
@@ -34,6 +35,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod dead_letters;
 pub mod error;
 mod events;
 mod extract;

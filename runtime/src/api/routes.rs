@@ -44,6 +44,8 @@ pub struct AppState {
     pub(super) changed_tx: Arc<watch::Sender<Arc<Changed>>>,
     /// Replays, verifies and upgrades running in the background.
     pub(super) jobs: Arc<Jobs>,
+    /// The webhooks (with their secrets), to redeliver dead letters to.
+    pub(super) webhooks: Arc<Vec<super::webhooks::Webhook>>,
 }
 
 /// The instances that had lifecycle events (ended, blocked, started, ...) in one step of
@@ -77,7 +79,14 @@ impl AppState {
             jobs: Arc::new(Jobs::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
+            webhooks: Arc::new(Vec::new()),
         }
+    }
+
+    /// The same state, redelivering dead letters to `hooks`.
+    pub fn with_webhooks(mut self, hooks: Vec<super::webhooks::Webhook>) -> AppState {
+        self.webhooks = Arc::new(hooks);
+        self
     }
 
     /// Cancels every job (the server is stopping).
@@ -210,6 +219,16 @@ fn entries() -> Vec<Entry> {
         at("GET", "/v1/jobs", jobs),
         at("GET", "/v1/jobs/{id}", job),
         at("POST", "/v1/jobs/{id}/cancel", cancel_job),
+        at(
+            "GET",
+            "/v1/webhooks/dead-letters",
+            super::dead_letters::dead_letters,
+        ),
+        at(
+            "POST",
+            "/v1/webhooks/dead-letters/{id}/redeliver",
+            super::dead_letters::redeliver,
+        ),
     ]
 }
 
@@ -551,6 +570,7 @@ async fn replay(
         "id",
         "limit",
         "strict_inputs",
+        "all_runs",
         "job",
     ])?;
     let candidate = match (params.text("module")?, wasm.is_empty()) {
@@ -574,6 +594,7 @@ async fn replay(
         ids: params.all("id"),
         limit: params.parse("limit", "a whole number")?,
         strict_inputs: params.flag("strict_inputs")?,
+        all_runs: params.flag("all_runs")?,
     };
     let answer = s
         .long("replay", params.flag("job")?, move |p| {

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub tokens: Option<Tokens>,
     /// Where lifecycle events are POSTed.
     pub webhooks: Vec<Webhook>,
+    /// How long a webhook retries an event before it becomes a dead letter.
+    pub webhook_give_up: Duration,
     /// A connection that has not sent a whole request head (request line and headers) this
     /// long after it opened, or after its previous request, is closed.
     pub header_read_timeout: Duration,
@@ -109,6 +111,7 @@ impl ServerConfig {
                 listen,
                 tokens,
                 webhooks: Vec::new(),
+                webhook_give_up: super::webhooks::DEFAULT_GIVE_UP,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -137,6 +140,7 @@ pub fn serve(
         pinion.store().clone(),
         pinion.clock().clone(),
         config.webhooks.clone(),
+        config.webhook_give_up,
     );
     let retention = config
         .retention
@@ -192,7 +196,8 @@ fn run(
             }
         });
         let (head_tx, head_rx) = watch::channel(0);
-        let state = AppState::new(pinion, wake, stop_rx, head_rx);
+        let state =
+            AppState::new(pinion, wake, stop_rx, head_rx).with_webhooks(config.webhooks.clone());
         tokio::spawn(super::events::watch_head(state.clone(), head_tx));
         let limits = config.limits();
         let jobs = state.clone();

@@ -398,6 +398,9 @@ pub struct ReplayQuery {
     pub limit: Option<u32>,
     /// A changed activity input is a divergence, not a warning.
     pub strict_inputs: bool,
+    /// Also replay every archived run (ended with continue-as-new) of the chosen
+    /// instances, each reported on its own (`<id>@run<N>`).
+    pub all_runs: bool,
 }
 
 /// What a replay found (`POST /v1/replay`; `pinion replay --json`).

@@ -5,8 +5,14 @@
 //! event its endpoint acknowledged, and POSTs the events one by one as JSON (the same
 //! document as one `/v1/events` event). A 2xx answer acknowledges the event; anything else
 //! (another status, a refused connection, a timeout) is retried with exponential backoff
-//! from 0.5 s up to one minute, for as long as the server runs, and later events wait:
-//! an endpoint sees the events in outbox order. How far each URL got is stored in the
+//! from 0.5 s up to one minute, and later events wait: an endpoint sees the events in
+//! outbox order. An event still not acknowledged after the give-up limit
+//! (`--webhook-give-up-after`, default [`DEFAULT_GIVE_UP`] from its first failed attempt)
+//! is recorded as a *dead letter* (`webhook_dead_letters`, with its attempts and last
+//! error) and the webhook moves on to the next event, so one event an endpoint never
+//! accepts no longer holds its queue for ever; the dead letter is listed and redelivered
+//! through `/v1/webhooks/dead-letters` ([`redeliver`]), out of order, once the endpoint is
+//! fixed. Other webhooks and the event stream are never affected. How far each URL got is stored in the
 //! database (`webhook_cursors`), after every batch and at shutdown, so a restarted server
 //! goes on where it stopped. Delivery is *at least once*: after a crash, the events since
 //! the last stored position are sent again, so receivers deduplicate by `Pinion-Event-Id`.
@@ -31,7 +37,8 @@ use sha2::Sha256;
 
 use super::auth::Token;
 use crate::clock::Clock;
-use crate::store::{EventFilter, LifecycleEvent, Store, StoreError};
+use crate::store::events::display_url;
+use crate::store::{EventFilter, LifecycleEvent, NewDeadLetter, Store, StoreError};
 use crate::worker::Notify;
 
 /// Events read from the outbox per batch.
@@ -44,6 +51,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Per-request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default give-up limit: how long an event is retried before it becomes a dead letter.
+pub const DEFAULT_GIVE_UP: Duration = Duration::from_secs(24 * 3600);
 
 /// One webhook endpoint.
 #[derive(Debug, Clone)]
@@ -78,18 +87,6 @@ pub fn signature(secret: &Token, t_ms: u64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("t={t_ms},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The URL without its query string and user info, for logs (either may hold a secret).
-fn display_url(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or(url);
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}")
-        }
-        None => no_query.to_owned(),
-    }
 }
 
 /// A stop flag that sleeping threads wake up for (the workers' pattern: a flag and a
@@ -135,6 +132,7 @@ impl Deliveries {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         hooks: Vec<Webhook>,
+        give_up: Duration,
     ) -> Result<Deliveries, StoreError> {
         let stop = Arc::new(Stop::default());
         let mut threads = Vec::new();
@@ -151,13 +149,10 @@ impl Deliveries {
                 store: store.clone(),
                 clock: clock.clone(),
                 stop: stop.clone(),
-                agent: ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(REQUEST_TIMEOUT))
-                    .build()
-                    .into(),
+                agent: agent(),
                 hook,
                 cursor,
+                give_up,
             };
             threads.push(
                 std::thread::Builder::new()
@@ -185,8 +180,108 @@ struct Deliverer {
     stop: Arc<Stop>,
     agent: ureq::Agent,
     hook: Webhook,
-    /// The last acknowledged event.
+    /// The last acknowledged (or dead-lettered) event.
     cursor: u64,
+    /// How long an event is retried before it is dead-lettered.
+    give_up: Duration,
+}
+
+/// What became of one event.
+enum Delivery {
+    /// The endpoint answered 2xx.
+    Acknowledged,
+    /// Recorded as a dead letter after the give-up limit.
+    DeadLettered,
+    /// The server is stopping; the event is not done.
+    Stopped,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// POSTs one event to `hook`, signed at `clock`'s time: `Ok` on a 2xx answer, else why not.
+fn post(
+    agent: &ureq::Agent,
+    hook: &Webhook,
+    clock: &dyn Clock,
+    event: &LifecycleEvent,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(event).expect("events serialise");
+    let t = clock.now_ms();
+    let sent = agent
+        .post(&hook.url)
+        .header("Content-Type", "application/json")
+        .header("Pinion-Event-Id", event.id.to_string())
+        .header("Pinion-Event-Type", event.transition.name())
+        .header("Pinion-Signature", signature(&hook.secret, t, &body))
+        .send(&body[..]);
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a redelivery did (`POST /v1/webhooks/dead-letters/{id}/redeliver`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Redelivered {
+    /// The dead letter.
+    pub id: u64,
+    /// Its event's id.
+    pub event_id: u64,
+    /// The webhook, without query string or user info.
+    pub webhook: String,
+    /// True when the endpoint acknowledged it; the dead letter is then gone.
+    pub delivered: bool,
+    /// Why not, when not delivered (the dead letter stays, one attempt more).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// Sends dead letter `id` once more to its webhook (one of `hooks`, which hold the
+/// secrets): delivered, it is deleted; else its attempts and last error are updated.
+///
+/// # Errors
+/// `None` when there is no such dead letter; storage errors.
+pub fn redeliver(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    hooks: &[Webhook],
+    id: u64,
+) -> Result<Option<Redelivered>, StoreError> {
+    let Some(letter) = store.dead_letter(id)? else {
+        return Ok(None);
+    };
+    let mut answer = Redelivered {
+        id,
+        event_id: letter.event.id,
+        webhook: letter.webhook.clone(),
+        delivered: false,
+        error: None,
+    };
+    let Some(hook) = hooks.iter().find(|h| h.url == letter.url) else {
+        answer.error = Some(format!(
+            "this server has no webhook {} (start it with --webhook for that URL to redeliver)",
+            letter.webhook
+        ));
+        return Ok(Some(answer));
+    };
+    match post(&agent(), hook, clock, &letter.event) {
+        Ok(()) => {
+            store.remove_dead_letter(id)?;
+            answer.delivered = true;
+        }
+        Err(why) => {
+            store.dead_letter_failed(id, &why, clock.now_ms())?;
+            answer.error = Some(why);
+        }
+    }
+    Ok(Some(answer))
 }
 
 impl Deliverer {
@@ -215,10 +310,10 @@ impl Deliverer {
                 continue;
             }
             for event in &batch {
-                if !self.deliver(event, &url) {
-                    break; // stopping
+                match self.deliver(event, &url) {
+                    Delivery::Acknowledged | Delivery::DeadLettered => self.cursor = event.id,
+                    Delivery::Stopped => break,
                 }
-                self.cursor = event.id;
             }
             if self.cursor != stored && self.save(&url) {
                 stored = self.cursor;
@@ -242,36 +337,70 @@ impl Deliverer {
         }
     }
 
-    /// Sends one event until the endpoint acknowledges it; false when stopped first.
-    fn deliver(&self, event: &LifecycleEvent, url: &str) -> bool {
-        let body = serde_json::to_vec(event).expect("events serialise");
+    /// Sends one event until the endpoint acknowledges it, or until the give-up limit
+    /// (from the first failed attempt) passes and it is recorded as a dead letter.
+    fn deliver(&self, event: &LifecycleEvent, url: &str) -> Delivery {
         let mut delay = FIRST_RETRY;
+        let mut first_failed = None;
         for attempt in 1u32.. {
-            let t = self.clock.now_ms();
-            let sent = self
-                .agent
-                .post(&self.hook.url)
-                .header("Content-Type", "application/json")
-                .header("Pinion-Event-Id", event.id.to_string())
-                .header("Pinion-Event-Type", event.transition.name())
-                .header("Pinion-Signature", signature(&self.hook.secret, t, &body))
-                .send(&body[..]);
-            let why = match sent {
-                Ok(r) if r.status().is_success() => return true,
-                Ok(r) => format!("HTTP {}", r.status().as_u16()),
-                Err(e) => e.to_string(),
+            let why = match post(&self.agent, &self.hook, self.clock.as_ref(), event) {
+                Ok(()) => return Delivery::Acknowledged,
+                Err(why) => why,
             };
+            let now = self.clock.now_ms();
+            let first = *first_failed.get_or_insert(now);
+            let failing = Duration::from_millis(now.saturating_sub(first));
+            if failing >= self.give_up {
+                tracing::warn!(
+                    webhook = %url,
+                    "event {} attempt {attempt} failed ({why}); gave up after {failing:?}: it is a dead letter now",
+                    event.id
+                );
+                return self.dead_letter(event, attempt, why, first, url);
+            }
+            let wait = delay.min(self.give_up - failing);
             tracing::warn!(
                 webhook = %url,
-                "event {} attempt {attempt} failed ({why}); retrying in {delay:?}",
+                "event {} attempt {attempt} failed ({why}); retrying in {wait:?}",
                 event.id
             );
-            if self.stop.sleep(delay) {
-                return false;
+            if self.stop.sleep(wait) {
+                return Delivery::Stopped;
             }
             delay = (delay * 2).min(MAX_RETRY);
         }
         unreachable!("the attempt counter does not run out")
+    }
+
+    /// Records the dead letter before the webhook moves past it (retrying a storage error,
+    /// so an event is never skipped without a record).
+    fn dead_letter(
+        &self,
+        event: &LifecycleEvent,
+        attempts: u32,
+        last_error: String,
+        first_failed_at_ms: u64,
+        url: &str,
+    ) -> Delivery {
+        let letter = NewDeadLetter {
+            url: self.hook.url.clone(),
+            event: event.clone(),
+            attempts,
+            last_error,
+            first_failed_at_ms,
+            now_ms: self.clock.now_ms(),
+        };
+        loop {
+            match self.store.add_dead_letter(&letter) {
+                Ok(()) => return Delivery::DeadLettered,
+                Err(e) => {
+                    tracing::warn!(webhook = %url, "cannot record dead letter {}: {e}", event.id);
+                    if self.stop.sleep(FIRST_RETRY) {
+                        return Delivery::Stopped;
+                    }
+                }
+            }
+        }
     }
 }
 

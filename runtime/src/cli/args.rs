@@ -214,6 +214,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Webhook deliveries: the events a webhook gave up on (dead letters).
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// A server's jobs (long replays, verifies and upgrades, which the CLI runs as jobs
     /// over --server): list them, show one, or cancel one.
     Jobs {
@@ -362,6 +368,11 @@ pub struct ServerArgs {
     /// File holding the secret that signs webhook requests (HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Retry an event a webhook does not acknowledge for this long from its first failed
+    /// attempt (`30s`, `15m`, `24h`), then record it as a dead letter (`pinion webhooks
+    /// dead-letters`) and go on with the next event.
+    #[arg(long, default_value = "24h")]
+    pub webhook_give_up_after: String,
     /// Named tokens with roles (TOML: `[[token]] name, role = reader|operator|admin,
     /// token`; mode 0600). `--token-file` adds an admin token.
     #[arg(long)]
@@ -450,7 +461,8 @@ pub enum HistoryAction {
         /// Filters (with --all; status defaults to all).
         #[command(flatten)]
         filter: FilterArgs,
-        /// Directory to write `<id>.json` files into.
+        /// Directory to write `<id>.json` files into (`<id>@run<N>.json` for archived runs,
+        /// with --all-runs).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -460,6 +472,18 @@ pub enum HistoryAction {
         /// Files or directories.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+/// `pinion webhooks ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// List the events webhooks gave up on (from --db, or the server's with --server), or
+    /// with --redeliver send one again (needs --server: the server holds the secret).
+    DeadLetters {
+        /// The dead letter to redeliver (its id in the list).
+        #[arg(long)]
+        redeliver: Option<u64>,
     },
 }
 
@@ -484,6 +508,10 @@ pub struct FilterArgs {
     /// Replay only this fraction (0 < RATE <= 1) of the matching instances, chosen by id.
     #[arg(long)]
     pub sample: Option<f64>,
+    /// Also take every archived run (ended with continue-as-new) of the chosen instances,
+    /// each on its own: reported as `<id>@run<N>`, exported as `<id>@run<N>.json`.
+    #[arg(long)]
+    pub all_runs: bool,
 }
 
 /// `pinion replay` arguments.

@@ -21,6 +21,7 @@ mod events;
 mod print;
 mod replay;
 mod rollout;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use crate::config::GrantSource;
 use crate::engine::{Error, Pinion, PinionConfig, StartRequest};
 use crate::store::sqlite::Synchronous;
 use crate::worker::WorkerConfig;
-use args::{Cli, Command};
+use args::{Cli, Command, WebhooksAction};
 use control::Stop;
 use print::{print_json, print_outcome};
 
@@ -591,6 +592,9 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Webhooks {
+            action: WebhooksAction::DeadLetters { redeliver },
+        } => webhooks::dead_letters(&cli, json, *redeliver),
         Command::Jobs { id, cancel } => {
             let Some(url) = &cli.server else {
                 return Err(usage(
@@ -667,6 +671,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     error: anyhow::anyhow!("--retention: {e}"),
                 })?);
             }
+            config.webhook_give_up =
+                replay::parse_duration(&args.webhook_give_up_after).map_err(|e| Failure {
+                    code: 4,
+                    error: anyhow::anyhow!("--webhook-give-up-after: {e}"),
+                })?;
             config.max_connections = args.max_connections as usize;
             config.request_timeout = Duration::from_millis(args.request_timeout_ms);
             if let Some(path) = &args.webhook_secret_file {

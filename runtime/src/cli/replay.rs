@@ -20,6 +20,7 @@ use crate::history::{HistoryExport, InstanceId, InstanceStatus};
 use crate::replay::{
     history_files, read_history_file, ReplayOptions, ReplayReport, ReplaySummary, Replayer,
 };
+use crate::rollout::StoredRun;
 use crate::store::InstanceFilter;
 
 /// Exit code when replay finds a divergence or failure.
@@ -113,22 +114,40 @@ pub fn open_read_only(db: &Path) -> Result<Pinion, Failure> {
     Ok(Pinion::open(config)?)
 }
 
-/// Histories matching the filter, newest first.
+/// Histories matching the filter, newest first; with `all_runs`, each instance's archived
+/// runs (oldest first) before its current one.
 fn histories(
     p: &Pinion,
     filter: &InstanceFilter,
     sample: Option<f64>,
+    all_runs: bool,
 ) -> Result<Vec<HistoryExport>, Failure> {
     let mut out = Vec::new();
     for rec in p.list(filter)? {
         if sample.is_some_and(|r| !sampled(&rec.id.0, r)) {
             continue;
         }
-        if let Some(h) = p.store().export_history(&rec.id).map_err(Error::from)? {
-            out.push(h);
+        for run in StoredRun::of(&rec, all_runs) {
+            let h = match run.run {
+                None => p.store().export_history(&rec.id),
+                Some(n) => p.store().export_run(&rec.id, n),
+            };
+            if let Some(h) = h.map_err(Error::from)? {
+                out.push(h);
+            }
         }
     }
     Ok(out)
+}
+
+/// The file an exported history goes to: `<id>.json` for an instance's current run,
+/// `<id>@run<N>.json` for an archived one (as `purge --export` names them).
+fn export_file_name(h: &HistoryExport) -> String {
+    if h.status == InstanceStatus::ContinuedAsNew {
+        run_file_name(&h.instance_id.0, h.run)
+    } else {
+        history_file_name(&h.instance_id.0)
+    }
 }
 
 struct Progress {
@@ -233,7 +252,7 @@ pub fn replay(db: &Path, json: bool, args: &ReplayArgs) -> Result<i32, Failure> 
         };
         let (filter, sample) = to_filter(&args.filter, default_status)?;
         let exported = replayer.manifest().workflows.clone();
-        let mut hs = histories(&p, &filter, sample)?;
+        let mut hs = histories(&p, &filter, sample, args.filter.all_runs)?;
         if filter.workflow_type.is_none() {
             // Without an explicit type, replay only the types the candidate exports.
             hs.retain(|h| exported.contains(&h.workflow_type));
@@ -304,6 +323,7 @@ pub fn replay_remote(api: &dyn Api, json: bool, args: &ReplayArgs) -> Result<i32
             ids: args.filter.ids.clone(),
             limit: args.filter.limit,
             strict_inputs: args.strict_inputs,
+            all_runs: args.filter.all_runs,
         },
     )?;
     if json {
@@ -325,7 +345,7 @@ fn follow(db: &Path, json: bool, args: &ReplayArgs, replayer: &Replayer) -> Resu
     let interval = parse_duration(&args.interval).map_err(usage)?;
     let (filter, sample) = to_filter(&args.filter, Some(InstanceStatus::Running))?;
     let exported = replayer.manifest().workflows.clone();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<(String, u32), usize> = HashMap::new();
     let mut reported: std::collections::HashSet<(String, String)> = Default::default();
     if !json {
         eprintln!(
@@ -335,20 +355,21 @@ fn follow(db: &Path, json: bool, args: &ReplayArgs, replayer: &Replayer) -> Resu
     }
     loop {
         let p = open_read_only(db)?;
-        for h in histories(&p, &filter, sample)? {
+        for h in histories(&p, &filter, sample, args.filter.all_runs)? {
             if filter.workflow_type.is_none() && !exported.contains(&h.workflow_type) {
                 continue;
             }
-            if seen.get(&h.instance_id.0) == Some(&h.events.len()) {
+            let key = (h.instance_id.0.clone(), h.run);
+            if seen.get(&key) == Some(&h.events.len()) {
                 continue;
             }
-            seen.insert(h.instance_id.0.clone(), h.events.len());
+            seen.insert(key, h.events.len());
             let r = replayer.replay(&h);
             if r.is_compatible() {
                 continue;
             }
             let key = (
-                r.instance_id.clone(),
+                r.label(),
                 serde_json::to_string(&r.outcome).unwrap_or_default(),
             );
             if reported.insert(key) {
@@ -379,7 +400,7 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                 (Some(id), false) => {
                     let mut f = InstanceFilter::default();
                     f.ids.push(InstanceId(id.clone()));
-                    let hs = histories(&p, &f, None)?;
+                    let hs = histories(&p, &f, None, filter.all_runs)?;
                     if hs.is_empty() {
                         return Err(Error::UnknownInstance(id.clone()).into());
                     }
@@ -387,7 +408,7 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                 }
                 (None, true) => {
                     let (f, sample) = to_filter(filter, None)?;
-                    histories(&p, &f, sample)?
+                    histories(&p, &f, sample, filter.all_runs)?
                 }
                 _ => return Err(usage("give either an instance id or --all".into())),
             };
@@ -406,7 +427,7 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                     for h in &hs {
-                        let path = dir.join(history_file_name(&h.instance_id.0));
+                        let path = dir.join(export_file_name(h));
                         let mut file = std::fs::OpenOptions::new()
                             .write(true)
                             .create_new(true)
@@ -456,22 +477,33 @@ pub fn history_action(db: &Path, json: bool, action: &HistoryAction) -> Result<i
                     hs.push(h);
                 }
             }
+            // An archived run (`<id>@run<N>.json`, from `export --all-runs` or
+            // `purge --export`) shares its instance's id: an instance is imported as its
+            // current run only; the archived runs replay from their files.
+            let before = hs.len();
+            hs.retain(|h| h.status != InstanceStatus::ContinuedAsNew);
+            let skipped = before - hs.len();
             let p = Pinion::open(PinionConfig::new(db))?;
             let now = SystemClock.now_ms();
             for h in &hs {
                 p.store().import_history(h, now).map_err(Error::from)?;
             }
             if json {
-                print_json(&json!({ "imported": hs.len() }));
+                print_json(&json!({ "imported": hs.len(), "skipped_archived_runs": skipped }));
             } else {
                 eprintln!("imported {} histories", hs.len());
+                if skipped > 0 {
+                    eprintln!(
+                        "skipped {skipped} archived runs (an instance is imported as its current run; replay archived runs from their files with `replay --history`)"
+                    );
+                }
             }
             Ok(0)
         }
     }
 }
 
-pub use crate::history::history_file_name;
+pub use crate::history::{history_file_name, run_file_name};
 
 #[cfg(test)]
 mod tests {

@@ -132,4 +132,67 @@ pub trait EventStore {
     fn webhook_cursor(&self, url: &str) -> Result<Option<u64>, StoreError>;
     /// Records that webhook `url` acknowledged every event up to `id`.
     fn set_webhook_cursor(&self, url: &str, id: u64, now_ms: u64) -> Result<(), StoreError>;
+    /// Records that webhook `url` gave up on `event` (a dead letter); a second record of
+    /// the same event for the same URL (sent again after a crash) updates the first.
+    fn add_dead_letter(&self, letter: &NewDeadLetter) -> Result<(), StoreError>;
+    /// Every dead letter, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// One dead letter.
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+    /// Deletes a dead letter (redelivered); false when it was not there.
+    fn remove_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
+    /// Counts one more failed attempt (a failed redelivery) of a dead letter.
+    fn dead_letter_failed(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError>;
+}
+
+/// An event a webhook gave up on, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    /// The webhook's URL.
+    pub url: String,
+    /// The event, as it was sent.
+    pub event: LifecycleEvent,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub last_error: String,
+    /// When the first attempt failed, in ms since the epoch.
+    pub first_failed_at_ms: u64,
+    /// When the webhook gave up.
+    pub now_ms: u64,
+}
+
+/// A recorded dead letter (`GET /v1/webhooks/dead-letters`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id, to redeliver it by.
+    pub id: u64,
+    /// The webhook's URL, without query string or user info (either may hold a secret).
+    pub webhook: String,
+    /// The event that was not acknowledged.
+    pub event: LifecycleEvent,
+    /// Attempts made so far (redeliveries included).
+    pub attempts: u32,
+    /// Why the last attempt failed (`HTTP 500`, a connection error).
+    pub last_error: String,
+    /// When the first attempt failed, in ms since the epoch.
+    pub first_failed_at_ms: u64,
+    /// When it was last tried, in ms since the epoch.
+    pub updated_at_ms: u64,
+    /// The full URL, to deliver to; never serialised.
+    #[serde(skip)]
+    pub url: String,
+}
+
+/// The URL without its query string and user info, for logs and listings (either may hold
+/// a secret).
+pub fn display_url(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        None => no_query.to_owned(),
+    }
 }

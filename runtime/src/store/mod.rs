@@ -23,7 +23,7 @@ pub mod events;
 pub mod sqlite;
 
 pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};
-pub use events::{EventFilter, EventStore, LifecycleEvent, Transition};
+pub use events::{DeadLetter, EventFilter, EventStore, LifecycleEvent, NewDeadLetter, Transition};
 
 use pinion_abi::{ActivityOptions, Manifest};
 

@@ -5,7 +5,44 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{exec, map_err, query_one, to_json, SqliteStore};
 use crate::history::{InstanceId, ModuleHash};
-use crate::store::{EventFilter, EventStore, LifecycleEvent, StoreError, Transition};
+use crate::store::events::display_url;
+use crate::store::{
+    DeadLetter, EventFilter, EventStore, LifecycleEvent, NewDeadLetter, StoreError, Transition,
+};
+
+const DEAD_LETTER_COLUMNS: &str =
+    "id, url, event, attempts, last_error, first_failed_at_ms, updated_at_ms";
+
+fn dead_letter_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DeadLetter, String)> {
+    let url: String = r.get(1)?;
+    Ok((
+        DeadLetter {
+            id: r.get::<_, i64>(0)? as u64,
+            webhook: display_url(&url),
+            event: LifecycleEvent {
+                id: 0,
+                instance_id: InstanceId(String::new()),
+                workflow_type: String::new(),
+                module_hash: ModuleHash(String::new()),
+                run: 1,
+                at_ms: 0,
+                transition: Transition::Completed,
+            },
+            attempts: r.get(3)?,
+            last_error: r.get(4)?,
+            first_failed_at_ms: r.get::<_, i64>(5)? as u64,
+            updated_at_ms: r.get::<_, i64>(6)? as u64,
+            url,
+        },
+        r.get(2)?,
+    ))
+}
+
+fn finish_dead_letter((mut d, event): (DeadLetter, String)) -> Result<DeadLetter, StoreError> {
+    d.event = serde_json::from_str(&event)
+        .map_err(|e| StoreError::Corrupt(format!("webhook dead letter {}: {e}", d.id)))?;
+    Ok(d)
+}
 
 /// Appends `transition` of instance `id` to the outbox, with the instance's workflow type,
 /// module and run as its row says now (call after the row changed). Runs inside the
@@ -117,6 +154,78 @@ impl EventStore for SqliteStore {
             .optional()
             .map(|n| n.map(|n| n as u64))
             .map_err(map_err)
+        })
+    }
+
+    fn add_dead_letter(&self, letter: &NewDeadLetter) -> Result<(), StoreError> {
+        let l = letter.clone();
+        let event = to_json(&l.event)?;
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO webhook_dead_letters(url, event_seq, event, attempts, last_error, first_failed_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(url, event_seq) DO UPDATE SET attempts = attempts + excluded.attempts,
+                 last_error = excluded.last_error, updated_at_ms = excluded.updated_at_ms",
+                params![
+                    l.url,
+                    l.event.id as i64,
+                    event,
+                    l.attempts,
+                    l.last_error,
+                    l.first_failed_at_ms as i64,
+                    l.now_ms as i64
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM webhook_dead_letters ORDER BY id");
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st.query_map([], dead_letter_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(finish_dead_letter))
+                .collect()
+        })
+    }
+
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM webhook_dead_letters WHERE id = ?1");
+        self.read(|c| {
+            query_one(c, &sql, [id as i64], dead_letter_from_row)
+                .optional()
+                .map_err(map_err)
+        })?
+        .map(finish_dead_letter)
+        .transpose()
+    }
+
+    fn remove_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            exec(
+                c,
+                "DELETE FROM webhook_dead_letters WHERE id = ?1",
+                [id as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+    }
+
+    fn dead_letter_failed(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError> {
+        let error = error.to_owned();
+        self.write(move |c| {
+            exec(
+                c,
+                "UPDATE webhook_dead_letters SET attempts = attempts + 1, last_error = ?2, updated_at_ms = ?3
+                 WHERE id = ?1",
+                params![id as i64, error, now_ms as i64],
+            )
+            .map_err(map_err)?;
+            Ok(())
         })
     }
 

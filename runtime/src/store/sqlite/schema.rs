@@ -21,9 +21,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (8, include_str!("0008_list_indexes.sql")),
     (9, include_str!("0009_closing.sql")),
     (10, include_str!("0010_module_code.sql")),
+    (11, include_str!("0011_webhook_dead_letters.sql")),
 ];
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: u32 = 10;
+pub(super) const SCHEMA_VERSION: u32 = 11;
 
 impl SqliteStore {
     pub(super) fn connect(
