@@ -588,3 +588,110 @@ fn an_overlapping_second_upgrade_of_an_instance_records_nothing() {
     );
     assert_eq!(pinned(&p, "once"), v2);
 }
+
+/// `alias set --upgrade-compatible`: with v1's instances waiting on timers, moving the
+/// alias to v2 moves exactly the instance whose history replays on v2 and leaves the
+/// diverging one pinned with its divergence; `--dry-run` first shows the same split and
+/// changes nothing. Through the CLI on the database file.
+#[test]
+fn an_alias_move_with_upgrade_compatible_moves_exactly_the_compatible_instances() {
+    let dir = TempDir::new("alias-upgrade");
+    let (v1, v2) = {
+        let (p, _clock) = engine(&dir);
+        let (v1, v2) = (deploy(&p, "replay-v1"), deploy(&p, "replay-v2"));
+        p.set_alias("app", &v1).unwrap();
+        let w = p.start_worker(quiet_worker()).unwrap();
+        for (ty, id) in [("Unchanged", "fits"), ("TimerToActivity", "breaks")] {
+            p.start(&StartRequest {
+                alias: Some("app".into()),
+                ..start_req(ty, "", "null", id)
+            })
+            .unwrap();
+        }
+        // A v1 instance that ended already is not considered.
+        p.start(&start_req("Unchanged", &v1, "null", "ended"))
+            .unwrap();
+        p.terminate("ended", "done").unwrap();
+        w.wake();
+        wait_until("both timers", WAIT, || {
+            has_event(&p, "fits", timer_started) && has_event(&p, "breaks", timer_started)
+        });
+        w.shutdown();
+        (v1, v2)
+    };
+    let db = dir.db();
+
+    let out = pinion(
+        &db,
+        &[
+            "--json",
+            "alias",
+            "set",
+            "app",
+            &v2,
+            "--upgrade-compatible",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let u = &dry["upgrade"];
+    assert_eq!(u["dry_run"], true, "{dry}");
+    assert_eq!(u["from"], json!([v1]), "{dry}");
+    assert_eq!(
+        (u["moved"].as_u64(), u["stayed"].as_u64()),
+        (Some(1), Some(1)),
+        "{dry}"
+    );
+    let p = open(&db);
+    assert_eq!(pinned(&p, "fits"), v1, "a dry run moves no instance");
+    assert_eq!(
+        p.store().get_alias("app").unwrap().unwrap().module_hash.0,
+        v1,
+        "nor the alias"
+    );
+    drop(p);
+
+    let out = pinion(&db, &["alias", "set", "app", &v2, "--upgrade-compatible"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("upgraded     fits from"), "{stdout}");
+    assert!(
+        stdout.contains("stays        breaks:")
+            && stdout.contains("history has TimerStarted{seq: 1, duration_ms: 10}"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 instance(s) of"), "{stderr}");
+    assert!(
+        stderr.contains("moved to") && stderr.contains("1 stayed pinned"),
+        "{stderr}"
+    );
+    let p = open(&db);
+    assert_eq!(
+        p.store().get_alias("app").unwrap().unwrap().module_hash.0,
+        v2
+    );
+    assert_eq!(pinned(&p, "fits"), v2);
+    assert_eq!(pinned(&p, "breaks"), v1);
+    assert_eq!(pinned(&p, "ended"), v1);
+    assert!(has_event(
+        &p,
+        "fits",
+        |k| matches!(k, EventKind::ModuleUpgraded { from, to } if from.0 == v1 && to.0 == v2)
+    ));
+    assert!(!has_event(&p, "breaks", |k| matches!(
+        k,
+        EventKind::ModuleUpgraded { .. }
+    )));
+}

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use super::error::ApiError;
 use super::types::{
-    AliasRamp, AliasSet, Candidate, Cursor, DeployOptions, Deployment, EventQuery, GcBody,
-    GcResponse, InputBody, InstancePage, ListQuery, QueryAnswer, Ramp, RampBody, ReplayQuery,
-    ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody, StopOutcome, StopResult,
-    StopVerb, Stopped, UpgradeBody, UpgradeResponse, Verification, Verified, EVENT_BATCH,
+    AliasRamp, AliasSet, AliasUpgrade, Candidate, Cursor, DeployOptions, Deployment, EventQuery,
+    GcBody, GcResponse, InputBody, InstancePage, ListQuery, QueryAnswer, Ramp, RampBody,
+    ReplayQuery, ReplayResponse, SetAliasBody, Signalled, StartBody, Started, StopBody,
+    StopOutcome, StopResult, StopVerb, Stopped, UpgradeBody, UpgradeResponse, Verification,
+    Verified, EVENT_BATCH,
 };
 use super::Api;
 use crate::engine::{BulkSelector, Error, Pinion, Progress, StartRequest};
-use crate::history::{HistoryExport, InstanceId, InstanceStatus};
+use crate::history::{HistoryExport, InstanceId, InstanceStatus, ModuleHash};
 use crate::replay::{ReplayOptions, Replayer};
 use crate::rollout::{ModuleStatus, StoredRun, UpgradeSelector};
 use crate::store::{
@@ -276,6 +277,25 @@ impl Pinion {
             self.registry().resolve(&body.module).map_err(Error::from)?;
             None
         };
+        // The modules whose instances may move: the alias's, and its ramp target's, before
+        // the move.
+        let target = self
+            .registry()
+            .resolve(&body.module)
+            .map_err(Error::from)?
+            .hash;
+        let from: Vec<ModuleHash> = match self.store().get_alias(&name).map_err(Error::from)? {
+            Some(a) if body.upgrade_compatible => std::iter::once(a.module_hash)
+                .chain(a.ramp.map(|(hash, _)| hash))
+                .filter(|h| *h != target)
+                .fold(Vec::new(), |mut v, h| {
+                    if !v.contains(&h) {
+                        v.push(h);
+                    }
+                    v
+                }),
+            _ => Vec::new(),
+        };
         Ok(Box::new(move |p: &Pinion, progress: &Progress| {
             let mut verified = None;
             if let Some(replayer) = replayer {
@@ -296,11 +316,40 @@ impl Pinion {
                     &reports,
                 ));
             }
-            let module = Pinion::set_alias(p, &name, &body.module)?;
+            let module = if body.dry_run {
+                target.clone()
+            } else {
+                Pinion::set_alias(p, &name, &body.module)?
+            };
+            let upgrade = if body.upgrade_compatible {
+                let mut results = Vec::new();
+                for old in &from {
+                    results.extend(p.upgrade(
+                        &module.0,
+                        &UpgradeSelector::From(old.clone()),
+                        body.dry_run,
+                        progress,
+                    )?);
+                }
+                let moved = results
+                    .iter()
+                    .filter(|r| r.replay.is_compatible() && r.error.is_none())
+                    .count() as u64;
+                Some(AliasUpgrade {
+                    dry_run: body.dry_run,
+                    from,
+                    moved,
+                    stayed: results.len() as u64 - moved,
+                    results,
+                })
+            } else {
+                None
+            };
             Ok(AliasSet {
                 alias: name,
                 module,
                 verified,
+                upgrade,
             })
         }))
     }

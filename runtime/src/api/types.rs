@@ -334,10 +334,36 @@ pub struct SetAliasBody {
     /// With `verify`: replay at most this many histories.
     #[serde(default = "default_verify_limit")]
     pub verify_limit: u32,
+    /// Also move every running or blocked instance of the alias's previous module (and of
+    /// the module it was ramping to) whose history replays clean against the new one, each
+    /// with a `ModuleUpgraded` event; the others stay pinned, their divergence reported.
+    #[serde(default)]
+    pub upgrade_compatible: bool,
+    /// Change nothing: report where the alias would point and, with `upgrade_compatible`,
+    /// which instances would move and which would stay.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `upgrade_compatible` did when an alias moved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasUpgrade {
+    /// True when nothing was changed (`dry_run`).
+    pub dry_run: bool,
+    /// The modules whose instances were considered: the alias's module and ramp target
+    /// before the move, other than the new module.
+    pub from: Vec<ModuleHash>,
+    /// Instances moved to the new module (in a dry run: that would move).
+    pub moved: u64,
+    /// Instances left where they are (their replay diverged or failed, or they changed
+    /// while being checked).
+    pub stayed: u64,
+    /// One result per instance considered.
+    pub results: Vec<crate::rollout::UpgradeResult>,
 }
 
 /// An alias moved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AliasSet {
     /// The alias.
     pub alias: String,
@@ -346,6 +372,9 @@ pub struct AliasSet {
     /// What `verify` replayed, when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verified>,
+    /// What `upgrade_compatible` moved, when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<AliasUpgrade>,
 }
 
 /// `POST /v1/aliases/{name}/ramp`.

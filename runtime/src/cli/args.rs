@@ -552,6 +552,14 @@ pub enum AliasAction {
         /// With --verify: replay at most this many histories.
         #[arg(long, default_value_t = 1000)]
         verify_limit: u32,
+        /// Also move every running or blocked instance of the alias's previous module (and
+        /// of its ramp's) whose history replays clean against MODULE; the others stay
+        /// pinned, with their divergence listed.
+        #[arg(long)]
+        upgrade_compatible: bool,
+        /// With --upgrade-compatible: only show which instances would move; change nothing.
+        #[arg(long, requires = "upgrade_compatible")]
+        dry_run: bool,
     },
     /// Send PERCENT of new instances to MODULE (chosen by instance id), or --cancel.
     Ramp {

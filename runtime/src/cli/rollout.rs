@@ -10,9 +10,48 @@ use super::display::{time, Align, Table};
 use super::print::{print_json, print_refusal};
 use super::replay::EXIT_DIVERGED;
 use super::Failure;
-use crate::api::types::{GcBody, GcResponse, RampBody, SetAliasBody, UpgradeBody, UpgradeResponse};
+use crate::api::types::{
+    AliasUpgrade, GcBody, GcResponse, RampBody, SetAliasBody, UpgradeBody, UpgradeResponse,
+};
 use crate::api::{Api, ApiError};
 use crate::engine::Pinion;
+
+/// What `alias set --upgrade-compatible` moved (or would move), instance by instance.
+fn print_alias_upgrade(name: &str, to: &crate::history::ModuleHash, u: &AliasUpgrade) {
+    for r in &u.results {
+        match (r.replay.is_compatible(), r.upgraded, &r.error) {
+            (true, true, _) => println!("upgraded     {} from {}", r.instance_id, r.from.short()),
+            (true, false, Some(e)) => println!("not moved    {}: {e}", r.instance_id),
+            (true, false, None) => println!(
+                "compatible   {} (dry run; stays on {})",
+                r.instance_id,
+                r.from.short()
+            ),
+            _ => println!("stays        {}: {}", r.instance_id, r.replay),
+        }
+    }
+    let from: Vec<String> = u.from.iter().map(|h| h.short().to_string()).collect();
+    let from = if from.is_empty() {
+        "none (the alias pointed nowhere else)".to_string()
+    } else {
+        from.join(", ")
+    };
+    if u.dry_run {
+        eprintln!(
+            "dry run: {} instance(s) of {from} would move to {}, {} would stay pinned; nothing was changed (alias {name} was not moved)",
+            u.moved,
+            to.short(),
+            u.stayed
+        );
+    } else {
+        eprintln!(
+            "{} instance(s) of {from} moved to {}, {} stayed pinned",
+            u.moved,
+            to.short(),
+            u.stayed
+        );
+    }
+}
 
 /// `pinion alias ...`.
 pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Failure> {
@@ -22,11 +61,15 @@ pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Fai
             module,
             verify,
             verify_limit,
+            upgrade_compatible,
+            dry_run,
         } => {
             let body = SetAliasBody {
                 module: module.clone(),
                 verify: *verify,
                 verify_limit: *verify_limit,
+                upgrade_compatible: *upgrade_compatible,
+                dry_run: *dry_run,
             };
             match api.set_alias(name, &body) {
                 Ok(set) => {
@@ -36,7 +79,12 @@ pub fn alias(api: &dyn Api, json: bool, action: &AliasAction) -> Result<i32, Fai
                         if let Some(v) = &set.verified {
                             eprintln!("verify: {v}");
                         }
-                        println!("{name} -> {}", set.module);
+                        if let Some(u) = &set.upgrade {
+                            print_alias_upgrade(name, &set.module, u);
+                        }
+                        if !*dry_run {
+                            println!("{name} -> {}", set.module);
+                        }
                     }
                     Ok(0)
                 }
