@@ -20,6 +20,7 @@
 
 pub mod deploy;
 pub mod events;
+pub mod postgres;
 pub mod sqlite;
 
 pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};
