@@ -25,6 +25,7 @@ mod heartbeats;
 mod hostile;
 mod logs;
 mod ops;
+mod pg;
 mod pool;
 mod reach;
 mod replay;
