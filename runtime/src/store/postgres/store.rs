@@ -404,6 +404,10 @@ impl Store for PgStore {
     fn mark_idle(&self, id: &InstanceId) -> Result<(), StoreError> {
         let id = id.0.clone();
         self.tx(move |tx| {
+            // Locked before the check, so the check's snapshot includes any input whose
+            // push held the lock before us (READ COMMITTED re-reads only the updated row,
+            // not the subquery, after waiting for a lock).
+            tx.opt("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE", &[&id])?;
             tx.exec(
                 "UPDATE instances SET runnable = FALSE
                  WHERE id = $1 AND NOT EXISTS(SELECT 1 FROM inbox WHERE instance_id = $1)",

@@ -11,12 +11,22 @@ use crate::history::{EventKind, InstanceId, ModuleHash, Payload};
 use crate::store::{ActivityTask, StoreError};
 
 /// Appends to an instance's inbox and marks it runnable (if it runs).
+///
+/// The instance row is locked first: a commit of that instance holds the same lock from
+/// its history-length check to COMMIT, so input either lands before the commit looks at
+/// the inbox (and the commit sees it: a closing activation is refused, `runnable` stays
+/// set) or after the commit (and marks the instance runnable). Inserting first would let
+/// a commit in between miss the row.
 pub(super) fn push_inbox(
     tx: &mut Tx<'_>,
     instance: &str,
     now_ms: u64,
     kind: &EventKind,
 ) -> Result<(), StoreError> {
+    tx.opt(
+        "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+        &[&instance],
+    )?;
     tx.exec(
         "INSERT INTO inbox(instance_id, time_ms, data) VALUES ($1, $2, $3)",
         &[&instance, &(now_ms as i64), &to_json(kind)?],
