@@ -466,7 +466,7 @@ impl Pinion {
     pub fn start_worker(&self, config: WorkerConfig) -> Result<WorkerGuard, Error> {
         let lock = match &self.backend {
             Backend::Postgres(pg) => match pg.try_worker_lock()? {
-                Some(lock) => WorkerLock::Postgres(lock),
+                Some(lock) => WorkerLock::Postgres(Box::new(lock)),
                 None => {
                     return Err(Error::WorkerLocked(format!(
                         "advisory lock on {}",
@@ -522,7 +522,7 @@ impl Pinion {
 #[allow(dead_code)] // held for its drop, never read
 enum WorkerLock {
     File(File),
-    Postgres(PgWorkerLock),
+    Postgres(Box<PgWorkerLock>),
 }
 
 /// Running workers plus the database's worker lock.

@@ -173,6 +173,25 @@ pub fn row_count(db: &Path, table: &str) -> i64 {
     }
 }
 
+/// Runs one SQL statement on the database `db` (a SQLite file or a PostgreSQL URL) behind
+/// the engine's back: for tests that simulate damage or tampering.
+pub fn execute_sql(db: &Path, sql: &str) {
+    match db.to_str().filter(|s| s.starts_with("postgres")) {
+        Some(url) => {
+            postgres::Client::connect(url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap();
+        }
+        None => {
+            rusqlite::Connection::open(db)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+    }
+}
+
 /// Marks tests that exercise SQLite itself (its file, its compile cache beside the file):
 /// kept as they are here, left out where the engine tests run again on PostgreSQL
 /// (`pg.rs`).

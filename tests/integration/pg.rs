@@ -1,5 +1,5 @@
-//! The engine tests again, on PostgreSQL: `engine.rs`, `signals.rs` and `children.rs`,
-//! compiled a second time with a `common` whose [`TempDir::new`] gives each test a new
+//! The engine tests again, on PostgreSQL: `engine.rs`, `signals.rs`, `children.rs`,
+//! `rollout.rs`, `determinism.rs` and `versioning.rs`, compiled a second time with a `common` whose [`TempDir::new`] gives each test a new
 //! database on the server `$PINION_TEST_PG` names (scripts/test.sh starts one). Every test
 //! of those files runs here as `pg::<file>::<test>`, except the few marked `sqlite_only!`
 //! (they test the SQLite file or the compile cache kept beside it). Below them, the
@@ -27,8 +27,14 @@ mod common {
 
 #[path = "children.rs"]
 mod children;
+#[path = "determinism.rs"]
+mod determinism;
 #[path = "engine.rs"]
 mod engine;
+#[path = "rollout.rs"]
+mod rollout;
 #[path = "signals.rs"]
 mod signals;
 mod store;
+#[path = "versioning.rs"]
+mod versioning;
