@@ -49,6 +49,8 @@ mod lifecycle;
 mod schema;
 mod store;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 /// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`)
 /// rather than a SQLite file.

@@ -144,6 +144,14 @@ fn list_sql(filter: &InstanceFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send
     (sql, args)
 }
 
+/// [`list_sql`], for the query-plan test.
+#[cfg(test)]
+pub(super) fn list_sql_for_tests(
+    filter: &InstanceFilter,
+) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    list_sql(filter)
+}
+
 fn pending_of(r: &Row) -> Result<PendingActivity, StoreError> {
     let lease: Option<i64> = r.get(4);
     let started: Option<i64> = r.get(5);
