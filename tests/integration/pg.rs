@@ -1,5 +1,6 @@
 //! The engine tests again, on PostgreSQL: `engine.rs`, `signals.rs`, `children.rs`,
-//! `rollout.rs`, `determinism.rs` and `versioning.rs`, compiled a second time with a `common` whose [`TempDir::new`] gives each test a new
+//! `rollout.rs`, `determinism.rs`, `versioning.rs`, `heartbeats.rs` and `events.rs` (the
+//! last two through a real `pinion server`), compiled a second time with a `common` whose [`TempDir::new`] gives each test a new
 //! database on the server `$PINION_TEST_PG` names (scripts/test.sh starts one). Every test
 //! of those files runs here as `pg::<file>::<test>`, except the few marked `sqlite_only!`
 //! (they test the SQLite file or the compile cache kept beside it). Below them, the
@@ -31,6 +32,10 @@ mod children;
 mod determinism;
 #[path = "engine.rs"]
 mod engine;
+#[path = "events.rs"]
+mod events;
+#[path = "heartbeats.rs"]
+mod heartbeats;
 #[path = "rollout.rs"]
 mod rollout;
 #[path = "signals.rs"]
