@@ -154,15 +154,6 @@ const EXIT_UNRUNNABLE_MODULES: i32 = 9;
 /// this pinion cannot run, naming them.
 fn check_pinned_modules(cli: &Cli) -> Result<(), Failure> {
     use crate::engine::preflight::unrunnable_pinned_modules;
-    if crate::engine::postgres_url(&cli.db).is_some() {
-        // The check reads a SQLite file without migrating it; on PostgreSQL it is not
-        // implemented yet, so an instance pinned to a module this pinion cannot run is
-        // blocked when it next runs (with the reason), as with --allow-unrunnable-modules.
-        tracing::warn!(
-            "the check of pinned modules is skipped on PostgreSQL: it reads SQLite files only; instances pinned to modules this pinion cannot run will be blocked when they run"
-        );
-        return Ok(());
-    }
     let config = PinionConfig::new(&cli.db);
     let sandbox = crate::sandbox::Sandbox::new(config.limits.clone()).map_err(Error::from)?;
     let unrunnable = unrunnable_pinned_modules(&cli.db, &sandbox, config.cache_dir.as_deref())
@@ -180,7 +171,10 @@ fn check_pinned_modules(cli: &Cli) -> Result<(), Failure> {
         pinion_abi::OLDEST_ABI_VERSION,
         pinion_abi::ABI_VERSION,
         unrunnable.len(),
-        cli.db.display(),
+        match crate::engine::postgres_url(&cli.db) {
+            Some(url) => crate::store::postgres::redact(url),
+            None => cli.db.display().to_string(),
+        },
     );
     for m in &unrunnable {
         msg.push_str(&format!(

@@ -447,3 +447,55 @@ fn a_server_on_postgres_killed_with_sigkill_mid_workflow_finishes_everything_aft
         );
     }
 }
+
+/// The runtime upgrade check reads PostgreSQL too: a server on a database whose running
+/// instances pin a module this pinion cannot run (here: its code now claims ABI 99) exits
+/// 9 naming it, before it changes anything.
+#[test]
+fn the_server_refuses_a_postgres_database_pinning_modules_it_cannot_run() {
+    let dir = TempDir::new("pg-upgrade-check");
+    let db = dir.db();
+    let p = open(&db);
+    let hash = p.deploy(&wasm_bytes("hello-v1")).unwrap().hash.0;
+    for id in ["pinned-1", "pinned-2"] {
+        p.start(&start_req("Hello", &hash, "null", id)).unwrap();
+    }
+    drop(p);
+    let future = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+          (func (export "pinion_abi_version") (result i32) i32.const 99)
+          (func (export "pinion_manifest") (result i64) i64.const 0)
+          (func (export "pinion_alloc") (param i32) (result i32) i32.const 0)
+          (func (export "pinion_free") (param i32 i32))
+          (func (export "pinion_activate") (param i32 i32) (result i64) unreachable)
+          (func (export "pinion_run_activity") (param i32 i32) (result i64) unreachable)
+          (func (export "pinion_query") (param i32 i32) (result i64) unreachable))"#,
+    )
+    .unwrap();
+    let mut c = postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls).unwrap();
+    c.execute(
+        "UPDATE module_code SET bytes = $1 WHERE hash = $2",
+        &[&future, &hash],
+    )
+    .unwrap();
+    let events_before = count(&db, "SELECT count(*) FROM events");
+    let out = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(&db)
+        .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains(&hash), "{stderr}");
+    assert!(stderr.contains("2 instance(s)"), "{stderr}");
+    assert!(stderr.contains("its ABI version is 99"), "{stderr}");
+    assert_eq!(count(&db, "SELECT count(*) FROM events"), events_before);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM instances WHERE status = 'running'"
+        ),
+        2
+    );
+}
