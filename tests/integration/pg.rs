@@ -1,10 +1,12 @@
 //! The engine tests again, on PostgreSQL: `engine.rs`, `signals.rs`, `children.rs`,
-//! `rollout.rs`, `determinism.rs`, `versioning.rs`, `heartbeats.rs` and `events.rs` (the
-//! last two through a real `pinion server`), compiled a second time with a `common` whose [`TempDir::new`] gives each test a new
-//! database on the server `$PINION_TEST_PG` names (scripts/test.sh starts one). Every test
-//! of those files runs here as `pg::<file>::<test>`, except the few marked `sqlite_only!`
-//! (they test the SQLite file or the compile cache kept beside it). Below them, the
-//! PostgreSQL store's own rules: the worker lock, concurrent commits, the outbox.
+//! `rollout.rs`, `determinism.rs`, `versioning.rs`, `replay.rs`, and through a real
+//! `pinion server` `heartbeats.rs`, `events.rs`, `ops.rs`, `api_signals.rs` and
+//! `api_jobs.rs`, compiled a second time with a `common` whose [`TempDir::new`] gives each
+//! test a new database on the server `$PINION_TEST_PG` names (scripts/test.sh starts one).
+//! Every test of those files runs here as `pg::<file>::<test>`, except the few marked
+//! `sqlite_only!` (they test the SQLite file or the compile cache kept beside it). `store`
+//! tests the PostgreSQL store's own rules: the worker lock, concurrent commits, the
+//! outbox, timers, claims, a killed server, the upgrade check.
 
 mod common {
     pub use crate::common::*;
@@ -26,6 +28,10 @@ mod common {
     }
 }
 
+#[path = "api_jobs.rs"]
+mod api_jobs;
+#[path = "api_signals.rs"]
+mod api_signals;
 #[path = "children.rs"]
 mod children;
 #[path = "determinism.rs"]
@@ -36,6 +42,10 @@ mod engine;
 mod events;
 #[path = "heartbeats.rs"]
 mod heartbeats;
+#[path = "ops.rs"]
+mod ops;
+#[path = "replay.rs"]
+mod replay;
 #[path = "rollout.rs"]
 mod rollout;
 #[path = "signals.rs"]

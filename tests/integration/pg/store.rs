@@ -86,7 +86,7 @@ fn activation(id: &str, expected: u64, timers: Vec<NewTimer>) -> ActivationCommi
 }
 
 #[test]
-fn a_second_process_cannot_run_workers_on_the_same_postgres_database() {
+fn only_one_engine_at_a_time_runs_workers_on_a_postgres_database() {
     let dir = TempDir::new("pg-lock");
     let a = open(&dir.db());
     let b = open(&dir.db());

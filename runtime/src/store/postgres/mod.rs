@@ -191,10 +191,16 @@ pub(super) struct Tx<'a> {
     t: postgres::Transaction<'a>,
     stmts: &'a mut HashMap<String, Statement>,
     outbox: Vec<Outgoing>,
+    /// Whether a statement other than a `SELECT` ran: the transaction is a write, counted
+    /// in the commit metrics as SQLite's writes are.
+    wrote: bool,
 }
 
 impl Tx<'_> {
     fn stmt(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if !sql.trim_start().starts_with("SELECT") {
+            self.wrote = true;
+        }
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
@@ -259,16 +265,25 @@ fn run_tx<R>(
     let mut tries = 0;
     loop {
         tries += 1;
+        #[allow(clippy::disallowed_methods)] // a metric of real time, not workflow time
+        let started = std::time::Instant::now();
         let result = (|| {
             let t = conn.client.transaction().map_err(map_err)?;
             let mut tx = Tx {
                 t,
                 stmts: &mut conn.stmts,
                 outbox: Vec::new(),
+                wrote: false,
             };
             let r = op(&mut tx)?;
             events::flush(&mut tx)?;
+            let wrote = tx.wrote;
             tx.t.commit().map_err(map_err)?;
+            if wrote {
+                // One write per transaction: PostgreSQL groups the WAL flushes of
+                // concurrent commits itself, below what a client sees.
+                crate::telemetry::metrics::metrics().commit(1, started.elapsed());
+            }
             Ok(r)
         })();
         match result {
