@@ -27,6 +27,7 @@ use crate::history::{
 };
 use crate::registry::{Deployed, ModuleTarget, Registry, RegistryError, TargetError};
 use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
+use crate::store::postgres::{PgOptions, PgStore, PgWorkerLock};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError};
 use crate::worker::{Shared as WorkerShared, Worker, WorkerConfig};
@@ -82,7 +83,7 @@ pub enum Error {
     #[error("instance {0} is an imported history: it is kept for replay and never runs")]
     Imported(String),
     /// Another process runs a worker on this database.
-    #[error("another pinion process is running workers on this database (lock file {0}); stop it, or let it run the work")]
+    #[error("another pinion process is running workers on this database ({0}); stop it, or let it run the work")]
     WorkerLocked(String),
     /// The workflow could not answer a query.
     #[error("query {name:?} on instance {id} failed: {kind}: {message}")]
@@ -137,13 +138,18 @@ impl From<TargetError> for Error {
 }
 
 /// How to open an engine. Defaults: the real clock, default sandbox limits, sqlite with
-/// `synchronous=FULL`, compiled code cached in `<db>.cache/`.
+/// `synchronous=FULL`, compiled code cached in `<db>.cache/` (for a PostgreSQL URL, no
+/// disk cache).
 #[derive(Clone)]
 pub struct PinionConfig {
-    /// The SQLite database file.
+    /// The SQLite database file, or a PostgreSQL URL (`postgres://...`, see
+    /// [`crate::store::postgres::is_url`]).
     pub db_path: PathBuf,
     /// SQLite options.
     pub sqlite: SqliteOptions,
+    /// PostgreSQL options (used when `db_path` is a URL). `read_only` follows
+    /// `sqlite.read_only` too.
+    pub postgres: PgOptions,
     /// Sandbox limits.
     pub limits: SandboxLimits,
     /// Where compiled modules are cached; `None` disables the disk cache.
@@ -160,11 +166,16 @@ impl PinionConfig {
         let db_path = db_path.into();
         let mut cache = db_path.clone().into_os_string();
         cache.push(".cache");
+        // A URL has no directory to keep a cache beside.
+        let cache_dir = postgres_url(&db_path)
+            .is_none()
+            .then(|| PathBuf::from(cache));
         PinionConfig {
             db_path,
             sqlite: SqliteOptions::default(),
+            postgres: PgOptions::default(),
             limits: SandboxLimits::default(),
-            cache_dir: Some(PathBuf::from(cache)),
+            cache_dir,
             clock: Arc::new(SystemClock),
             grants: Arc::new(GrantSource::fixed(Grants::none())),
         }
@@ -194,9 +205,21 @@ pub struct Pinion {
     clock: Arc<dyn Clock>,
     grants: Arc<GrantSource>,
     db_path: PathBuf,
+    backend: Backend,
     /// The worker this engine started, if it still runs: signals wake it, queries borrow
     /// its cached runs.
     worker: Mutex<Weak<WorkerShared>>,
+}
+
+/// The PostgreSQL URL `db` names, if it names one rather than a SQLite file.
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str().filter(|s| crate::store::postgres::is_url(s))
+}
+
+/// The backend an engine opened, for what only the backend knows (the worker lock).
+enum Backend {
+    Sqlite,
+    Postgres(Arc<PgStore>),
 }
 
 fn valid_id(id: &str) -> bool {
@@ -209,8 +232,18 @@ impl Pinion {
     /// # Errors
     /// [`Error::Store`] when the file cannot be opened, is not a pinion database, or is locked.
     pub fn open(config: PinionConfig) -> Result<Pinion, Error> {
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.db_path, config.sqlite.clone())?);
+        let (store, backend): (Arc<dyn Store>, Backend) = match postgres_url(&config.db_path) {
+            Some(url) => {
+                let mut options = config.postgres.clone();
+                options.read_only |= config.sqlite.read_only;
+                let pg = Arc::new(PgStore::open(url, options)?);
+                (pg.clone(), Backend::Postgres(pg))
+            }
+            None => (
+                Arc::new(SqliteStore::open(&config.db_path, config.sqlite.clone())?),
+                Backend::Sqlite,
+            ),
+        };
         let sandbox = Arc::new(Sandbox::new(config.limits.clone())?);
         let registry = Arc::new(Registry::new(
             store.clone(),
@@ -225,6 +258,7 @@ impl Pinion {
             clock: config.clock,
             grants: config.grants,
             db_path: config.db_path,
+            backend,
             worker: Mutex::new(Weak::new()),
         })
     }
@@ -239,9 +273,17 @@ impl Pinion {
         &self.clock
     }
 
-    /// The database file.
+    /// The database file (or PostgreSQL URL).
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// The database for messages: the file, or the PostgreSQL URL without its password.
+    pub fn db_display(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite => self.db_path.display().to_string(),
+            Backend::Postgres(pg) => pg.url(),
+        }
     }
 
     /// The store (for tools that need direct access, like replay).
@@ -415,24 +457,25 @@ impl Pinion {
     }
 
     /// Starts workers for this database. Only one process may run workers on a database at
-    /// a time; the lock is held until the returned [`WorkerGuard`] is dropped.
+    /// a time; the lock is held until the returned [`WorkerGuard`] is dropped. For SQLite
+    /// the lock is `<db>.lock`; for PostgreSQL a session advisory lock held on a
+    /// connection of its own (released when the process dies, too).
     ///
     /// # Errors
     /// [`Error::WorkerLocked`] when another process runs workers.
     pub fn start_worker(&self, config: WorkerConfig) -> Result<WorkerGuard, Error> {
-        let lock_path = worker_lock_path(&self.db_path)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::Io {
-                path: lock_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        if file.try_lock().is_err() {
-            return Err(Error::WorkerLocked(lock_path.display().to_string()));
-        }
+        let lock = match &self.backend {
+            Backend::Postgres(pg) => match pg.try_worker_lock()? {
+                Some(lock) => WorkerLock::Postgres(Box::new(lock)),
+                None => {
+                    return Err(Error::WorkerLocked(format!(
+                        "advisory lock on {}",
+                        pg.url()
+                    )))
+                }
+            },
+            Backend::Sqlite => WorkerLock::File(self.lock_file()?),
+        };
         let activities = crate::worker::activity_runtime(config.activity_threads)
             .map_err(|e| SandboxError::Setup(format!("cannot start the activity runtime: {e}")))?;
         let worker = Worker::start(
@@ -447,9 +490,37 @@ impl Pinion {
         *self.worker.lock().expect("worker handle lock") = Arc::downgrade(worker.shared());
         Ok(WorkerGuard {
             worker: Some(worker),
-            _lock: file,
+            _lock: lock,
         })
     }
+
+    /// Takes `<db>.lock`, the worker lock of a SQLite database.
+    fn lock_file(&self) -> Result<File, Error> {
+        let lock_path = worker_lock_path(&self.db_path)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Io {
+                path: lock_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        if file.try_lock().is_err() {
+            return Err(Error::WorkerLocked(format!(
+                "lock file {}",
+                lock_path.display()
+            )));
+        }
+        Ok(file)
+    }
+}
+
+/// The one-worker-process lock of a database, held while the workers run.
+#[allow(dead_code)] // held for its drop, never read
+enum WorkerLock {
+    File(File),
+    Postgres(Box<PgWorkerLock>),
 }
 
 /// The worker lock of the database at `db`: `<file>.lock` beside the file itself, with every
@@ -471,7 +542,7 @@ fn worker_lock_path(db: &Path) -> Result<PathBuf, Error> {
 /// Running workers plus the database's worker lock.
 pub struct WorkerGuard {
     worker: Option<Worker>,
-    _lock: File,
+    _lock: WorkerLock,
 }
 
 impl WorkerGuard {

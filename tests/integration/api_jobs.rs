@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::common::*;
 use crate::api::{http, ApiServer, WAIT};
-use crate::common::*;
 
 fn call(server: &ApiServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     http(

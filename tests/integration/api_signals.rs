@@ -9,8 +9,8 @@ use pinion_runtime::api::{Api, ErrorCode};
 use pinion_runtime::InstanceStatus;
 use serde_json::{json, Value};
 
+use super::common::*;
 use crate::api::{http, post_wasm, token_file, ApiServer, TOKEN, WAIT};
-use crate::common::*;
 
 fn post(server: &ApiServer, path: &str, body: Value) -> (u16, Value) {
     http(

@@ -7,7 +7,7 @@ use pinion_runtime::store::Transition;
 use pinion_runtime::{EventKind, InstanceStatus, Pinion};
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -9,7 +9,7 @@ use pinion_runtime::executor::{split_history, ExecError, WorkflowRun};
 use pinion_runtime::{EventKind, HistoryEvent, InstanceId, InstanceStatus, ModuleHash, Pinion};
 use serde_json::Value;
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -146,13 +146,10 @@ fn a_divergence_found_while_rebuilding_a_live_instance_blocks_it_with_the_report
     drop(p);
     // Simulate the code under the instance changing (what pinning prevents in normal
     // operation): point the instance at v2's bytes behind the engine's back.
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
-    conn.execute(
-        "UPDATE instances SET module_hash = ?1 WHERE id = 'h'",
-        [&v2],
-    )
-    .unwrap();
-    drop(conn);
+    execute_sql(
+        &dir.db(),
+        &format!("UPDATE instances SET module_hash = '{v2}' WHERE id = 'h'"),
+    );
     clock.advance(Duration::from_secs(61));
     let p = open_with_clock(&dir.db(), Arc::new(clock));
     let w = p.start_worker(quiet_worker()).unwrap();

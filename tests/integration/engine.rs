@@ -10,7 +10,7 @@ use pinion_runtime::store::InstanceFilter;
 use pinion_runtime::{Error, EventKind, InstanceStatus, Pinion, PinionConfig};
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -78,29 +78,31 @@ fn a_wasm_module_without_the_pinion_abi_is_rejected_and_nothing_is_stored() {
     assert!(p.modules().unwrap().is_empty());
 }
 
-#[test]
-fn compiled_code_is_cached_on_disk_by_hash_and_engine_fingerprint() {
-    let dir = TempDir::new("cache");
-    let p = open(&dir.db());
-    let hash = deploy(&p, "hello-v1");
-    let cache = dir.path().join("pinion.db.cache");
-    let files: Vec<String> = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        files[0].starts_with(&format!("{hash}.")) && files[0].ends_with(".cwasm"),
-        "{files:?}"
-    );
-    // A reopened engine loads the cached artifact instead of compiling.
-    drop(p);
-    let p = open(&dir.db());
-    let loaded = p
-        .registry()
-        .load(&pinion_runtime::ModuleHash(hash))
-        .unwrap();
-    assert!(loaded.module().serialize().is_ok());
+sqlite_only! {
+    #[test]
+    fn compiled_code_is_cached_on_disk_by_hash_and_engine_fingerprint() {
+        let dir = TempDir::new("cache");
+        let p = open(&dir.db());
+        let hash = deploy(&p, "hello-v1");
+        let cache = dir.path().join("pinion.db.cache");
+        let files: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(
+            files[0].starts_with(&format!("{hash}.")) && files[0].ends_with(".cwasm"),
+            "{files:?}"
+        );
+        // A reopened engine loads the cached artifact instead of compiling.
+        drop(p);
+        let p = open(&dir.db());
+        let loaded = p
+            .registry()
+            .load(&pinion_runtime::ModuleHash(hash))
+            .unwrap();
+        assert!(loaded.module().serialize().is_ok());
+    }
 }
 
 #[test]
@@ -418,7 +420,7 @@ fn evicted_instances_are_rebuilt_by_replay_and_finish_normally() {
     assert_eq!(charge_attempts, Some(2), "one 503, then the charge");
 }
 
-fn limited(dir: &TempDir, fuel: u64, memory: usize) -> Pinion {
+fn limited(dir: &crate::common::TempDir, fuel: u64, memory: usize) -> Pinion {
     let mut config = PinionConfig::new(dir.db());
     config.limits.fuel_per_activation = fuel;
     config.limits.memory_bytes = memory;
@@ -664,149 +666,155 @@ fn an_order_id_that_is_not_a_plain_name_never_names_a_receipt_file() {
     );
 }
 
-/// The compile cache holds code that is run as is: it is created private (0700), a
-/// directory others can write to is not used at all, and temporary files left by a killed
-/// deploy are removed.
-#[test]
-fn the_compile_cache_is_private_and_a_writable_one_is_not_trusted() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("cache-perms");
-    let db = dir.db();
-    let cache = PinionConfig::new(&db).cache_dir.unwrap();
-    let p = open(&db);
-    p.deploy(&wasm_bytes("hello-v1")).unwrap();
-    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700);
-    let cwasm = |d: &std::path::Path| {
-        std::fs::read_dir(d)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
-            .count()
-    };
-    assert_eq!(cwasm(&cache), 1);
-    drop(p);
+sqlite_only! {
+    /// The compile cache holds code that is run as is: it is created private (0700), a
+    /// directory others can write to is not used at all, and temporary files left by a killed
+    /// deploy are removed.
+    #[test]
+    fn the_compile_cache_is_private_and_a_writable_one_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("cache-perms");
+        let db = dir.db();
+        let cache = PinionConfig::new(&db).cache_dir.unwrap();
+        let p = open(&db);
+        p.deploy(&wasm_bytes("hello-v1")).unwrap();
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let cwasm = |d: &std::path::Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+                .count()
+        };
+        assert_eq!(cwasm(&cache), 1);
+        drop(p);
 
-    // Left behind by a deploy killed mid-write (a pid that cannot exist), and one of a
-    // process that is alive (this one): only the first goes.
-    let dead = cache.join("abc.def.tmp999999999");
-    let alive = cache.join(format!("abc.def.tmp{}", std::process::id()));
-    std::fs::write(&dead, b"partial").unwrap();
-    std::fs::write(&alive, b"partial").unwrap();
-    let p = open(&db);
-    assert!(!dead.exists(), "the abandoned temporary file is removed");
-    assert!(
-        alive.exists(),
-        "a live process's temporary file is left alone"
-    );
-    std::fs::remove_file(&alive).unwrap();
-    drop(p);
-
-    // World-writable: not read, not written; modules still deploy and run.
-    std::fs::remove_dir_all(&cache).unwrap();
-    std::fs::create_dir(&cache).unwrap();
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let p = open(&db);
-    let hash = p.deploy(&wasm_bytes("foobar-v1")).unwrap().hash.0;
-    p.start(&start_req("FooBar", &hash, "null", "runs"))
-        .unwrap();
-    let w = p.start_worker(quiet_worker()).unwrap();
-    w.wake();
-    let rec = p.wait("runs", Duration::from_secs(60)).unwrap();
-    assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
-    assert_eq!(
-        cwasm(&cache),
-        0,
-        "nothing is written to a directory others can write"
-    );
-}
-
-/// A full disk (here the database's size limit, SQLite's `max_page_count`): writes fail
-/// with an error that says so, nothing is half-written, and once there is room again
-/// everything that was accepted runs to the end.
-#[test]
-fn a_full_database_refuses_writes_cleanly_and_loses_nothing() {
-    let dir = TempDir::new("disk-full");
-    let db = dir.db();
-    let p = open(&db);
-    let hello = p.deploy(&wasm_bytes("hello-v1")).unwrap().hash.0;
-    drop(p);
-    let pages: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    let mut config = PinionConfig::new(&db);
-    config.sqlite.max_pages = Some(pages as u64 + 8);
-    let p = Pinion::open(config).unwrap();
-    // A module far bigger than the room left.
-    let err = p.deploy(&wasm_bytes("testkit")).unwrap_err().to_string();
-    assert!(err.contains("is full"), "{err}");
-    assert_eq!(
-        p.modules().unwrap().len(),
-        1,
-        "nothing of the module is stored"
-    );
-    // Instances are accepted until the room runs out, then refused with the same error.
-    let mut accepted = Vec::new();
-    let refused = loop {
-        let id = format!("h{}", accepted.len());
-        match p.start(&start_req("Hello", &hello, r#"{"wait_ms": 1}"#, &id)) {
-            Ok(_) => accepted.push(id),
-            Err(e) => break e.to_string(),
-        }
-        assert!(accepted.len() < 10_000, "the limit never hit");
-    };
-    assert!(refused.contains("is full"), "{refused}");
-    let listed = p.list(&InstanceFilter::default()).unwrap();
-    assert_eq!(
-        listed.len(),
-        accepted.len(),
-        "a refused start leaves no instance"
-    );
-    for id in &accepted {
+        // Left behind by a deploy killed mid-write (a pid that cannot exist), and one of a
+        // process that is alive (this one): only the first goes.
+        let dead = cache.join("abc.def.tmp999999999");
+        let alive = cache.join(format!("abc.def.tmp{}", std::process::id()));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&alive, b"partial").unwrap();
+        let p = open(&db);
+        assert!(!dead.exists(), "the abandoned temporary file is removed");
         assert!(
-            !p.history(id).unwrap().is_empty(),
-            "{id} has its start event"
+            alive.exists(),
+            "a live process's temporary file is left alone"
+        );
+        std::fs::remove_file(&alive).unwrap();
+        drop(p);
+
+        // World-writable: not read, not written; modules still deploy and run.
+        std::fs::remove_dir_all(&cache).unwrap();
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let p = open(&db);
+        let hash = p.deploy(&wasm_bytes("foobar-v1")).unwrap().hash.0;
+        p.start(&start_req("FooBar", &hash, "null", "runs"))
+            .unwrap();
+        let w = p.start_worker(quiet_worker()).unwrap();
+        w.wake();
+        let rec = p.wait("runs", Duration::from_secs(60)).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Completed, "{rec:?}");
+        assert_eq!(
+            cwasm(&cache),
+            0,
+            "nothing is written to a directory others can write"
         );
     }
-    drop(p);
-    // Room again: every accepted instance completes.
-    let p = open(&db);
-    let w = p.start_worker(quiet_worker()).unwrap();
-    w.wake();
-    for id in &accepted {
-        let rec = p.wait(id, Duration::from_secs(60)).unwrap();
-        assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
+}
+
+sqlite_only! {
+    /// A full disk (here the database's size limit, SQLite's `max_page_count`): writes fail
+    /// with an error that says so, nothing is half-written, and once there is room again
+    /// everything that was accepted runs to the end.
+    #[test]
+    fn a_full_database_refuses_writes_cleanly_and_loses_nothing() {
+        let dir = TempDir::new("disk-full");
+        let db = dir.db();
+        let p = open(&db);
+        let hello = p.deploy(&wasm_bytes("hello-v1")).unwrap().hash.0;
+        drop(p);
+        let pages: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let mut config = PinionConfig::new(&db);
+        config.sqlite.max_pages = Some(pages as u64 + 8);
+        let p = Pinion::open(config).unwrap();
+        // A module far bigger than the room left.
+        let err = p.deploy(&wasm_bytes("testkit")).unwrap_err().to_string();
+        assert!(err.contains("is full"), "{err}");
+        assert_eq!(
+            p.modules().unwrap().len(),
+            1,
+            "nothing of the module is stored"
+        );
+        // Instances are accepted until the room runs out, then refused with the same error.
+        let mut accepted = Vec::new();
+        let refused = loop {
+            let id = format!("h{}", accepted.len());
+            match p.start(&start_req("Hello", &hello, r#"{"wait_ms": 1}"#, &id)) {
+                Ok(_) => accepted.push(id),
+                Err(e) => break e.to_string(),
+            }
+            assert!(accepted.len() < 10_000, "the limit never hit");
+        };
+        assert!(refused.contains("is full"), "{refused}");
+        let listed = p.list(&InstanceFilter::default()).unwrap();
+        assert_eq!(
+            listed.len(),
+            accepted.len(),
+            "a refused start leaves no instance"
+        );
+        for id in &accepted {
+            assert!(
+                !p.history(id).unwrap().is_empty(),
+                "{id} has its start event"
+            );
+        }
+        drop(p);
+        // Room again: every accepted instance completes.
+        let p = open(&db);
+        let w = p.start_worker(quiet_worker()).unwrap();
+        w.wake();
+        for id in &accepted {
+            let rec = p.wait(id, Duration::from_secs(60)).unwrap();
+            assert_eq!(rec.status, InstanceStatus::Completed, "{id}: {rec:?}");
+        }
     }
 }
 
-/// Deploying bytes that are already stored compiles nothing: not in the process that
-/// deployed them (its memory), and not in a new process (the compile cache).
-#[test]
-fn deploying_stored_bytes_again_compiles_nothing() {
-    let dir = TempDir::new("no-recompile");
-    let bytes = wasm_bytes("hello-v1");
-    let p = open(&dir.db());
-    let first = p.deploy(&bytes).unwrap();
-    assert!(first.newly_stored);
-    let after_first = p.sandbox().compiles();
-    assert_eq!(after_first, 1);
-    let again = p.deploy(&bytes).unwrap();
-    assert!(!again.newly_stored);
-    assert_eq!(again.hash, first.hash);
-    assert_eq!(
-        p.sandbox().compiles(),
-        after_first,
-        "no compile in the same process"
-    );
-    drop(p);
-    let p = open(&dir.db());
-    p.deploy(&bytes).unwrap();
-    assert_eq!(
-        p.sandbox().compiles(),
-        0,
-        "no compile in a new process either"
-    );
+sqlite_only! {
+    /// Deploying bytes that are already stored compiles nothing: not in the process that
+    /// deployed them (its memory), and not in a new process (the compile cache).
+    #[test]
+    fn deploying_stored_bytes_again_compiles_nothing() {
+        let dir = TempDir::new("no-recompile");
+        let bytes = wasm_bytes("hello-v1");
+        let p = open(&dir.db());
+        let first = p.deploy(&bytes).unwrap();
+        assert!(first.newly_stored);
+        let after_first = p.sandbox().compiles();
+        assert_eq!(after_first, 1);
+        let again = p.deploy(&bytes).unwrap();
+        assert!(!again.newly_stored);
+        assert_eq!(again.hash, first.hash);
+        assert_eq!(
+            p.sandbox().compiles(),
+            after_first,
+            "no compile in the same process"
+        );
+        drop(p);
+        let p = open(&dir.db());
+        p.deploy(&bytes).unwrap();
+        assert_eq!(
+            p.sandbox().compiles(),
+            0,
+            "no compile in a new process either"
+        );
+    }
 }
 
 /// The fast path of a step: an activation claims its activities in its own commit and

@@ -18,8 +18,8 @@ use pinion_runtime::InstanceStatus;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use super::common::*;
 use crate::api::{post_wasm, token_file, ApiServer, TOKEN, WAIT};
-use crate::common::*;
 
 fn start(client: &Client, hash: &str, ty: &str, input: Value, id: &str) {
     client

@@ -12,8 +12,8 @@ use pinion_runtime::config::GrantSource;
 use pinion_runtime::{InstanceStatus, Pinion, PinionConfig};
 use serde_json::{json, Value};
 
+use super::common::*;
 use crate::api::ApiServer;
-use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 

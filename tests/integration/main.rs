@@ -3,6 +3,8 @@
 
 // Tests bound their waits with the real clock; the engine under test uses the injected one.
 #![allow(clippy::disallowed_methods)]
+// `pg.rs` compiles some test files a second time, on PostgreSQL: on purpose.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 
@@ -25,6 +27,7 @@ mod heartbeats;
 mod hostile;
 mod logs;
 mod ops;
+mod pg;
 mod pool;
 mod reach;
 mod replay;

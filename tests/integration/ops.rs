@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
+use super::common::*;
 use crate::api::{http, post_wasm, token_file, ApiServer, TOKEN};
-use crate::common::*;
 
 /// GET `path` without any token: the status and the body as text.
 fn get_text(server: &ApiServer, path: &str) -> (u16, String) {

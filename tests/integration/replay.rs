@@ -11,7 +11,7 @@ use std::time::Duration;
 use pinion_runtime::replay::{ReplayOptions, ReplayOutcome, ReplayReport, Replayer};
 use serde_json::Value;
 
-use crate::common::*;
+use super::common::*;
 
 fn fixtures(dir: &str) -> PathBuf {
     root().join("tests/fixtures").join(dir)

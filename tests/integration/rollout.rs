@@ -13,11 +13,11 @@ use pinion_runtime::store::NondeterminismPolicy;
 use pinion_runtime::{EventKind, InstanceStatus, Pinion, StartRequest};
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn engine(dir: &TempDir) -> (Pinion, ManualClock) {
+fn engine(dir: &crate::common::TempDir) -> (Pinion, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
     (open_with_clock(&dir.db(), Arc::new(clock.clone())), clock)
 }
@@ -323,18 +323,16 @@ fn upgrade_moves_only_compatible_instances_and_records_it_in_history() {
 /// Points an instance at another module behind the engine's back, so its next rebuild
 /// diverges: the situation `upgrade` and the policy exist for.
 fn tamper(db: &Path, id: &str, module: &str) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute(
-        "UPDATE instances SET module_hash = ?1 WHERE id = ?2",
-        [module, id],
-    )
-    .unwrap();
+    execute_sql(
+        db,
+        &format!("UPDATE instances SET module_hash = '{module}' WHERE id = '{id}'"),
+    );
 }
 
 /// Runs a hello-v1 instance `h` to its timer, points it at hello-v2 behind the engine's
 /// back, fires the timer and starts a worker: the rebuild then diverges.
 fn diverging_instance(
-    dir: &TempDir,
+    dir: &crate::common::TempDir,
     p: &Pinion,
     clock: &ManualClock,
     v1: &str,

@@ -10,7 +10,7 @@ use pinion_runtime::store::StoreError;
 use pinion_runtime::{Error, EventKind, InstanceStatus, Pinion};
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -250,12 +250,8 @@ fn cancel_stops_the_pending_activity_and_timer_runs_cleanup_and_ends_cancelled()
     ));
     assert_eq!(transitions(&p, "b1"), ["started", "cancelled"]);
     // Nothing is left behind: no timer, no activity task.
-    let db = rusqlite::Connection::open(dir.db()).unwrap();
     for table in ["timers", "activity_tasks", "inbox"] {
-        let n: i64 = db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 0, "{table}");
+        assert_eq!(row_count(&dir.db(), table), 0, "{table}");
     }
 }
 
@@ -307,11 +303,11 @@ fn terminate_ends_an_instance_at_once_without_running_its_code() {
             reason: "stuck on a bad release".into()
         })
     );
-    let db = rusqlite::Connection::open(dir.db()).unwrap();
-    let timers: i64 = db
-        .query_row("SELECT count(*) FROM timers", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(timers, 0, "the one-hour timer is gone");
+    assert_eq!(
+        row_count(&dir.db(), "timers"),
+        0,
+        "the one-hour timer is gone"
+    );
     assert!(p.signal("t1", "x", "1").is_err());
     // A refused second terminate publishes nothing: the event is part of the transition.
     assert!(p.terminate("t1", "again").is_err());

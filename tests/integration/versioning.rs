@@ -13,7 +13,7 @@ use pinion_runtime::{
 };
 use serde_json::json;
 
-use crate::common::*;
+use super::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 const STEPS: [&str; 4] = ["cadence-v01", "cadence-v02", "cadence-v03", "cadence-v04"];

@@ -11,7 +11,7 @@ use crate::history::InstanceStatus;
 #[derive(Debug, Parser)]
 #[command(name = "pinion", version, about, long_about = None)]
 pub struct Cli {
-    /// SQLite database file.
+    /// SQLite database file, or a PostgreSQL URL (postgres://USER@HOST:PORT/DB).
     #[arg(long, global = true, env = "PINION_DB", default_value = "pinion.db")]
     pub db: PathBuf,
     /// Print machine-readable JSON instead of text.

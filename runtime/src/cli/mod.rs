@@ -172,7 +172,10 @@ fn check_pinned_modules(cli: &Cli) -> Result<(), Failure> {
         pinion_abi::OLDEST_ABI_VERSION,
         pinion_abi::ABI_VERSION,
         unrunnable.len(),
-        cli.db.display(),
+        match crate::engine::postgres_url(&cli.db) {
+            Some(url) => crate::store::postgres::redact(url),
+            None => cli.db.display().to_string(),
+        },
     );
     for m in &unrunnable {
         msg.push_str(&format!(
@@ -619,6 +622,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Backup { file } => {
             local_only(&cli, "`pinion backup` (it copies the database file)")?;
+            if crate::engine::postgres_url(&cli.db).is_some() {
+                return Err(usage(
+                    "`pinion backup` copies a SQLite file; back up a PostgreSQL database with its own tools (pg_dump, or continuous archiving)",
+                ));
+            }
             let report = crate::store::sqlite::backup(&cli.db, file).map_err(Error::from)?;
             if json {
                 print_json(&json!({
@@ -706,7 +714,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             })?;
             println!(
                 "pinion server running on {} (workflow threads: {}, activity threads: {}, activities in flight: up to {})",
-                p.db_path().display(),
+                p.db_display(),
                 args.workflow_threads,
                 args.activity_threads,
                 args.max_activities

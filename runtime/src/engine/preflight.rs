@@ -5,8 +5,8 @@
 //! instances one by one, after the database had been migrated past what the previous pinion
 //! can open.
 //!
-//! The check reads the database with a plain read-only connection, without the schema
-//! version check and without migrating (it reads a module's code from where the file's
+//! The check reads the database with a plain read-only connection (a read-only transaction
+//! on PostgreSQL), without the schema version check and without migrating (it reads a module's code from where the file's
 //! schema keeps it: `modules.bytes` before migration 10, `module_code` since), and
 //! loads each pinned module exactly as a worker would: compile (through the compile cache,
 //! so the server does not compile it again), link, and read its ABI version and manifest.
@@ -42,9 +42,9 @@ pub struct PreflightError {
     message: String,
 }
 
-/// The modules that running or blocked instances of the database at `db` pin and that
-/// `sandbox` cannot run, with how many instances pin each. Empty when there is no database
-/// yet or it holds no instances.
+/// The modules that running or blocked instances of the database at `db` (a SQLite file
+/// or a PostgreSQL URL) pin and that `sandbox` cannot run, with how many instances pin
+/// each. Empty when there is no database yet or it holds no instances.
 ///
 /// # Errors
 /// When the database exists but cannot be read.
@@ -54,62 +54,18 @@ pub fn unrunnable_pinned_modules(
     cache_dir: Option<&Path>,
 ) -> Result<Vec<UnrunnableModule>, PreflightError> {
     let fail = |message: String| PreflightError {
-        path: db.display().to_string(),
+        path: match crate::engine::postgres_url(db) {
+            Some(url) => crate::store::postgres::redact(url),
+            None => db.display().to_string(),
+        },
         message,
     };
-    if !db.exists() {
-        return Ok(Vec::new());
-    }
-    let c = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    c.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| fail(e.to_string()))?;
-    let has_instances: bool = c
-        .query_row(
-            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| fail(e.to_string()))?;
-    if !has_instances {
-        return Ok(Vec::new());
-    }
-    let pinned: Vec<(String, u64)> = {
-        let mut st = c
-            .prepare(
-                "SELECT module_hash, count(*) FROM instances
-                 WHERE status IN ('running', 'blocked') AND imported = 0
-                 GROUP BY module_hash ORDER BY module_hash",
-            )
-            .map_err(|e| fail(e.to_string()))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| fail(e.to_string()))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| fail(e.to_string()))?
-    };
-    // Since migration 10 a module's code is in `module_code`; before, in `modules.bytes`.
-    let split: bool = c
-        .query_row(
-            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'module_code')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| fail(e.to_string()))?;
-    let read_module = if split {
-        "SELECT c.bytes, m.manifest FROM modules m JOIN module_code c ON c.hash = m.hash WHERE m.hash = ?1"
-    } else {
-        "SELECT bytes, manifest FROM modules WHERE hash = ?1"
+    let pinned = match crate::engine::postgres_url(db) {
+        Some(url) => pinned_on_postgres(url).map_err(fail)?,
+        None => pinned_in_sqlite(db).map_err(fail)?,
     };
     let mut out = Vec::new();
-    for (hash, instances) in pinned {
-        let stored: Option<(Vec<u8>, String)> = c
-            .query_row(read_module, [&hash], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(|e| fail(e.to_string()))?;
+    for (hash, instances, stored) in pinned {
         let Some((bytes, manifest)) = stored else {
             out.push(UnrunnableModule {
                 hash,
@@ -138,6 +94,109 @@ pub fn unrunnable_pinned_modules(
         }
     }
     Ok(out)
+}
+
+/// A pinned module: its hash, how many running or blocked instances pin it, and its code
+/// and manifest JSON when the database has them.
+type Pinned = (String, u64, Option<(Vec<u8>, String)>);
+
+/// The pinned modules of a SQLite file, read without the schema check and without
+/// migrating.
+fn pinned_in_sqlite(db: &Path) -> Result<Vec<Pinned>, String> {
+    if !db.exists() {
+        return Ok(Vec::new());
+    }
+    let e = |e: rusqlite::Error| e.to_string();
+    let c = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(e)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(e)?;
+    let has_instances: bool = c
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    if !has_instances {
+        return Ok(Vec::new());
+    }
+    let pinned: Vec<(String, u64)> = {
+        let mut st = c
+            .prepare(
+                "SELECT module_hash, count(*) FROM instances
+                 WHERE status IN ('running', 'blocked') AND imported = 0
+                 GROUP BY module_hash ORDER BY module_hash",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)?
+    };
+    // Since migration 10 a module's code is in `module_code`; before, in `modules.bytes`.
+    let split: bool = c
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'module_code')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    let read_module = if split {
+        "SELECT c.bytes, m.manifest FROM modules m JOIN module_code c ON c.hash = m.hash WHERE m.hash = ?1"
+    } else {
+        "SELECT bytes, manifest FROM modules WHERE hash = ?1"
+    };
+    let mut out = Vec::new();
+    for (hash, instances) in pinned {
+        let stored = c
+            .query_row(read_module, [&hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(e)?;
+        out.push((hash, instances, stored));
+    }
+    Ok(out)
+}
+
+/// The pinned modules of a PostgreSQL database, read in a read-only transaction without
+/// the schema check and without migrating; nothing for a database without pinion's tables.
+fn pinned_on_postgres(url: &str) -> Result<Vec<Pinned>, String> {
+    let e = |e: postgres::Error| e.to_string();
+    let mut c = postgres::Client::connect(url, postgres::NoTls).map_err(e)?;
+    let mut t = c.build_transaction().read_only(true).start().map_err(e)?;
+    let has_instances: bool = t
+        .query_one(
+            "SELECT EXISTS(SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'instances')",
+            &[],
+        )
+        .map_err(e)?
+        .get(0);
+    if !has_instances {
+        return Ok(Vec::new());
+    }
+    let rows = t
+        .query(
+            "SELECT i.module_hash, i.n, c.bytes, m.manifest
+             FROM (SELECT module_hash, count(*) AS n FROM instances
+                   WHERE status IN ('running', 'blocked') AND NOT imported
+                   GROUP BY module_hash) i
+             LEFT JOIN modules m ON m.hash = i.module_hash
+             LEFT JOIN module_code c ON c.hash = i.module_hash
+             ORDER BY i.module_hash",
+            &[],
+        )
+        .map_err(e)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let bytes: Option<Vec<u8>> = r.get(2);
+            let manifest: Option<String> = r.get(3);
+            (r.get(0), r.get::<_, i64>(1) as u64, bytes.zip(manifest))
+        })
+        .collect())
 }
 
 #[cfg(test)]

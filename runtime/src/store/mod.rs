@@ -1,8 +1,8 @@
 //! Durable state behind one trait.
 //!
 //! The executor and worker talk to a [`Store`]; [`sqlite::SqliteStore`] is the embedded
-//! implementation. A second backend (PostgreSQL, for several hosts sharing one database) is
-//! a second implementation of the same trait; nothing above this module changes.
+//! implementation and [`postgres::PgStore`] the PostgreSQL one (chosen by a `postgres://`
+//! URL), with the same invariants; nothing above this module depends on which.
 //!
 //! # Invariants every backend keeps
 //!
@@ -20,6 +20,7 @@
 
 pub mod deploy;
 pub mod events;
+pub mod postgres;
 pub mod sqlite;
 
 pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};

@@ -1,0 +1,277 @@
+//! The two hot writes: committing an activation (`Store::commit_activation`) and recording
+//! how an activity attempt ended (`Store::resolve_activity`). The rules are SQLite's
+//! (`store/sqlite/mod.rs`, `commit_op`); what differs is how a stale writer is stopped:
+//! the instance row is read `FOR UPDATE`, so a concurrent commit to the same instance waits
+//! for this one and then sees the history length it left.
+//!
+//! Each function returns a closure that encodes nothing and can run again: a transaction
+//! PostgreSQL aborted for a serialization failure or deadlock is retried from the start.
+
+use super::events::publish;
+use super::lifecycle::{self, Ending};
+use super::tasks::push_inbox;
+use super::{reason_failure, to_json, Tx};
+use crate::history::{InstanceId, Payload};
+use crate::store::{ActivationCommit, ActivityResolution, InstanceOutcome, StoreError, Transition};
+
+/// What an activation commit writes, encoded once on the caller's thread.
+struct Encoded {
+    commit: ActivationCommit,
+    events: Vec<(i64, String)>,
+    activities: Vec<(i64, String, String, String, Option<i64>)>,
+    status: &'static str,
+    result: Option<String>,
+    failure: Option<String>,
+    cancelled: pinion_abi::Failure,
+}
+
+/// The transaction that commits one activation (see `Store::commit_activation`).
+pub(super) fn commit_op(
+    commit: ActivationCommit,
+) -> Result<impl FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send + 'static, StoreError> {
+    let mut events = Vec::with_capacity(commit.events.len());
+    for (eid, kind) in &commit.events {
+        events.push((*eid as i64, to_json(kind)?));
+    }
+    let mut activities = Vec::with_capacity(commit.new_activities.len());
+    for a in &commit.new_activities {
+        activities.push((
+            i64::from(a.seq),
+            a.activity_type.clone(),
+            a.input.json().to_owned(),
+            to_json(&a.options)?,
+            a.lease_until_ms.map(|t| t as i64),
+        ));
+    }
+    let (result, failure, status) = match &commit.outcome {
+        InstanceOutcome::Running => (None, None, "running"),
+        InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
+        InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
+        InstanceOutcome::Cancelled(reason) => (
+            None,
+            Some(to_json(&reason_failure("Cancelled", reason))?),
+            "cancelled",
+        ),
+        InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
+    };
+    let cancelled = match &commit.outcome {
+        InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
+        _ => reason_failure("Cancelled", ""),
+    };
+    let e = Encoded {
+        commit,
+        events,
+        activities,
+        status,
+        result,
+        failure,
+        cancelled,
+    };
+    Ok(move |tx: &mut Tx<'_>| apply(tx, &e))
+}
+
+fn apply(tx: &mut Tx<'_>, e: &Encoded) -> Result<(), StoreError> {
+    let commit = &e.commit;
+    let id = commit.instance_id.0.as_str();
+    let now = commit.now_ms as i64;
+    if let Some(started) = &commit.create {
+        lifecycle::insert_instance(tx, &commit.instance_id, started, commit.now_ms)?;
+    }
+    let row = tx
+        .opt(
+            "SELECT event_count, status, module_hash FROM instances WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?
+        .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+    let (count, cur_status, module): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+    if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
+        return Err(StoreError::Conflict(format!(
+            "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
+            commit.expected_next_event
+        )));
+    }
+    for (eid, data) in &e.events {
+        tx.exec(
+            "INSERT INTO events(instance_id, id, time_ms, data) VALUES ($1, $2, $3, $4)",
+            &[&id, eid, &now, data],
+        )?;
+    }
+    for inbox_id in &commit.consumed_inbox {
+        tx.exec(
+            "DELETE FROM inbox WHERE id = $1 AND instance_id = $2",
+            &[inbox_id, &id],
+        )?;
+    }
+    for (seq, attempt) in &commit.resolved_activities {
+        let n = tx.exec(
+            "DELETE FROM activity_tasks WHERE instance_id = $1 AND seq = $2 AND attempt = $3",
+            &[&id, &i64::from(*seq), &i64::from(*attempt)],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "instance {id}: attempt {attempt} of activity {seq} is no longer current (cancelled, or retried elsewhere)"
+            )));
+        }
+    }
+    let start_children = |tx: &mut Tx<'_>| -> Result<(), StoreError> {
+        for child in &commit.new_children {
+            lifecycle::start_child(tx, id, child.seq, &child.id, &child.started, commit.now_ms)?;
+        }
+        for seq in &commit.cancelled_children {
+            lifecycle::cancel_child(
+                tx,
+                id,
+                *seq,
+                &format!("its parent {id} was cancelled"),
+                commit.now_ms,
+            )?;
+        }
+        Ok(())
+    };
+    if let InstanceOutcome::ContinuedAsNew(started, unread) = &commit.outcome {
+        // The old run's children cannot report to the new run, which never started them:
+        // they end with the run.
+        start_children(tx)?;
+        lifecycle::terminate_children(tx, id, commit.now_ms)?;
+        return lifecycle::continue_as_new(tx, id, started, unread, commit.now_ms);
+    }
+    let new_count = count + e.events.len() as i64;
+    if e.status == "running" {
+        start_children(tx)?;
+        for (seq, ty, input, options, lease) in &e.activities {
+            tx.exec(
+                "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms, lease_until_ms, started_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7::BIGINT, $8::BIGINT, CASE WHEN $8::BIGINT IS NULL THEN NULL ELSE $7::BIGINT END)",
+                &[&id, seq, &module, ty, input, options, &now, lease],
+            )?;
+        }
+        for timer in &commit.new_timers {
+            tx.exec(
+                "INSERT INTO timers(instance_id, seq, fire_at_ms) VALUES ($1, $2, $3)",
+                &[&id, &i64::from(timer.seq), &(timer.fire_at_ms as i64)],
+            )?;
+        }
+        for seq in &commit.cancelled_timers {
+            tx.exec(
+                "DELETE FROM timers WHERE instance_id = $1 AND seq = $2",
+                &[&id, &i64::from(*seq)],
+            )?;
+        }
+        for seq in &commit.cancelled_activities {
+            tx.exec(
+                "DELETE FROM activity_tasks WHERE instance_id = $1 AND seq = $2",
+                &[&id, &i64::from(*seq)],
+            )?;
+        }
+        tx.exec(
+            "UPDATE instances SET event_count = $2, updated_at_ms = $3, closing = FALSE,
+               runnable = EXISTS(SELECT 1 FROM inbox WHERE instance_id = $1)
+             WHERE id = $1",
+            &[&id, &new_count, &now],
+        )?;
+        return Ok(());
+    }
+    // Input that arrived while this activation ran (a signal, typically) must not vanish
+    // with the instance: refuse to close, so the worker redoes the activation with it.
+    if tx
+        .opt("SELECT 1 FROM inbox WHERE instance_id = $1 LIMIT 1", &[&id])?
+        .is_some()
+    {
+        return Err(StoreError::Conflict(format!(
+            "instance {id}: new input arrived while its final activation ran; redoing it with that input"
+        )));
+    }
+    start_children(tx)?;
+    lifecycle::clear_work(tx, id)?;
+    tx.exec(
+        "UPDATE instances SET event_count = $2, updated_at_ms = $3, runnable = FALSE, status = $4, result = $5, failure = $6
+         WHERE id = $1",
+        &[&id, &new_count, &now, &e.status, &e.result, &e.failure],
+    )?;
+    let (ending, transition) = match &commit.outcome {
+        InstanceOutcome::Completed(p) => (Ending::Completed(p), Transition::Completed),
+        InstanceOutcome::Failed(f) => {
+            (Ending::Failed(f), Transition::Failed { failure: f.clone() })
+        }
+        _ => (
+            Ending::Failed(&e.cancelled),
+            Transition::Cancelled {
+                reason: e.cancelled.message.clone(),
+            },
+        ),
+    };
+    publish(tx, id, &transition, commit.now_ms)?;
+    lifecycle::ended(tx, id, ending, commit.now_ms)
+}
+
+/// The transaction that records an activity attempt's fate (see `Store::resolve_activity`).
+pub(super) fn resolve_op(
+    instance: &InstanceId,
+    seq: u32,
+    attempt: u32,
+    resolution: ActivityResolution,
+    now_ms: u64,
+) -> Result<impl FnMut(&mut Tx<'_>) -> Result<bool, StoreError> + Send + 'static, StoreError> {
+    let instance = instance.0.clone();
+    let (seq, attempt, now) = (i64::from(seq), i64::from(attempt), now_ms as i64);
+    enum Plan {
+        Retry {
+            next_attempt: i64,
+            visible_at_ms: i64,
+            failure: String,
+            details: Option<String>,
+        },
+        Resolve(crate::history::EventKind),
+    }
+    let plan = match resolution {
+        ActivityResolution::Retry {
+            next_attempt,
+            visible_at_ms,
+            failure,
+            heartbeat_details,
+        } => Plan::Retry {
+            next_attempt: i64::from(next_attempt),
+            visible_at_ms: visible_at_ms as i64,
+            failure: to_json(&failure)?,
+            details: heartbeat_details
+                .as_ref()
+                .map(|d: &Payload| d.json().to_owned()),
+        },
+        ActivityResolution::Resolve(kind) => Plan::Resolve(kind),
+    };
+    Ok(move |tx: &mut Tx<'_>| {
+        let current = tx.opt(
+            "SELECT attempt FROM activity_tasks WHERE instance_id = $1 AND seq = $2 FOR UPDATE",
+            &[&instance, &seq],
+        )?;
+        if current.map(|r| r.get::<_, i64>(0)) != Some(attempt) {
+            return Ok(false);
+        }
+        match &plan {
+            Plan::Retry {
+                next_attempt,
+                visible_at_ms,
+                failure,
+                details,
+            } => {
+                let beat_at = details.as_ref().map(|_| now);
+                tx.exec(
+                    "UPDATE activity_tasks SET attempt = $3, visible_at_ms = $4, lease_until_ms = NULL,
+                        started_at_ms = NULL, last_failure = $5,
+                        heartbeat_details = coalesce($6, heartbeat_details),
+                        last_heartbeat_ms = coalesce($7, last_heartbeat_ms)
+                     WHERE instance_id = $1 AND seq = $2",
+                    &[&instance, &seq, next_attempt, visible_at_ms, failure, details, &beat_at],
+                )?;
+            }
+            Plan::Resolve(kind) => {
+                tx.exec(
+                    "DELETE FROM activity_tasks WHERE instance_id = $1 AND seq = $2",
+                    &[&instance, &seq],
+                )?;
+                push_inbox(tx, &instance, now_ms, kind)?;
+            }
+        }
+        Ok(true)
+    })
+}
