@@ -971,25 +971,28 @@ fn a_start_with_a_worker_running_commits_the_first_activation_with_it() {
     );
 }
 
-#[test]
-fn a_second_worker_on_the_same_file_through_a_symlink_is_refused() {
-    let dir = TempDir::new("symlock");
-    let real = dir.db();
-    let p = open(&real);
-    let _w = p.start_worker(quiet_worker()).unwrap();
-    // The same file through a link to it, and through a link to its directory.
-    let file_link = dir.path().join("link.db");
-    std::os::unix::fs::symlink(&real, &file_link).unwrap();
-    let dir_link = dir.path().join("dirlink");
-    std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
-    let through_dir = dir_link.join(real.file_name().unwrap());
-    for path in [file_link, through_dir] {
-        let other = open(&path);
-        let refused = other.start_worker(quiet_worker());
-        assert!(
-            matches!(refused, Err(Error::WorkerLocked(_))),
-            "{}: a second worker started",
-            path.display()
-        );
+sqlite_only! {
+    /// A file lock keyed on the SQLite file's real path; PostgreSQL uses an advisory lock.
+    #[test]
+    fn a_second_worker_on_the_same_file_through_a_symlink_is_refused() {
+        let dir = TempDir::new("symlock");
+        let real = dir.db();
+        let p = open(&real);
+        let _w = p.start_worker(quiet_worker()).unwrap();
+        // The same file through a link to it, and through a link to its directory.
+        let file_link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &file_link).unwrap();
+        let dir_link = dir.path().join("dirlink");
+        std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
+        let through_dir = dir_link.join(real.file_name().unwrap());
+        for path in [file_link, through_dir] {
+            let other = open(&path);
+            let refused = other.start_worker(quiet_worker());
+            assert!(
+                matches!(refused, Err(Error::WorkerLocked(_))),
+                "{}: a second worker started",
+                path.display()
+            );
+        }
     }
 }
