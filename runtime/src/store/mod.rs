@@ -19,6 +19,7 @@
 //!   late attempt after a timeout) is ignored.
 
 pub mod deploy;
+mod encode;
 pub mod events;
 pub mod postgres;
 pub mod sqlite;

@@ -10,7 +10,7 @@
 use super::events::publish;
 use super::lifecycle::{self, Ending};
 use super::tasks::push_inbox;
-use super::{reason_failure, to_json, Tx};
+use super::{to_json, Tx};
 use crate::history::{InstanceId, Payload};
 use crate::store::{ActivationCommit, ActivityResolution, InstanceOutcome, StoreError, Transition};
 
@@ -43,21 +43,12 @@ pub(super) fn commit_op(
             a.lease_until_ms.map(|t| t as i64),
         ));
     }
-    let (result, failure, status) = match &commit.outcome {
-        InstanceOutcome::Running => (None, None, "running"),
-        InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
-        InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
-        InstanceOutcome::Cancelled(reason) => (
-            None,
-            Some(to_json(&reason_failure("Cancelled", reason))?),
-            "cancelled",
-        ),
-        InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
-    };
-    let cancelled = match &commit.outcome {
-        InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
-        _ => reason_failure("Cancelled", ""),
-    };
+    let crate::store::encode::OutcomeColumns {
+        status,
+        result,
+        failure,
+        cancelled,
+    } = super::outcome_columns(&commit.outcome)?;
     let e = Encoded {
         commit,
         events,

@@ -161,19 +161,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
-}
-
-/// The failure recorded for an instance that was cancelled or terminated.
-fn reason_failure(kind: &str, reason: &str) -> pinion_abi::Failure {
-    pinion_abi::Failure {
-        kind: kind.into(),
-        message: reason.into(),
-        non_retryable: true,
-        attempts: 0,
-    }
-}
+use super::encode::{outcome_columns, reason_failure, to_json};
 
 /// A lifecycle event waiting for the end of its transaction (see `events.rs`).
 struct Outgoing {

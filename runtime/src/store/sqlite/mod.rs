@@ -343,21 +343,12 @@ fn commit_op(
             a.lease_until_ms.map(|t| t as i64),
         ));
     }
-    let (result, failure, status) = match &commit.outcome {
-        InstanceOutcome::Running => (None, None, "running"),
-        InstanceOutcome::Completed(p) => (Some(p.json().to_owned()), None, "completed"),
-        InstanceOutcome::Failed(f) => (None, Some(to_json(f)?), "failed"),
-        InstanceOutcome::Cancelled(reason) => (
-            None,
-            Some(to_json(&reason_failure("Cancelled", reason))?),
-            "cancelled",
-        ),
-        InstanceOutcome::ContinuedAsNew(..) => (None, None, "continued"),
-    };
-    let cancelled = match &commit.outcome {
-        InstanceOutcome::Cancelled(reason) => reason_failure("Cancelled", reason),
-        _ => reason_failure("Cancelled", ""),
-    };
+    let super::encode::OutcomeColumns {
+        status,
+        result,
+        failure,
+        cancelled,
+    } = outcome_columns(&commit.outcome)?;
     Ok(move |c: &Connection| {
         let id = &commit.instance_id.0;
         let now = commit.now_ms as i64;
@@ -733,20 +724,7 @@ impl Drop for SqliteStore {
     }
 }
 
-/// The failure recorded for an instance that was cancelled or terminated: the kind says
-/// which, the message is the reason.
-fn reason_failure(kind: &str, reason: &str) -> pinion_abi::Failure {
-    pinion_abi::Failure {
-        kind: kind.into(),
-        message: reason.into(),
-        non_retryable: true,
-        attempts: 0,
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
-}
+use super::encode::{outcome_columns, reason_failure, to_json};
 
 fn mark_runnable(conn: &Connection, instance: &str, now_ms: u64) -> Result<(), StoreError> {
     exec(conn,
