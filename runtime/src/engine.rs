@@ -27,7 +27,7 @@ use crate::history::{
 };
 use crate::registry::{Deployed, ModuleTarget, Registry, RegistryError, TargetError};
 use crate::sandbox::{Sandbox, SandboxError, SandboxLimits};
-use crate::store::postgres::{PgOptions, PgStore, PgWorkerLock};
+use crate::store::postgres::{PgMember, PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{InstanceFilter, InstanceRecord, ModuleRecord, NewInstance, Store, StoreError};
 use crate::worker::{Shared as WorkerShared, Worker, WorkerConfig};
@@ -456,24 +456,19 @@ impl Pinion {
         Ok(self.store.list_modules()?)
     }
 
-    /// Starts workers for this database. Only one process may run workers on a database at
-    /// a time; the lock is held until the returned [`WorkerGuard`] is dropped. For SQLite
-    /// the lock is `<db>.lock`; for PostgreSQL a session advisory lock held on a
-    /// connection of its own (released when the process dies, too).
+    /// Starts workers for this database. On a SQLite file only one process may run
+    /// workers at a time: the lock (`<file>.lock`) is held until the returned
+    /// [`WorkerGuard`] is dropped. On PostgreSQL any number of processes may: each joins
+    /// the database's members (`store/postgres/members.rs`) until the guard is dropped, and
+    /// its peers take over its work when it dies.
     ///
     /// # Errors
-    /// [`Error::WorkerLocked`] when another process runs workers.
+    /// [`Error::WorkerLocked`] when another process runs workers on the SQLite file.
     pub fn start_worker(&self, config: WorkerConfig) -> Result<WorkerGuard, Error> {
         let lock = match &self.backend {
-            Backend::Postgres(pg) => match pg.try_worker_lock()? {
-                Some(lock) => WorkerLock::Postgres(Box::new(lock)),
-                None => {
-                    return Err(Error::WorkerLocked(format!(
-                        "advisory lock on {}",
-                        pg.url()
-                    )))
-                }
-            },
+            // Any number of servers share a PostgreSQL database: each joins, and its
+            // peers take over its work when it is gone.
+            Backend::Postgres(pg) => WorkerLock::Postgres(Box::new(pg.join()?)),
             Backend::Sqlite => WorkerLock::File(self.lock_file()?),
         };
         let activities = crate::worker::activity_runtime(config.activity_threads)
@@ -516,11 +511,12 @@ impl Pinion {
     }
 }
 
-/// The one-worker-process lock of a database, held while the workers run.
+/// What a process holds while its workers run: the one-worker-process lock of a SQLite
+/// file, or its membership of a PostgreSQL database.
 #[allow(dead_code)] // held for its drop, never read
 enum WorkerLock {
     File(File),
-    Postgres(Box<PgWorkerLock>),
+    Postgres(Box<PgMember>),
 }
 
 /// The worker lock of the database at `db`: `<file>.lock` beside the file itself, with every

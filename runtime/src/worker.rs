@@ -254,6 +254,8 @@ pub(crate) struct Shared {
     pub workflow_wake: Notify,
     pub activity_wake: Notify,
     pub timer_wake: Notify,
+    /// Notified only when the worker stops (for loops that otherwise just wait).
+    stop_wake: Notify,
     /// Runnable instances waiting for a workflow thread, and the ones a thread took
     /// whose activation is not finished yet (running, or its commit not durable yet).
     queue: Mutex<Queue>,
@@ -342,26 +344,10 @@ impl Worker {
         config: WorkerConfig,
         activities: tokio::runtime::Runtime,
     ) -> Result<Worker, StoreError> {
-        // The caller holds the database's worker lock, so every lease is a dead process's:
-        // each such attempt ended without an outcome and counts as a failed attempt, which
-        // the retry policy retries (or ends) like any other.
-        let now = clock.now_ms();
-        for task in store.lost_activities()? {
-            let outcome = AttemptOutcome {
-                result: Err(Failure {
-                    kind: LOST_KIND.into(),
-                    message: format!(
-                        "attempt {} was interrupted: the process running it stopped (crash or kill) before it finished",
-                        task.attempt
-                    ),
-                    non_retryable: false,
-                    attempts: task.attempt,
-                }),
-                timed_out: true,
-            };
-            let resolution = resolution_of(&task, outcome, None, now);
-            store.resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)?;
-        }
+        // The attempts leased by processes that are gone (every lease of a SQLite file,
+        // whose lock the caller holds; a dead peer's on PostgreSQL) ended without an
+        // outcome.
+        record_lost(&*store, &*clock, store.lost_activities()?)?;
         let shared = Arc::new(Shared {
             store,
             registry,
@@ -372,6 +358,7 @@ impl Worker {
             workflow_wake: Notify::default(),
             activity_wake: Notify::default(),
             timer_wake: Notify::default(),
+            stop_wake: Notify::default(),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             cache: Mutex::new(RunCache::new(config.cache_capacity)),
@@ -410,6 +397,11 @@ impl Worker {
             "pinion-timers".into(),
             Box::new(move || timer_loop(&s)),
         ));
+        let s = shared.clone();
+        threads.push(spawn(
+            "pinion-members".into(),
+            Box::new(move || departed_loop(&s)),
+        ));
         Ok(Worker {
             shared,
             threads,
@@ -437,6 +429,7 @@ impl Worker {
         self.shared.workflow_wake.notify();
         self.shared.activity_wake.notify();
         self.shared.timer_wake.notify();
+        self.shared.stop_wake.notify();
         self.shared.queue_cv.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -858,6 +851,8 @@ fn process_instance(
     deliveries: &[Delivery],
 ) -> Result<Option<(ActivationCommit, AfterCommit)>, StoreError> {
     let Some((rec, inbox)) = s.store.activation_input(id)? else {
+        // Gone, or another server's (on a shared database): a cached copy is stale.
+        lock(&s.cache).take(id);
         return Ok(None);
     };
     if rec.status != InstanceStatus::Running {
@@ -1613,6 +1608,62 @@ fn resolution_of(
             }
         }
     }
+}
+
+/// Records activity attempts whose process is gone as failed attempts (kind
+/// [`LOST_KIND`]), which the retry policy retries (or ends) like any other, so a crash
+/// counts as an attempt in history, in `ActivityContext::attempt()` and in the retry state.
+fn record_lost(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tasks: Vec<ActivityTask>,
+) -> Result<(), StoreError> {
+    let now = clock.now_ms();
+    for task in tasks {
+        let outcome = AttemptOutcome {
+            result: Err(Failure {
+                kind: LOST_KIND.into(),
+                message: format!(
+                    "attempt {} was interrupted: the process running it stopped (crash or kill) before it finished",
+                    task.attempt
+                ),
+                non_retryable: false,
+                attempts: task.attempt,
+            }),
+            timed_out: true,
+        };
+        let resolution = resolution_of(&task, outcome, None, now);
+        store.resolve_activity(&task.instance_id, task.seq, task.attempt, resolution, now)?;
+    }
+    Ok(())
+}
+
+/// How often a worker looks for peers that are gone (servers sharing a PostgreSQL
+/// database): their instances and attempts are taken over within about this long.
+const DEPARTED_POLL: Duration = Duration::from_secs(1);
+
+/// Takes over the work of processes that are gone while this one runs (see
+/// [`Store::departed_activities`]; nothing to do on a SQLite file).
+fn departed_loop(s: &Shared) {
+    keep_running(&s.stop, "looking for servers that are gone", || {
+        let seen = s.stop_wake.generation();
+        match s.store.departed_activities() {
+            Ok(lost) if lost.is_empty() => {}
+            Ok(lost) => {
+                let n = lost.len();
+                match record_lost(&*s.store, &*s.clock, lost) {
+                    Ok(()) => {
+                        tracing::info!(attempts = n, "recorded the attempts of a server that is gone as lost; they are retried here or by another server");
+                        s.activity_wake.notify();
+                        s.workflow_wake.notify();
+                    }
+                    Err(e) => report("recording lost attempts", &e),
+                }
+            }
+            Err(e) => report("looking for servers that are gone", &e),
+        }
+        s.stop_wake.wait(seen, DEPARTED_POLL);
+    });
 }
 
 fn timer_loop(s: &Shared) {

@@ -42,6 +42,7 @@ mod engine;
 mod events;
 #[path = "heartbeats.rs"]
 mod heartbeats;
+mod many;
 #[path = "ops.rs"]
 mod ops;
 #[path = "replay.rs"]

@@ -19,6 +19,7 @@
 //! | `Rounds` | `{rounds: n, total?}` | the sum of `n` signals `add`, reading one per run and continuing as new after each |
 //! | `HttpSteps` | `{n, url}` | `n`: calls `get` (an HTTP GET of `url`, granted by the operator) `n` times in sequence |
 //! | `Busy` | `{ms}` | never on its own: activity `slow` for `ms` of real time, with a one-hour timer beside it; on cancel runs `release` and ends cancelled |
+//! | `Relay` | `{sleep_ms, nap_ms}` | `signal + 2`: activity `step`, a durable `sleep_ms` timer, signal `go` (a number), then activity `nap` (sleeps `nap_ms` of real time without using the CPU; retried after 100 ms when lost). The many-servers test's workload |
 //!
 //! Build: `cargo build --release --target wasm32-wasip1 --manifest-path examples/Cargo.toml`
 //! (produces `testkit.wasm`).
@@ -368,6 +369,33 @@ async fn rounds(ctx: WorkflowContext, input: RoundsInput) -> Result<i64, Workflo
     }))
 }
 
+#[derive(Deserialize)]
+struct RelayInput {
+    sleep_ms: u64,
+    nap_ms: u64,
+}
+
+/// One of each kind of wait: an activity, a timer, a signal, and an activity that takes
+/// real time (so a server killed mid-run leaves attempts in flight).
+async fn relay(ctx: WorkflowContext, input: RelayInput) -> Result<u64, WorkflowError> {
+    let first: u64 = ctx.activity("step", &0u64).await?;
+    ctx.sleep(Duration::from_millis(input.sleep_ms)).await?;
+    let go: u64 = ctx.signal("go").await?;
+    let options = ActivityOptions::new()
+        .start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(RetryPolicy::new().initial_interval(Duration::from_millis(100)));
+    let second: u64 = ctx
+        .activity_with("nap", &(first, input.nap_ms), options)
+        .await?;
+    Ok(go + second)
+}
+
+/// `x + 1` after sleeping `ms` of real time (in `poll_oneoff`: no CPU used).
+fn nap((x, ms): (u64, u64)) -> Result<u64, ActivityError> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(x + 1)
+}
+
 fn release(what: String) -> Result<(), ActivityError> {
     println!("released {what}");
     Ok(())
@@ -393,6 +421,7 @@ pinion_sdk::export! {
         "Family" => family,
         "Rounds" => rounds,
         "HttpSteps" => http_steps,
+        "Relay" => relay,
     },
     activities: {
         "double" => double,
@@ -402,5 +431,6 @@ pinion_sdk::export! {
         "step" => step,
         "release" => release,
         "get" => get,
+        "nap" => nap,
     },
 }

@@ -469,11 +469,19 @@ pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
     ) {
         done(self.resolve_activity(instance, seq, attempt, resolution, now_ms));
     }
-    /// The activity attempts leased by a process that is gone: at start-up of the only
-    /// process using this database, every leased attempt. The worker records each as a
+    /// The activity attempts leased by a process that is gone, at the worker's start-up: for
+    /// the only process using a SQLite file, every leased attempt; on a database several
+    /// servers share, those of servers that are gone (never a live one's). The worker records each as a
     /// failed attempt (the retry policy decides what comes next), so a crash counts as an
     /// attempt in history, in `ActivityContext::attempt()` and in the retry state alike.
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError>;
+    /// While the worker runs (every second): the activity attempts leased by processes
+    /// that have gone since, which the worker records as lost like [`Store::lost_activities`].
+    /// A store with one process per database (SQLite) has none; a shared one (PostgreSQL)
+    /// returns the attempts of servers that died, and frees their instances for the others.
+    fn departed_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Marks an instance closing after its closing commit was refused for input that
     /// arrived meanwhile: signals are refused (`NotAccepting`) until its next activation
     /// commits, which closes it or clears the mark. Bounds the redo of a final activation

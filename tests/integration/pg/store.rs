@@ -1,5 +1,6 @@
 //! The PostgreSQL store's own rules, which SQLite gets from its single writer and its
-//! lock file: one worker process per database (an advisory lock), a stale commit refused,
+//! lock file: many worker processes per database (members that take over a dead one's
+//! instances and attempts), a stale commit refused,
 //! two commits racing for one instance appending once, the outbox dense and in commit
 //! order under concurrent writers, a due timer firing once, an attempt leased once, a
 //! server killed with SIGKILL finishing everything after a restart, and opening refusing
@@ -16,7 +17,7 @@ use pinion_runtime::store::{
     ActivationCommit, EventFilter, EventStore, InstanceOutcome, NewActivityTask, NewInstance,
     NewTimer, Store, StoreError,
 };
-use pinion_runtime::{Error, EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
+use pinion_runtime::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
 
 use super::common::*;
 
@@ -86,19 +87,101 @@ fn activation(id: &str, expected: u64, timers: Vec<NewTimer>) -> ActivationCommi
 }
 
 #[test]
-fn only_one_engine_at_a_time_runs_workers_on_a_postgres_database() {
-    let dir = TempDir::new("pg-lock");
-    let a = open(&dir.db());
-    let b = open(&dir.db());
-    let w = a.start_worker(quiet_worker()).unwrap();
-    match b.start_worker(quiet_worker()) {
-        Err(Error::WorkerLocked(what)) => assert!(what.contains("advisory lock"), "{what}"),
-        Err(e) => panic!("expected WorkerLocked, got {e}"),
-        Ok(_) => panic!("two worker processes on one database"),
+fn engines_share_a_postgres_database_and_a_live_one_takes_over_a_dead_ones_work() {
+    let dir = TempDir::new("pg-members");
+    let db = dir.db();
+    // Two engines run workers on one database at once (each its own member).
+    let (a, b) = (open(&db), open(&db));
+    let (wa, wb) = (
+        a.start_worker(quiet_worker()).unwrap(),
+        b.start_worker(quiet_worker()).unwrap(),
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM workers"), 2);
+    wa.shutdown();
+    wb.shutdown();
+    // Leaving deletes the member's row.
+    assert_eq!(count(&db, "SELECT count(*) FROM workers"), 0);
+
+    let one = Arc::new(store_with_module(&db));
+    let two = Arc::new(store(&db));
+    let m1 = one.join().unwrap();
+    let _m2 = two.join().unwrap();
+    let (me1, me2) = (one.member_id().unwrap(), two.member_id().unwrap());
+    create(&one, "i1");
+    let id = InstanceId("i1".into());
+    // The first to list it owns it; the other neither lists nor activates nor commits it.
+    assert_eq!(one.runnable_instances(10).unwrap(), vec![id.clone()]);
+    assert!(two.runnable_instances(10).unwrap().is_empty());
+    assert!(two.activation_input(&id).unwrap().is_none());
+    match two.commit_activation(activation("i1", 2, vec![])) {
+        Err(StoreError::Conflict(why)) => assert!(why.contains(&*me1), "{why}"),
+        other => panic!("expected the other member's commit refused, got {other:?}"),
     }
-    w.shutdown();
-    // Released with the guard: now the other one may run the work.
-    b.start_worker(quiet_worker()).unwrap().shutdown();
+    one.commit_activation(activation("i1", 2, vec![])).unwrap();
+    // An attempt leased by the first member is not lost while it lives.
+    let mut act = activation("i1", 3, vec![]);
+    act.new_activities = vec![NewActivityTask {
+        seq: 1,
+        activity_type: "a".into(),
+        input: Payload::from_json_bytes(b"1").unwrap(),
+        options: Default::default(),
+        lease_until_ms: None,
+    }];
+    one.commit_activation(act).unwrap();
+    assert_eq!(one.claim_activities(30, 10, 1000, 1000).unwrap().len(), 1);
+    assert!(two.departed_activities().unwrap().is_empty());
+    assert!(
+        two.lost_activities().unwrap().is_empty(),
+        "a live member's lease counted lost"
+    );
+
+    // The first member's session dies as with SIGKILL (its process would take it along).
+    let key: i64 = postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
+        .unwrap()
+        .query_one("SELECT lock_key FROM workers WHERE id = $1", &[&&*me1])
+        .unwrap()
+        .get(0);
+    postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
+        .unwrap()
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND objsubid = 1
+               AND ((classid::bigint << 32) | objid::bigint) = $1",
+            &[&key],
+        )
+        .unwrap();
+    wait_until("the session to end", Duration::from_secs(10), || {
+        count(
+            &db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1",
+        ) == 1
+    });
+    // The live one finds its attempt lost and its instance free, and takes the instance.
+    let lost = two.departed_activities().unwrap();
+    assert_eq!(
+        lost.iter()
+            .map(|t| (t.instance_id.0.as_str(), t.seq))
+            .collect::<Vec<_>>(),
+        vec![("i1", 1)]
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM workers"), 1);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instances WHERE owner IS NULL"),
+        1
+    );
+    assert!(two.activation_input(&id).unwrap().is_some());
+    // The first member (alive after all, only its session was cut) joins again under a new
+    // id, and its commits to the instance it lost are refused.
+    // (The attempt stays lost for every member until a worker records it.)
+    assert_eq!(one.departed_activities().unwrap().len(), 1);
+    let again = one.member_id().unwrap();
+    assert_ne!(again, me1);
+    match one.commit_activation(activation("i1", 4, vec![])) {
+        Err(StoreError::Conflict(why)) => assert!(why.contains(&*me2), "{why}"),
+        other => panic!("expected the lost instance's commit refused, got {other:?}"),
+    }
+    drop(m1);
+    assert_eq!(count(&db, "SELECT count(*) FROM workers"), 1);
 }
 
 #[test]
@@ -309,7 +392,7 @@ fn concurrent_claims_never_lease_one_attempt_twice() {
     let distinct: HashSet<u32> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), tasks as usize, "leased twice: {claimed:?}");
     assert_eq!(distinct.len(), tasks as usize);
-    // Every one is now leased: a process starting after a crash would count them lost.
+    // Every one is now leased by no member: a live worker would count them lost.
     assert_eq!(s.lost_activities().unwrap().len(), tasks as usize);
 }
 

@@ -23,11 +23,14 @@ struct Encoded {
     result: Option<String>,
     failure: Option<String>,
     cancelled: pinion_abi::Failure,
+    /// The committing member (see `members.rs`), when servers share the database.
+    me: Option<std::sync::Arc<str>>,
 }
 
 /// The transaction that commits one activation (see `Store::commit_activation`).
 pub(super) fn commit_op(
     commit: ActivationCommit,
+    me: Option<std::sync::Arc<str>>,
 ) -> Result<impl FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send + 'static, StoreError> {
     let mut events = Vec::with_capacity(commit.events.len());
     for (eid, kind) in &commit.events {
@@ -57,6 +60,7 @@ pub(super) fn commit_op(
         result,
         failure,
         cancelled,
+        me,
     };
     Ok(move |tx: &mut Tx<'_>| apply(tx, &e))
 }
@@ -70,16 +74,33 @@ fn apply(tx: &mut Tx<'_>, e: &Encoded) -> Result<(), StoreError> {
     }
     let row = tx
         .opt(
-            "SELECT event_count, status, module_hash FROM instances WHERE id = $1 FOR UPDATE",
+            "SELECT event_count, status, module_hash, owner FROM instances WHERE id = $1 FOR UPDATE",
             &[&id],
         )?
         .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
-    let (count, cur_status, module): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (count, cur_status, module, owner): (i64, String, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if count as u64 + 1 != commit.expected_next_event || cur_status != "running" {
         return Err(StoreError::Conflict(format!(
             "instance {id}: expected to append event {} but history has {count} events and status {cur_status}",
             commit.expected_next_event
         )));
+    }
+    // One member activates an instance at a time: a commit from any but its owner is
+    // refused (the member was taken for gone and its instances handed over), and a free
+    // instance becomes the committer's.
+    if let Some(me) = e.me.as_deref() {
+        match owner.as_deref() {
+            Some(o) if o != me => {
+                return Err(StoreError::Conflict(format!(
+                    "instance {id} is owned by server {o}, not this one ({me})"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                tx.exec("UPDATE instances SET owner = $2 WHERE id = $1", &[&id, &me])?;
+            }
+        }
     }
     for (eid, data) in &e.events {
         tx.exec(
@@ -131,9 +152,10 @@ fn apply(tx: &mut Tx<'_>, e: &Encoded) -> Result<(), StoreError> {
         start_children(tx)?;
         for (seq, ty, input, options, lease) in &e.activities {
             tx.exec(
-                "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms, lease_until_ms, started_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7::BIGINT, $8::BIGINT, CASE WHEN $8::BIGINT IS NULL THEN NULL ELSE $7::BIGINT END)",
-                &[&id, seq, &module, ty, input, options, &now, lease],
+                "INSERT INTO activity_tasks(instance_id, seq, module_hash, activity_type, input, options, attempt, visible_at_ms, lease_until_ms, started_at_ms, leased_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7::BIGINT, $8::BIGINT, CASE WHEN $8::BIGINT IS NULL THEN NULL ELSE $7::BIGINT END,
+                         CASE WHEN $8::BIGINT IS NULL THEN NULL ELSE $9::TEXT END)",
+                &[&id, seq, &module, ty, input, options, &now, lease, &e.me.as_deref()],
             )?;
         }
         for timer in &commit.new_timers {

@@ -41,11 +41,13 @@ use postgres::{Client, NoTls, Row, Statement};
 
 use super::StoreError;
 use crate::history::InstanceId;
+pub use members::PgMember;
 
 mod commit;
 mod deploy;
 mod events;
 mod lifecycle;
+mod members;
 mod schema;
 mod store;
 mod tasks;
@@ -107,6 +109,9 @@ pub struct PgStore {
     url: String,
     jobs: Mutex<Option<Sender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// This process's member id once its workers joined (see `members.rs`).
+    me: members::MemberId,
+    membership: members::MembershipSlot,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -369,6 +374,8 @@ impl PgStore {
             url: url.to_owned(),
             jobs: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
+            me: members::MemberId::default(),
+            membership: Mutex::new(None),
         })
     }
 
@@ -420,23 +427,6 @@ impl PgStore {
         }
     }
 
-    /// Takes the one-worker-process lock of this database: a session advisory lock held by
-    /// a connection of its own for as long as the returned value lives. `None` when
-    /// another process holds it.
-    ///
-    /// # Errors
-    /// When the server cannot be reached.
-    pub fn try_worker_lock(&self) -> Result<Option<PgWorkerLock>, StoreError> {
-        let mut client = connect(&self.url, &PgOptions::default())?;
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WORKER_LOCK_KEY])
-            .map_err(map_err)?
-            .get(0);
-        Ok(got.then_some(PgWorkerLock {
-            _client: Mutex::new(client),
-        }))
-    }
-
     /// Stops the connection threads after they finish the queued work. Called on drop too.
     pub fn close(&self) {
         self.jobs.lock().expect("jobs lock").take();
@@ -450,22 +440,6 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// The advisory lock key of "a process runs workers on this database" ("pinion" in ASCII).
-const WORKER_LOCK_KEY: i64 = 0x7069_6e69_6f6e;
-
-/// The worker lock of a PostgreSQL database (see [`PgStore::try_worker_lock`]); released
-/// when dropped (the connection closes) or when the process dies.
-pub struct PgWorkerLock {
-    // Never used, only held; in a mutex so that the worker guard holding it stays `Sync`.
-    _client: Mutex<Client>,
-}
-
-impl std::fmt::Debug for PgWorkerLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgWorkerLock")
     }
 }
 

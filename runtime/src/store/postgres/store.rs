@@ -339,15 +339,30 @@ impl Store for PgStore {
     ) -> Result<Option<(InstanceRecord, Vec<InboxEntry>)>, StoreError> {
         // One round trip to a connection thread, and no inbox query when the instance is
         // not runnable: every write that adds to an inbox sets `runnable` with it.
+        // With several servers on the database, an instance another server owns is not
+        // this one's to activate (`None`): its input reaches the owner.
         let id = id.0.clone();
+        let me = self.member_id();
         self.tx(move |tx| {
+            if let Some(me) = &me {
+                tx.exec(
+                    "UPDATE instances SET owner = $2 WHERE id = $1 AND owner IS NULL",
+                    &[&id, &&**me],
+                )?;
+            }
             let Some(row) = tx.opt(
-                &format!("SELECT {INSTANCE_COLUMNS}, runnable FROM instances WHERE id = $1"),
+                &format!("SELECT {INSTANCE_COLUMNS}, runnable, owner FROM instances WHERE id = $1"),
                 &[&id],
             )?
             else {
                 return Ok(None);
             };
+            let owner: Option<String> = row.get(14);
+            if let (Some(me), Some(owner)) = (&me, &owner) {
+                if **me != **owner {
+                    return Ok(None);
+                }
+            }
             let rec = instance_of(&row)?;
             let inbox = if row.get::<_, bool>(13) {
                 inbox_entries(inbox_rows(tx, &id)?)
@@ -359,15 +374,45 @@ impl Store for PgStore {
     }
 
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
+        let Some(me) = self.member_id() else {
+            return self.tx(move |tx| {
+                Ok(tx
+                    .query(
+                        "SELECT id FROM instances WHERE runnable ORDER BY updated_at_ms LIMIT $1",
+                        &[&i64::from(limit)],
+                    )?
+                    .iter()
+                    .map(|r| InstanceId(r.get(0)))
+                    .collect())
+            });
+        };
+        // A member lists the runnable instances it owns, and takes free ones up to `limit`
+        // (rows another transaction holds are skipped, so two members never take one).
         self.tx(move |tx| {
-            Ok(tx
+            let me = &*me;
+            let mut ids: Vec<InstanceId> = tx
                 .query(
-                    "SELECT id FROM instances WHERE runnable ORDER BY updated_at_ms LIMIT $1",
-                    &[&i64::from(limit)],
+                    "SELECT id FROM instances WHERE runnable AND owner = $1 ORDER BY updated_at_ms LIMIT $2",
+                    &[&me, &i64::from(limit)],
                 )?
                 .iter()
                 .map(|r| InstanceId(r.get(0)))
-                .collect())
+                .collect();
+            let room = i64::from(limit) - ids.len() as i64;
+            if room > 0 {
+                ids.extend(
+                    tx.query(
+                        "UPDATE instances SET owner = $1 WHERE id IN (
+                           SELECT id FROM instances WHERE runnable AND owner IS NULL
+                           ORDER BY updated_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         RETURNING id",
+                        &[&me, &room],
+                    )?
+                    .iter()
+                    .map(|r| InstanceId(r.get(0))),
+                );
+            }
+            Ok(ids)
         })
     }
 
@@ -426,7 +471,7 @@ impl Store for PgStore {
     }
 
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
-        self.tx(commit_op(commit)?)
+        self.tx(commit_op(commit, self.member_id())?)
     }
 
     fn commit_activation_then(
@@ -434,7 +479,7 @@ impl Store for PgStore {
         commit: ActivationCommit,
         done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
     ) {
-        match commit_op(commit) {
+        match commit_op(commit, self.member_id()) {
             Ok(op) => self.tx_then(op, done),
             Err(e) => done(Err(e)),
         }
@@ -478,7 +523,17 @@ impl Store for PgStore {
         lease_slack_ms: u64,
         default_timeout_ms: u64,
     ) -> Result<Vec<ActivityTask>, StoreError> {
-        self.tx(move |tx| tasks::claim(tx, now_ms, limit, lease_slack_ms, default_timeout_ms))
+        let me = self.member_id();
+        self.tx(move |tx| {
+            tasks::claim(
+                tx,
+                me.as_deref(),
+                now_ms,
+                limit,
+                lease_slack_ms,
+                default_timeout_ms,
+            )
+        })
     }
 
     fn resolve_activity(
@@ -533,7 +588,11 @@ impl Store for PgStore {
     }
 
     fn lost_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
-        self.tx(tasks::lost)
+        self.reap()
+    }
+
+    fn departed_activities(&self) -> Result<Vec<ActivityTask>, StoreError> {
+        self.reap()
     }
 
     fn mark_closing(&self, id: &InstanceId) -> Result<(), StoreError> {

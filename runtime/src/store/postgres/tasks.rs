@@ -97,6 +97,7 @@ pub(super) fn heartbeat_payload(json: &str) -> Result<Payload, StoreError> {
 /// then expired leases, skipping rows another transaction holds.
 pub(super) fn claim(
     tx: &mut Tx<'_>,
+    me: Option<&str>,
     now_ms: u64,
     limit: u32,
     lease_slack_ms: u64,
@@ -126,7 +127,8 @@ pub(super) fn claim(
     for row in &rows {
         let task = task_of(row)?;
         // The lease outlives the attempt's own timeout, so a healthy long attempt is never
-        // claimed twice; a crashed process's attempts are counted lost at start-up.
+        // claimed twice; a crashed process's attempts are counted lost by a live one
+        // (`members.rs`).
         let until = now_ms
             + lease_slack_ms
             + task
@@ -134,25 +136,12 @@ pub(super) fn claim(
                 .start_to_close_timeout_ms
                 .unwrap_or(default_timeout_ms);
         tx.exec(
-            "UPDATE activity_tasks SET lease_until_ms = $3, started_at_ms = $4 WHERE instance_id = $1 AND seq = $2",
-            &[&task.instance_id.0, &i64::from(task.seq), &(until as i64), &now],
+            "UPDATE activity_tasks SET lease_until_ms = $3, started_at_ms = $4, leased_by = $5 WHERE instance_id = $1 AND seq = $2",
+            &[&task.instance_id.0, &i64::from(task.seq), &(until as i64), &now, &me],
         )?;
         tasks.push(task);
     }
     Ok(tasks)
-}
-
-/// Every leased attempt (see `Store::lost_activities`).
-pub(super) fn lost(tx: &mut Tx<'_>) -> Result<Vec<ActivityTask>, StoreError> {
-    tx.query(
-        &format!(
-            "SELECT {TASK_COLUMNS} FROM activity_tasks WHERE lease_until_ms IS NOT NULL ORDER BY instance_id, seq"
-        ),
-        &[],
-    )?
-    .iter()
-    .map(task_of)
-    .collect()
 }
 
 /// Moves every timer due at `now_ms` into its instance's inbox; returns how many fired.

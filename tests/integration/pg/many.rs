@@ -1,0 +1,258 @@
+//! Many `pinion server` processes on one PostgreSQL database: they share the work, and
+//! when one is killed with SIGKILL (and not restarted) the others take over its instances
+//! and its activity attempts, with nothing done twice.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pinion_runtime::store::EventFilter;
+use pinion_runtime::{EventKind, InstanceStatus};
+
+use super::common::*;
+
+/// A `pinion server` process on `db`, killed (SIGKILL) on drop.
+struct Server(Child);
+
+impl Server {
+    fn start(db: &Path) -> Server {
+        Server(
+            Command::new(env!("CARGO_BIN_EXE_pinion"))
+                .arg("--db")
+                .arg(db)
+                .args([
+                    "server",
+                    "--activity-threads",
+                    "2",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--no-auth",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start server"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn query_i64(db: &Path, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> i64 {
+    postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
+        .unwrap()
+        .query_one(sql, params)
+        .unwrap()
+        .get(0)
+}
+
+/// The member id a server process registered under (see `store/postgres/members.rs`).
+fn member_of(db: &Path, pid: u32) -> Option<String> {
+    postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
+        .unwrap()
+        .query_opt("SELECT id FROM workers WHERE pid = $1", &[&i64::from(pid)])
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_anything_twice() {
+    const N: usize = 1000;
+    let dir = TempDir::new("pg-three");
+    let db = dir.db();
+    let p = open(&db);
+    let kit = p.deploy(&wasm_bytes("testkit")).unwrap().hash.0;
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&db)).collect();
+    let members: Vec<String> = servers
+        .iter()
+        .map(|s| {
+            let mut id = None;
+            wait_until("every server to join", Duration::from_secs(60), || {
+                id = member_of(&db, s.pid());
+                id.is_some()
+            });
+            id.unwrap()
+        })
+        .collect();
+    // No worker in this process: each start only creates the instance, for any server.
+    let ids: Vec<String> = (0..N).map(|i| format!("relay-{i}")).collect();
+    for id in &ids {
+        p.start(&start_req(
+            "Relay",
+            &kit,
+            r#"{"sleep_ms": 200, "nap_ms": 300}"#,
+            id,
+        ))
+        .unwrap();
+    }
+    // Half the signals now (many arrive before their workflow waits for them).
+    for (i, id) in ids.iter().enumerate().take(N / 2) {
+        p.signal(id, "go", &i.to_string()).unwrap();
+    }
+    // The victim is killed while it owns running instances and runs `nap` attempts.
+    let victim = &members[0];
+    wait_until(
+        "the first server to run `nap` attempts",
+        Duration::from_secs(120),
+        || {
+            query_i64(
+                &db,
+                "SELECT count(*) FROM activity_tasks WHERE leased_by = $1 AND activity_type = 'nap'",
+                &[victim],
+            ) >= 3
+        },
+    );
+    let owned_at_kill = query_i64(
+        &db,
+        "SELECT count(*) FROM instances WHERE owner = $1 AND status = 'running'",
+        &[victim],
+    );
+    drop(servers.remove(0));
+    let completed_at_kill = query_i64(
+        &db,
+        "SELECT count(*) FROM instances WHERE status = 'completed'",
+        &[],
+    );
+    assert!(owned_at_kill > 0, "the victim owned no running instance");
+    assert!(
+        (completed_at_kill as usize) < N,
+        "the kill came too late to test anything"
+    );
+    for (i, id) in ids.iter().enumerate().skip(N / 2) {
+        p.signal(id, "go", &i.to_string()).unwrap();
+    }
+    wait_until(
+        "every workflow to complete on the two servers left",
+        Duration::from_secs(300),
+        || {
+            query_i64(
+                &db,
+                "SELECT count(*) FROM instances WHERE status = 'completed'",
+                &[],
+            ) == N as i64
+        },
+    );
+    // The victim is gone from the members; nothing is owned by it or leased by it.
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM workers WHERE id = $1", &[victim]),
+        0
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM instances WHERE owner = $1",
+            &[victim]
+        ),
+        0
+    );
+    // Both survivors did work.
+    for m in &members[1..] {
+        assert!(
+            query_i64(&db, "SELECT count(*) FROM instances WHERE owner = $1", &[m]) > 0,
+            "server {m} owns nothing"
+        );
+    }
+
+    let mut lost_retried = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let rec = p.status(id).unwrap();
+        assert_eq!(rec.status, InstanceStatus::Completed, "{id}");
+        assert_eq!(
+            rec.result.as_ref().map(|r| r.json().to_owned()),
+            Some((i + 2).to_string()),
+            "{id}: the signal plus two activity steps"
+        );
+        let history = p.history(id).unwrap();
+        let mut scheduled: HashMap<u32, usize> = HashMap::new();
+        let mut resolved: HashMap<u32, usize> = HashMap::new();
+        let (mut timers, mut signals, mut ends) = (0, 0, 0);
+        for (k, e) in history.iter().enumerate() {
+            assert_eq!(e.id, k as u64 + 1, "{id}: dense event ids");
+            match &e.kind {
+                EventKind::ActivityScheduled { seq, .. } => {
+                    *scheduled.entry(*seq).or_default() += 1
+                }
+                EventKind::ActivityCompleted { seq, attempts, .. } => {
+                    *resolved.entry(*seq).or_default() += 1;
+                    if *attempts > 1 {
+                        lost_retried += 1;
+                    }
+                }
+                EventKind::ActivityFailed { seq, .. } | EventKind::ActivityTimedOut { seq, .. } => {
+                    *resolved.entry(*seq).or_default() += 1
+                }
+                EventKind::TimerFired { .. } => timers += 1,
+                EventKind::SignalReceived { .. } => signals += 1,
+                EventKind::WorkflowCompleted { .. } => ends += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(scheduled.len(), 2, "{id}: two activities");
+        assert!(
+            scheduled.values().all(|n| *n == 1),
+            "{id}: an activity scheduled twice (an activation committed twice): {scheduled:?}"
+        );
+        assert!(
+            resolved.values().all(|n| *n == 1) && resolved.len() == 2,
+            "{id}: an activity result recorded twice: {resolved:?}"
+        );
+        assert_eq!((timers, signals, ends), (1, 1, 1), "{id}");
+    }
+    assert!(
+        lost_retried > 0,
+        "no attempt of the killed server was taken over and retried"
+    );
+
+    // The lifecycle stream: ids dense from 1, each transition of each instance once.
+    let mut events = Vec::new();
+    loop {
+        let page = p
+            .store()
+            .lifecycle_events(&EventFilter {
+                after: events
+                    .last()
+                    .map_or(0, |e: &pinion_runtime::store::LifecycleEvent| e.id),
+                limit: 1000,
+                ..EventFilter::default()
+            })
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    for (k, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.id,
+            k as u64 + 1,
+            "the event stream has a gap or is out of order"
+        );
+    }
+    let mut seen: HashSet<(String, &'static str)> = HashSet::new();
+    for e in &events {
+        assert!(
+            seen.insert((e.instance_id.0.clone(), e.transition.name())),
+            "{} {} published twice",
+            e.instance_id,
+            e.transition.name()
+        );
+    }
+    let ids: HashSet<&String> = ids.iter().collect();
+    for kind in ["started", "completed"] {
+        let n = events
+            .iter()
+            .filter(|e| e.transition.name() == kind && ids.contains(&e.instance_id.0))
+            .count();
+        assert_eq!(n, N, "{kind} events");
+    }
+}
