@@ -26,6 +26,8 @@ fn main() {
             synchronous: Synchronous::Full,
             workflow_threads: 2,
             eager_start: true,
+            postgres: None,
+            servers: 0,
         })
         .expect("benchmark run");
         println!("{report}");

@@ -40,6 +40,11 @@ pub struct BenchConfig {
     pub workflow_threads: usize,
     /// [`WorkerConfig::eager_start`].
     pub eager_start: bool,
+    /// Run on a new database on this PostgreSQL server instead of a SQLite file.
+    pub postgres: Option<String>,
+    /// With `postgres`: how many `pinion server` processes run the workers (0: the
+    /// benchmark process runs them).
+    pub servers: usize,
 }
 
 /// What one run measured.
@@ -91,11 +96,11 @@ const STARTERS: usize = 8;
 /// Engine errors, or a workflow that does not complete.
 #[allow(clippy::disallowed_methods)] // a benchmark measures real elapsed time
 pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
-    let db = config.dir.join(format!(
-        "bench-{}-{}.db",
-        config.concurrency,
-        std::process::id()
-    ));
+    let name = format!("bench-{}-{}", config.concurrency, std::process::id());
+    let db = match &config.postgres {
+        Some(url) => pg::create(url, &name.replace('-', "_"))?,
+        None => config.dir.join(format!("{name}.db")),
+    };
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -103,14 +108,19 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     pc.sqlite.synchronous = config.synchronous;
     let p = Pinion::open(pc)?;
     let hash = p.deploy_file(&config.module)?.hash;
-    let worker = p.start_worker(WorkerConfig {
+    let worker_config = WorkerConfig {
         max_activities: config.concurrency.clamp(4, 4096),
         workflow_threads: config.workflow_threads,
         eager_start: config.eager_start,
         poll_interval: Duration::from_millis(20),
         log: std::sync::Arc::new(|_| {}),
         ..WorkerConfig::default()
-    })?;
+    };
+    let (worker, servers) = if config.servers == 0 {
+        (Some(p.start_worker(worker_config)?), None)
+    } else {
+        (None, Some(pg::servers(&db, config)?))
+    };
     let input = format!(r#"{{"n": {}}}"#, config.steps);
     let start = Instant::now();
     let ids: Vec<String> = (0..config.workflows)
@@ -193,7 +203,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         result
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    worker.shutdown();
+    if let Some(worker) = worker {
+        worker.shutdown();
+    }
+    drop(servers);
     let mut gaps = Vec::new();
     for id in &ids {
         let times: Vec<u64> = p
@@ -206,10 +219,14 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
     }
     gaps.sort_by(|a, b| a.total_cmp(b));
     drop(p);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    if let Some(url) = &config.postgres {
+        pg::drop_database(url, &name.replace('-', "_"));
+    } else {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let _ = std::fs::remove_dir_all(format!("{}.cache", db.display()));
     }
-    let _ = std::fs::remove_dir_all(format!("{}.cache", db.display()));
     Ok(BenchReport {
         concurrency: config.concurrency,
         workflows: config.workflows,
@@ -421,4 +438,144 @@ pub fn run_in_flight(config: &InFlightConfig) -> Result<InFlightReport, Error> {
         peak_in_flight: peak.load(Ordering::SeqCst),
         peak_rss_mib: rss,
     })
+}
+
+/// The PostgreSQL runs: a database per run, and `pinion server` processes on it.
+mod pg {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::BenchConfig;
+    use crate::engine::Error;
+
+    fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Io {
+            path: what.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// `url` with its database name replaced by `db`.
+    pub(super) fn with_database(url: &str, db: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let host_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        let mut out = format!("{}/{db}", &base[..host_end]);
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
+    /// Creates database `name` on the server of `url` and returns its URL (as a path,
+    /// the form [`crate::PinionConfig::new`] takes).
+    pub(super) fn create(url: &str, name: &str) -> Result<PathBuf, Error> {
+        let mut admin = postgres::Client::connect(url, postgres::NoTls)
+            .map_err(|e| failed(&crate::store::postgres::redact(url), e))?;
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(|e| failed(&format!("creating database {name}"), e))?;
+        Ok(PathBuf::from(with_database(url, name)))
+    }
+
+    /// Drops the run's database (best effort: the run is over).
+    pub(super) fn drop_database(url: &str, name: &str) {
+        if let Ok(mut admin) = postgres::Client::connect(url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+
+    /// `pinion server` processes on a database, killed when dropped.
+    pub(super) struct Servers(Vec<Child>);
+
+    impl Drop for Servers {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts `config.servers` servers on `db` (this executable) and waits until every one
+    /// has joined the database.
+    #[allow(clippy::disallowed_methods)] // waits real time for real processes
+    pub(super) fn servers(db: &Path, config: &BenchConfig) -> Result<Servers, Error> {
+        let exe = std::env::current_exe().map_err(|e| failed("this executable", e))?;
+        let mut children = Servers(Vec::new());
+        for _ in 0..config.servers {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--db")
+                .arg(db)
+                .args([
+                    "--log",
+                    "error",
+                    "server",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--no-auth",
+                ])
+                .arg("--workflow-threads")
+                .arg(config.workflow_threads.to_string())
+                .arg("--max-activities")
+                .arg(config.concurrency.clamp(4, 4096).to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            if !config.eager_start {
+                cmd.arg("--no-eager-start");
+            }
+            children.0.push(
+                cmd.spawn()
+                    .map_err(|e| failed(&exe.display().to_string(), e))?,
+            );
+        }
+        let url = db.to_string_lossy().into_owned();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)
+            .map_err(|e| failed(&crate::store::postgres::redact(&url), e))?;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let joined: i64 = client
+                .query_one("SELECT count(*) FROM workers", &[])
+                .map_err(|e| failed("counting the servers", e))?
+                .get(0);
+            if joined as usize >= config.servers {
+                return Ok(children);
+            }
+            for c in &mut children.0 {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(failed("pinion server", format!("exited early: {status}")));
+                }
+            }
+            if Instant::now() > until {
+                return Err(failed(
+                    "pinion server",
+                    "did not join the database within 60 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_database_name_is_replaced_and_the_rest_kept() {
+            assert_eq!(
+                super::with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "b1"),
+                "postgres://u:p@h:5432/b1?sslmode=disable"
+            );
+            assert_eq!(
+                super::with_database("postgres://h", "b1"),
+                "postgres://h/b1"
+            );
+        }
+    }
 }

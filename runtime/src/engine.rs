@@ -483,6 +483,17 @@ impl Pinion {
             activities,
         )?;
         *self.worker.lock().expect("worker handle lock") = Arc::downgrade(worker.shared());
+        let mut lock = lock;
+        if let WorkerLock::Postgres(member) = &mut lock {
+            // Input for this server's instances written by another server wakes it at once.
+            let shared = Arc::downgrade(worker.shared());
+            member.listen(Box::new(move || {
+                if let Some(s) = shared.upgrade() {
+                    s.workflow_wake.notify();
+                    s.activity_wake.notify();
+                }
+            }))?;
+        }
         Ok(WorkerGuard {
             worker: Some(worker),
             _lock: lock,

@@ -305,6 +305,15 @@ pub struct BenchArgs {
     /// `pinion server --no-eager-start`).
     #[arg(long)]
     pub no_eager_start: bool,
+    /// Run on this PostgreSQL server instead of a SQLite file: each level gets a database
+    /// of its own there (created, then dropped), so the URL's user may create databases.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// With --postgres: run the workers in this many `pinion server` processes on the
+    /// database (the benchmark process only starts workflows and watches them finish),
+    /// instead of in the benchmark process.
+    #[arg(long, requires = "postgres", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub servers: Option<u32>,
 }
 
 /// Options shared by `start` and `run`.

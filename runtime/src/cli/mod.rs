@@ -556,6 +556,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     synchronous,
                     workflow_threads: args.workflow_threads,
                     eager_start: !args.no_eager_start,
+                    postgres: args.postgres.clone(),
+                    servers: args.servers.unwrap_or(0) as usize,
                 })
             })
         }

@@ -90,7 +90,9 @@ pub(super) fn start_child(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let why = match started {
-        Ok(event) => match insert_instance(tx, child, event, now_ms) {
+        Ok(event) => match insert_instance(tx, child, event, now_ms)
+            .and_then(|()| super::members::notify(tx, None))
+        {
             Ok(()) => return Ok(()),
             Err(StoreError::AlreadyExists(_)) => format!("instance id {child} is already in use"),
             Err(StoreError::NotFound(what)) => format!("{what} is gone"),

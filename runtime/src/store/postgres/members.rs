@@ -26,8 +26,12 @@
 //! retry policy runs them again). Nothing of a live member is ever touched: a server
 //! starting up no longer clears every lease, only a dead server's.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use super::tasks::{task_of, TASK_COLUMNS};
@@ -48,6 +52,93 @@ pub(super) struct Membership {
 /// dropped.
 pub struct PgMember {
     store: Arc<PgStore>,
+    listener: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+/// The channel servers wake each other on (see [`notify`]).
+const CHANNEL: &str = "pinion_work";
+
+/// Wakes, when the transaction commits, the member that owns an instance whose input just
+/// arrived (`owner`), or every member (`None`: a free instance, any may take it). A member
+/// listening ([`PgMember::listen`]) looks for work at once instead of at its next poll.
+/// Only cross-server wake-ups go this way: PostgreSQL serialises the commits of
+/// transactions that notify, so a member never notifies itself.
+pub(super) fn notify(tx: &mut Tx<'_>, owner: Option<&str>) -> Result<(), StoreError> {
+    tx.exec(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &owner.unwrap_or("")],
+    )?;
+    Ok(())
+}
+
+impl PgMember {
+    /// Listens for wake-ups meant for this member (see [`notify`]) on a connection of its
+    /// own, calling `wake` for each, until the member leaves.
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub fn listen(&mut self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
+        let url = self.store.url.clone();
+        let mut client = connect(&url, &PgOptions::default())?;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .map_err(map_err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, stop2) = (Arc::downgrade(&self.store), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("pinion-pg-listen".into())
+            .spawn(move || listen_loop(&url, client, &store, &stop2, &*wake))
+            .map_err(|e| StoreError::Database(format!("cannot start the listener thread: {e}")))?;
+        self.listener = Some((stop, thread));
+        Ok(())
+    }
+}
+
+fn listen_loop(
+    url: &str,
+    mut client: Client,
+    store: &std::sync::Weak<PgStore>,
+    stop: &AtomicBool,
+    wake: &(dyn Fn() + Send + Sync),
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let mine = |payload: &str| {
+            payload.is_empty()
+                || store
+                    .upgrade()
+                    .and_then(|s| s.member_id())
+                    .is_some_and(|me| *me == *payload)
+        };
+        let mut woken = false;
+        let mut failed = false;
+        {
+            let mut notes = client.notifications();
+            let mut iter = notes.timeout_iter(Duration::from_millis(250));
+            loop {
+                match iter.next() {
+                    Ok(Some(n)) => woken |= mine(n.payload()),
+                    Ok(None) => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if woken {
+            wake();
+        }
+        if failed || client.is_closed() {
+            // Polling still finds the work meanwhile; listen again once the server answers.
+            std::thread::sleep(Duration::from_millis(500));
+            if let Ok(mut c) = connect(url, &PgOptions::default()) {
+                if c.batch_execute(&format!("LISTEN {CHANNEL}")).is_ok() {
+                    client = c;
+                    wake();
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PgMember {
@@ -60,6 +151,10 @@ impl std::fmt::Debug for PgMember {
 
 impl Drop for PgMember {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.listener.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
         self.store.leave();
     }
 }
@@ -123,6 +218,7 @@ impl PgStore {
         *self.membership.lock().expect("membership lock") = Some(m);
         Ok(PgMember {
             store: self.clone(),
+            listener: None,
         })
     }
 

@@ -187,6 +187,8 @@ pub(super) struct Tx<'a> {
     /// Whether a statement other than a `SELECT` ran: the transaction is a write, counted
     /// in the commit metrics as SQLite's writes are.
     wrote: bool,
+    /// The member this process joined as, if it runs workers (see `members.rs`).
+    me: Option<Arc<str>>,
 }
 
 impl Tx<'_> {
@@ -252,6 +254,7 @@ impl Tx<'_> {
 /// deadlock.
 fn run_tx<R>(
     conn: &mut Conn,
+    me: Option<Arc<str>>,
     op: &mut dyn FnMut(&mut Tx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
     const TRIES: usize = 5;
@@ -267,6 +270,7 @@ fn run_tx<R>(
                 stmts: &mut conn.stmts,
                 outbox: Vec::new(),
                 wrote: false,
+                me: me.clone(),
             };
             let r = op(&mut tx)?;
             events::flush(&mut tx)?;
@@ -398,8 +402,9 @@ impl PgStore {
         mut op: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let me = self.member_id();
         let job: Job = Box::new(move |conn| {
-            let _ = reply.send(run_tx(conn, &mut op));
+            let _ = reply.send(run_tx(conn, me, &mut op));
         });
         self.send(job).map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
@@ -414,8 +419,9 @@ impl PgStore {
     ) {
         let done = Arc::new(Mutex::new(Some(done)));
         let d2 = done.clone();
+        let me = self.member_id();
         let job: Job = Box::new(move |conn| {
-            let r = run_tx(conn, &mut op);
+            let r = run_tx(conn, me, &mut op);
             if let Some(done) = d2.lock().expect("done lock").take() {
                 done(r);
             }

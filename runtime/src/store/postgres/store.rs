@@ -272,7 +272,11 @@ impl Store for PgStore {
     }
 
     fn create_instance(&self, new: NewInstance) -> Result<(), StoreError> {
-        self.tx(move |tx| lifecycle::insert_instance(tx, &new.id, &new.started, new.now_ms))
+        self.tx(move |tx| {
+            lifecycle::insert_instance(tx, &new.id, &new.started, new.now_ms)?;
+            // Free for any server: wake them.
+            super::members::notify(tx, None)
+        })
     }
 
     fn get_instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {

@@ -23,14 +23,21 @@ pub(super) fn push_inbox(
     now_ms: u64,
     kind: &EventKind,
 ) -> Result<(), StoreError> {
-    tx.opt(
-        "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
-        &[&instance],
-    )?;
+    let owner: Option<String> = tx
+        .opt(
+            "SELECT owner FROM instances WHERE id = $1 FOR UPDATE",
+            &[&instance],
+        )?
+        .and_then(|r| r.get(0));
     tx.exec(
         "INSERT INTO inbox(instance_id, time_ms, data) VALUES ($1, $2, $3)",
         &[&instance, &(now_ms as i64), &to_json(kind)?],
     )?;
+    // Another server's instance (or a free one): wake its owner (or every server) now
+    // rather than at its next poll. This server wakes its own workers in memory.
+    if owner.is_none() || owner.as_deref() != tx.me.as_deref() {
+        super::members::notify(tx, owner.as_deref())?;
+    }
     tx.exec(
         "UPDATE instances SET runnable = TRUE, updated_at_ms = $2 WHERE id = $1 AND status = 'running'",
         &[&instance, &(now_ms as i64)],

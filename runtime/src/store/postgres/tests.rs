@@ -113,7 +113,7 @@ fn an_aborted_transaction_runs_again_and_gives_up_after_five_tries() {
         stmts: HashMap::new(),
     };
     let mut runs = 0;
-    let r = run_tx(&mut conn, &mut |tx| {
+    let r = run_tx(&mut conn, None, &mut |tx| {
         runs += 1;
         tx.exec("SELECT 1", &[])?;
         if runs < 3 {
@@ -124,7 +124,7 @@ fn an_aborted_transaction_runs_again_and_gives_up_after_five_tries() {
     });
     assert_eq!(r.unwrap(), 3);
     let mut runs = 0;
-    let r: Result<(), _> = run_tx(&mut conn, &mut |_| {
+    let r: Result<(), _> = run_tx(&mut conn, None, &mut |_| {
         runs += 1;
         Err(StoreError::Locked("always".into()))
     });
@@ -132,7 +132,7 @@ fn an_aborted_transaction_runs_again_and_gives_up_after_five_tries() {
     assert_eq!(runs, 5);
     // Any other error is the answer at once.
     let mut runs = 0;
-    let r: Result<(), _> = run_tx(&mut conn, &mut |_| {
+    let r: Result<(), _> = run_tx(&mut conn, None, &mut |_| {
         runs += 1;
         Err(StoreError::Conflict("history moved".into()))
     });
