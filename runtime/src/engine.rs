@@ -109,6 +109,9 @@ pub enum Error {
         /// Instances chosen.
         total: u64,
     },
+    /// `pinion migrate` could not copy the database; nothing was written.
+    #[error(transparent)]
+    Migrate(#[from] crate::store::migrate::MigrateError),
     /// A file could not be read or written.
     #[error("{path}: {reason}")]
     Io {
@@ -544,6 +547,53 @@ fn worker_lock_path(db: &Path) -> Result<PathBuf, Error> {
     let mut lock = real.into_os_string();
     lock.push(".lock");
     Ok(PathBuf::from(lock))
+}
+
+/// Copies the SQLite database `from` into the PostgreSQL database `to`
+/// ([`crate::store::migrate`]): brings both to this pinion's schema first, and holds the
+/// file's worker lock throughout, so no server on the file writes while it is copied.
+///
+/// # Errors
+/// [`Error::WorkerLocked`] while a server runs on the file; [`Error::Migrate`] when the
+/// destination holds data (unless `replace_existing`) or a copy fails; nothing is written
+/// to the destination then.
+pub fn migrate_to_postgres(
+    from: &Path,
+    to: &str,
+    replace_existing: bool,
+) -> Result<crate::store::migrate::MigrateReport, Error> {
+    if !from.is_file() {
+        return Err(Error::Io {
+            path: from.display().to_string(),
+            reason: "no such SQLite database file".into(),
+        });
+    }
+    if !crate::store::postgres::is_url(to) {
+        return Err(Error::InvalidInput(format!(
+            "--to must be a PostgreSQL URL (postgres://user@host/database), not `{to}`"
+        )));
+    }
+    let lock_path = worker_lock_path(from)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Io {
+            path: lock_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if lock.try_lock().is_err() {
+        return Err(Error::WorkerLocked(format!(
+            "lock file {}; stop the server before migrating",
+            lock_path.display()
+        )));
+    }
+    drop(SqliteStore::open(from, SqliteOptions::default())?);
+    PgStore::open(to, PgOptions::default())?.close();
+    let report = crate::store::migrate::sqlite_to_postgres(from, to, replace_existing)?;
+    drop(lock);
+    Ok(report)
 }
 
 /// Running workers plus the database's worker lock.

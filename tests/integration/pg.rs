@@ -43,6 +43,7 @@ mod events;
 #[path = "heartbeats.rs"]
 mod heartbeats;
 mod many;
+mod migrate;
 #[path = "ops.rs"]
 mod ops;
 #[path = "replay.rs"]

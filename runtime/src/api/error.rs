@@ -212,6 +212,18 @@ impl ErrorCode {
             },
             Error::Rebuild(_) => ErrorCode::RebuildFailed,
             Error::Cancelled { .. } => ErrorCode::Cancelled,
+            Error::Migrate(m) => {
+                use crate::store::migrate::MigrateError;
+                match m {
+                    MigrateError::NotEmpty { .. } | MigrateError::InUse { .. } => {
+                        ErrorCode::Conflict
+                    }
+                    MigrateError::Source { .. } | MigrateError::Destination { .. } => {
+                        ErrorCode::Unavailable
+                    }
+                    MigrateError::Value { .. } => ErrorCode::Internal,
+                }
+            }
         }
     }
 

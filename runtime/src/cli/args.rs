@@ -214,6 +214,22 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy a SQLite database into PostgreSQL, to run it on several servers: modules,
+    /// aliases and their history, instances with their histories, inboxes, activity tasks,
+    /// timers, the event outbox, webhook cursors and dead letters, in one transaction.
+    /// Stop the server on the file first (ignores --db).
+    Migrate {
+        /// The SQLite database file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database (`postgres://user[:password]@host[:port]/database`).
+        #[arg(long)]
+        to: String,
+        /// Delete what the destination holds first (otherwise a destination with pinion
+        /// data is refused).
+        #[arg(long)]
+        replace_existing: bool,
+    },
     /// Webhook deliveries: the events a webhook gave up on (dead letters).
     Webhooks {
         /// What to do.

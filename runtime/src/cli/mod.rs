@@ -597,6 +597,34 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Migrate {
+            from,
+            to,
+            replace_existing,
+        } => {
+            local_only(&cli, "`pinion migrate`")?;
+            let report = crate::engine::migrate_to_postgres(from, to, *replace_existing)?;
+            if json {
+                print_json(&report);
+            } else {
+                if report.replaced {
+                    eprintln!(
+                        "deleted what {} held before",
+                        crate::store::postgres::redact(to)
+                    );
+                }
+                for (table, rows) in &report.tables {
+                    println!("{table:<22} {rows:>10} rows");
+                }
+                eprintln!(
+                    "copied {} into {}; start servers with --db {}",
+                    from.display(),
+                    crate::store::postgres::redact(to),
+                    crate::store::postgres::redact(to)
+                );
+            }
+            Ok(0)
+        }
         Command::Webhooks {
             action: WebhooksAction::DeadLetters { redeliver },
         } => webhooks::dead_letters(&cli, json, *redeliver),

@@ -21,6 +21,7 @@
 pub mod deploy;
 mod encode;
 pub mod events;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
