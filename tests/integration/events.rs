@@ -21,7 +21,7 @@ use sha2::Sha256;
 use super::common::*;
 use crate::api::{post_wasm, token_file, ApiServer, TOKEN, WAIT};
 
-fn start(client: &Client, hash: &str, ty: &str, input: Value, id: &str) {
+pub(crate) fn start(client: &Client, hash: &str, ty: &str, input: Value, id: &str) {
     client
         .start(&StartBody {
             workflow_type: ty.into(),
@@ -218,11 +218,11 @@ fn the_event_stream_sends_every_transition_in_order_and_resumes_after_last_event
 
 /// What the receiver saw of one request: headers (lowercase names), body, the status it
 /// answered.
-type Received = (BTreeMap<String, String>, Vec<u8>, u16);
+pub(crate) type Received = (BTreeMap<String, String>, Vec<u8>, u16);
 
 /// A webhook receiver: answers 500 to the first `fail_first` requests, then 200, and
 /// forwards each request's headers and body.
-fn receiver(fail_first: usize) -> (String, mpsc::Receiver<Received>) {
+pub(crate) fn receiver(fail_first: usize) -> (String, mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://{}/hook?token=not-for-logs",
@@ -283,7 +283,7 @@ fn verify(secret: &str, headers: &BTreeMap<String, String>, body: &[u8]) {
         .unwrap_or_else(|_| panic!("bad signature {sig}"));
 }
 
-fn webhook_server(db: &Path, url: &str, secret_file: &Path) -> (Child, String) {
+pub(crate) fn webhook_server(db: &Path, url: &str, secret_file: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pinion"))
         .arg("--db")
         .arg(db)

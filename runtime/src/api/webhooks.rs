@@ -14,7 +14,9 @@
 //! through `/v1/webhooks/dead-letters` ([`redeliver`]), out of order, once the endpoint is
 //! fixed. Other webhooks and the event stream are never affected. How far each URL got is stored in the
 //! database (`webhook_cursors`), after every batch and at shutdown, so a restarted server
-//! goes on where it stopped. Delivery is *at least once*: after a crash, the events since
+//! goes on where it stopped. Servers sharing a PostgreSQL database deliver each webhook from
+//! one of them at a time (`EventStore::lead`); when it dies another takes over from the
+//! stored position. Delivery is *at least once*: after a crash, the events since
 //! the last stored position are sent again, so receivers deduplicate by `Pinion-Event-Id`.
 //!
 //! A webhook seen for the first time starts at the newest event: it receives what happens
@@ -49,6 +51,9 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 /// How often an idle deliverer looks for new events.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often a server that does not deliver a webhook (another one sharing the database
+/// does) checks whether it should take over.
+const LEAD_POLL: Duration = Duration::from_secs(1);
 /// Per-request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default give-up limit: how long an event is retried before it becomes a dead letter.
@@ -288,7 +293,44 @@ impl Deliverer {
     fn run(mut self) {
         let url = display_url(&self.hook.url);
         let mut stored = self.cursor;
+        // Servers sharing a database deliver each webhook from one of them at a time;
+        // another takes over (from the stored position) when the leader is gone.
+        let mut lead: Option<Box<dyn crate::store::events::Lead>> = None;
         while !self.stop.stopped() {
+            if !lead.as_mut().is_some_and(|l| l.held()) {
+                lead = None;
+                match self.store.lead(&format!("webhook {}", self.hook.url)) {
+                    Ok(Some(l)) => {
+                        match self.store.webhook_cursor(&self.hook.url) {
+                            Ok(Some(c)) => self.cursor = c,
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(webhook = %url, "cannot read its position: {e}");
+                                if self.stop.sleep(FIRST_RETRY) {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
+                        stored = self.cursor;
+                        lead = Some(l);
+                    }
+                    Ok(None) => {
+                        // Another server delivers it.
+                        if self.stop.sleep(LEAD_POLL) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(webhook = %url, "cannot take the lead: {e}");
+                        if self.stop.sleep(FIRST_RETRY) {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             let batch = match self.store.lifecycle_events(&EventFilter {
                 after: self.cursor,
                 limit: BATCH,

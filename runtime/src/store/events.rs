@@ -143,6 +143,29 @@ pub trait EventStore {
     fn remove_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
     /// Counts one more failed attempt (a failed redelivery) of a dead letter.
     fn dead_letter_failed(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Becomes the one process doing `what` (delivering one webhook) among those sharing
+    /// the database, for as long as the returned [`Lead`] is held; `None` when another
+    /// process leads. A database one process uses (SQLite) always grants it.
+    fn lead(&self, what: &str) -> Result<Option<Box<dyn Lead>>, StoreError> {
+        let _ = what;
+        Ok(Some(Box::new(Sole)))
+    }
+}
+
+/// The lead of [`EventStore::lead`]; given up when dropped.
+pub trait Lead: Send {
+    /// Whether it is still held (false once the connection holding it was lost: another
+    /// process may lead now).
+    fn held(&mut self) -> bool;
+}
+
+/// The lead of the only process on a database.
+struct Sole;
+
+impl Lead for Sole {
+    fn held(&mut self) -> bool {
+        true
+    }
 }
 
 /// An event a webhook gave up on, to record.

@@ -256,3 +256,61 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
         assert_eq!(n, N, "{kind} events");
     }
 }
+
+#[test]
+fn servers_sharing_a_database_deliver_each_webhook_once_and_one_takes_over_when_the_other_dies() {
+    use super::events::{receiver, start, webhook_server};
+    use pinion_runtime::api::Client;
+    let dir = TempDir::new("pg-webhook-lead");
+    let db = dir.db();
+    let secret = dir.path().join("webhook-secret");
+    write_private(&secret, "whsec-lead\n");
+    let hash = open(&db).deploy(&wasm_bytes("testkit")).unwrap().hash.0;
+    let (url, hooks) = receiver(0);
+    let ids_of = |n: usize| -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                let (headers, _, _) = hooks
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a webhook request");
+                headers["pinion-event-id"].parse().unwrap()
+            })
+            .collect()
+    };
+    // The first server leads: it delivers the first workflow's two events.
+    let (first, address) = webhook_server(&db, &url, &secret);
+    let mut first = Some(Server(first));
+    start(
+        &Client::new(&address, None).unwrap(),
+        &hash,
+        "Echo",
+        serde_json::json!(1),
+        "w1",
+    );
+    assert_eq!(ids_of(2), [1, 2]);
+    // A second server with the same webhook: the events of three more workflows arrive
+    // once each, not once per server.
+    let (second, address) = webhook_server(&db, &url, &secret);
+    let _second = Server(second);
+    let client = Client::new(&address, None).unwrap();
+    for i in 2..=4 {
+        start(
+            &client,
+            &hash,
+            "Echo",
+            serde_json::json!(i),
+            &format!("w{i}"),
+        );
+    }
+    let mut got = ids_of(6);
+    got.sort_unstable();
+    assert_eq!(got, [3, 4, 5, 6, 7, 8]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(hooks.try_recv().is_err(), "an event was delivered twice");
+    // The leader dies: the other server takes over and delivers what comes next.
+    drop(first.take());
+    start(&client, &hash, "Echo", serde_json::json!(5), "w5");
+    let mut got = ids_of(2);
+    got.sort_unstable();
+    assert_eq!(got, [9, 10]);
+}

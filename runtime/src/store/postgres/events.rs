@@ -100,6 +100,10 @@ pub(super) fn flush(tx: &mut Tx<'_>) -> Result<(), StoreError> {
 }
 
 impl EventStore for PgStore {
+    fn lead(&self, what: &str) -> Result<Option<Box<dyn crate::store::events::Lead>>, StoreError> {
+        self.try_lead(what)
+    }
+
     fn lifecycle_events(&self, filter: &EventFilter) -> Result<Vec<LifecycleEvent>, StoreError> {
         let filter = filter.clone();
         self.tx(move |tx| {

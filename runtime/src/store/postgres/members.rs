@@ -315,3 +315,33 @@ fn reap(tx: &mut Tx<'_>, me: &str) -> Result<Vec<ActivityTask>, StoreError> {
 
 /// The lock a [`Membership`] is kept in by the store.
 pub(super) type MembershipSlot = Mutex<Option<Membership>>;
+
+/// A lead among the servers (see `EventStore::lead`): a session advisory lock, keyed by a
+/// hash of what is led, held on a connection of its own (so it ends with the process).
+struct PgLead {
+    client: Client,
+}
+
+impl crate::store::events::Lead for PgLead {
+    fn held(&mut self) -> bool {
+        self.client.simple_query("SELECT 1").is_ok()
+    }
+}
+
+impl PgStore {
+    /// See `EventStore::lead`.
+    pub(super) fn try_lead(
+        &self,
+        what: &str,
+    ) -> Result<Option<Box<dyn crate::store::events::Lead>>, StoreError> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("pinion lead: {what}").as_bytes());
+        let key = i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        let mut client = connect(&self.url, &PgOptions::default())?;
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .map_err(map_err)?
+            .get(0);
+        Ok(got.then(|| Box::new(PgLead { client }) as Box<dyn crate::store::events::Lead>))
+    }
+}
