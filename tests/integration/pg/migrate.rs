@@ -90,7 +90,7 @@ fn a_sqlite_database_migrated_to_postgres_is_the_same_replays_clean_and_goes_on(
         .unwrap();
     p.start(&start_req("Rounds", &kit, r#"{"rounds": 2}"#, "rounds"))
         .unwrap();
-    p.start(&start_req("Sleep", &kit, r#"{"ms": 3000}"#, "sleeper"))
+    p.start(&start_req("Sleep", &kit, r#"{"ms": 10000}"#, "sleeper"))
         .unwrap();
     p.signal("rounds", "add", "5").unwrap();
     p.signal("half", "add", "1").unwrap();
@@ -109,9 +109,6 @@ fn a_sqlite_database_migrated_to_postgres_is_the_same_replays_clean_and_goes_on(
         },
     );
     w.shutdown();
-    // A signal queued while no worker runs: it travels in the inbox.
-    p.signal("half", "add", "2").unwrap();
-    let before = snapshot(&p);
     drop(p);
 
     // A server on the file holds its lock: migrate refuses, naming it.
@@ -136,6 +133,12 @@ fn a_sqlite_database_migrated_to_postgres_is_the_same_replays_clean_and_goes_on(
     let _ = server.0.kill();
     let _ = server.0.wait();
     let _ = std::fs::remove_file(format!("{}.lock", sqlite.display()));
+
+    // A signal queued while no worker runs: it travels in the inbox.
+    let p = open(&sqlite);
+    p.signal("half", "add", "2").unwrap();
+    let before = snapshot(&p);
+    drop(p);
 
     let o = migrate(&sqlite, &url, false);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -184,8 +184,8 @@ pub(super) struct Tx<'a> {
     t: postgres::Transaction<'a>,
     stmts: &'a mut HashMap<String, Statement>,
     outbox: Vec<Outgoing>,
-    /// Whether a statement other than a `SELECT` ran: the transaction is a write, counted
-    /// in the commit metrics as SQLite's writes are.
+    /// Whether a statement other than a `SELECT` changed rows: the transaction is a write,
+    /// counted in the commit metrics as SQLite's writes are.
     wrote: bool,
     /// The member this process joined as, if it runs workers (see `members.rs`).
     me: Option<Arc<str>>,
@@ -193,9 +193,6 @@ pub(super) struct Tx<'a> {
 
 impl Tx<'_> {
     fn stmt(&mut self, sql: &str) -> Result<Statement, StoreError> {
-        if !sql.trim_start().starts_with("SELECT") {
-            self.wrote = true;
-        }
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
@@ -215,7 +212,17 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
         let s = self.stmt(sql)?;
-        self.t.execute(&s, params).map_err(map_err)
+        let n = self.t.execute(&s, params).map_err(map_err)?;
+        self.changed(sql, n > 0);
+        Ok(n)
+    }
+
+    /// Counts the transaction as a write once a statement that is not a `SELECT` changed
+    /// rows (a poll that takes nothing is not a commit in the metrics).
+    fn changed(&mut self, sql: &str, any: bool) {
+        if any && !sql.trim_start().starts_with("SELECT") {
+            self.wrote = true;
+        }
     }
 
     /// Runs a query; returns its rows.
@@ -225,7 +232,9 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let s = self.stmt(sql)?;
-        self.t.query(&s, params).map_err(map_err)
+        let rows = self.t.query(&s, params).map_err(map_err)?;
+        self.changed(sql, !rows.is_empty());
+        Ok(rows)
     }
 
     /// Runs a query of at most one row.
@@ -235,7 +244,9 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
         let s = self.stmt(sql)?;
-        self.t.query_opt(&s, params).map_err(map_err)
+        let row = self.t.query_opt(&s, params).map_err(map_err)?;
+        self.changed(sql, row.is_some());
+        Ok(row)
     }
 
     /// Runs a query of exactly one row.
@@ -245,7 +256,9 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, StoreError> {
         let s = self.stmt(sql)?;
-        self.t.query_one(&s, params).map_err(map_err)
+        let row = self.t.query_one(&s, params).map_err(map_err)?;
+        self.changed(sql, true);
+        Ok(row)
     }
 }
 

@@ -348,12 +348,6 @@ impl Store for PgStore {
         let id = id.0.clone();
         let me = self.member_id();
         self.tx(move |tx| {
-            if let Some(me) = &me {
-                tx.exec(
-                    "UPDATE instances SET owner = $2 WHERE id = $1 AND owner IS NULL",
-                    &[&id, &&**me],
-                )?;
-            }
             let Some(row) = tx.opt(
                 &format!("SELECT {INSTANCE_COLUMNS}, runnable, owner FROM instances WHERE id = $1"),
                 &[&id],
@@ -361,9 +355,19 @@ impl Store for PgStore {
             else {
                 return Ok(None);
             };
-            let owner: Option<String> = row.get(14);
-            if let (Some(me), Some(owner)) = (&me, &owner) {
-                if **me != **owner {
+            if let Some(me) = &me {
+                let owner: Option<String> = row.get(14);
+                let mine = match owner {
+                    Some(o) => *o == **me,
+                    // Free: take it, unless another member just did.
+                    None => {
+                        tx.exec(
+                            "UPDATE instances SET owner = $2 WHERE id = $1 AND owner IS NULL",
+                            &[&id, &&**me],
+                        )? == 1
+                    }
+                };
+                if !mine {
                     return Ok(None);
                 }
             }
