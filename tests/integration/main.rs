@@ -23,6 +23,7 @@ mod determinism;
 mod engine;
 mod events;
 mod golden;
+mod harness;
 mod heartbeats;
 mod hostile;
 mod logs;
