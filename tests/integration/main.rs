@@ -15,6 +15,7 @@ mod api_jobs;
 mod api_limits;
 mod api_signals;
 mod api_tls;
+mod authoring;
 mod children;
 mod cli;
 mod cli_output;

@@ -90,6 +90,16 @@ pub enum Command {
         #[arg(long = "on-nondeterminism")]
         on_nondeterminism: Vec<String>,
     },
+    /// Create a workflow crate in a new directory: Cargo.toml with the SDK, a workflow with
+    /// an activity and a timer, and a test that uses the harness (pinion-testing).
+    New {
+        /// Directory to create (must not exist, or be empty); its name is the crate's.
+        path: PathBuf,
+        /// The pinion-sdk directory to depend on (default: the guest-sdk of the source tree
+        /// this pinion was built from).
+        #[arg(long, env = "PINION_SDK_PATH")]
+        sdk_path: Option<PathBuf>,
+    },
     /// Start a workflow instance pinned to a deployed module.
     Start {
         /// Workflow type exported by the module.

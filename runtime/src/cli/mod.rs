@@ -18,6 +18,7 @@ pub mod args;
 mod control;
 pub mod display;
 mod events;
+mod new;
 mod print;
 mod replay;
 mod rollout;
@@ -329,6 +330,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::New { path, sdk_path } => new::new_crate(path, sdk_path.as_deref(), json),
         Command::Start {
             workflow_type,
             module,
