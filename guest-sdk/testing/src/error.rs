@@ -18,6 +18,9 @@ pub enum HarnessError {
         "the workflow is waiting for outside input (a signal or a cancellation) and has not ended"
     )]
     Waiting,
+    /// A signal or cancellation for a workflow that has ended.
+    #[error("the workflow has ended: it takes no more signals or cancellations")]
+    Ended,
     /// The workflow ended with a failure.
     #[error("the workflow failed: {}: {}", .0.kind, .0.message)]
     Failed(Failure),

@@ -217,10 +217,16 @@ impl TestRun {
     /// Sends signal `name` with `input` (JSON). It is delivered by the next activation, which
     /// the next `run_*` call makes.
     ///
-    /// # Panics
-    /// If `input` does not serialise to JSON.
-    pub fn signal<T: Serialize + ?Sized>(&mut self, name: &str, input: &T) {
-        let input = serde_json::to_value(input).expect("the signal input serialises to JSON");
+    /// # Errors
+    /// [`HarnessError::Ended`] once the workflow has ended (the engine refuses such a
+    /// signal too); [`HarnessError::Json`] when `input` does not serialise.
+    pub fn signal<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        input: &T,
+    ) -> Result<(), HarnessError> {
+        self.refuse_if_ended()?;
+        let input = serde_json::to_value(input)?;
         self.inbox.push((
             Job::Signal {
                 name: name.to_owned(),
@@ -228,11 +234,23 @@ impl TestRun {
             },
             Some(json!({ "type": "SignalReceived", "name": name, "input": input })),
         ));
+        Ok(())
+    }
+
+    fn refuse_if_ended(&self) -> Result<(), HarnessError> {
+        match self.outcome {
+            Some(_) => Err(HarnessError::Ended),
+            None => Ok(()),
+        }
     }
 
     /// Requests cancellation with `reason`; delivered by the next activation. A second
     /// request changes nothing, as in the engine.
-    pub fn cancel(&mut self, reason: &str) {
+    ///
+    /// # Errors
+    /// [`HarnessError::Ended`] once the workflow has ended.
+    pub fn cancel(&mut self, reason: &str) -> Result<(), HarnessError> {
+        self.refuse_if_ended()?;
         let already = self
             .inbox
             .iter()
@@ -250,6 +268,7 @@ impl TestRun {
                 Some(json!({ "type": "CancelRequested", "reason": reason })),
             ));
         }
+        Ok(())
     }
 
     /// Asks query `name` with `input` against the state after the last activation, as

@@ -190,7 +190,7 @@ fn signals_arrive_in_order_and_queries_see_the_state_between_them() {
     );
 
     // Sent before the first activation: delivered with the start, not lost.
-    run.signal("add", "a");
+    run.signal("add", "a").unwrap();
     run.run_until_idle().unwrap();
     assert_eq!(run.query::<_, Vec<String>>("seen", &()).unwrap(), ["a"]);
     assert!(matches!(
@@ -199,8 +199,8 @@ fn signals_arrive_in_order_and_queries_see_the_state_between_them() {
     ));
 
     // Two in one activation: in the order sent.
-    run.signal("add", "b");
-    run.signal("add", "c");
+    run.signal("add", "b").unwrap();
+    run.signal("add", "c").unwrap();
     assert_eq!(
         run.query::<_, Vec<String>>("seen", &()).unwrap(),
         ["a"],
@@ -232,7 +232,7 @@ fn waiting_for_a_signal_that_never_comes_is_reported() {
 fn a_cancellation_during_a_timer_ends_the_workflow_cancelled() {
     let mut run = TestEnv::new(&__PINION_MODULE).start("Sleepy", &());
     run.run_for(Duration::from_secs(60)).unwrap();
-    run.cancel("no longer needed");
+    run.cancel("no longer needed").unwrap();
     run.run_until_idle().unwrap();
     assert_eq!(
         run.outcome(),
@@ -240,6 +240,11 @@ fn a_cancellation_during_a_timer_ends_the_workflow_cancelled() {
     );
     assert_eq!(run.events_of("TimerCancelled").len(), 1);
     assert_eq!(run.history()["status"], "cancelled");
+    assert!(matches!(
+        run.signal("add", "late"),
+        Err(HarnessError::Ended)
+    ));
+    assert!(matches!(run.cancel("again"), Err(HarnessError::Ended)));
 }
 
 #[test]
