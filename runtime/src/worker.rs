@@ -1555,7 +1555,8 @@ fn capabilities(s: &Shared, hash: &ModuleHash, activity_type: &str) -> Arc<Capab
     Arc::new(grants.for_activity(&facts.as_facts(), activity_type))
 }
 
-/// The delay before attempt `attempt + 1`.
+/// The delay before attempt `attempt + 1`. `pinion-testing` (guest-sdk/testing/src/run.rs)
+/// has a copy so authors' tests retry like the engine: change both together.
 pub fn backoff_ms(policy: &pinion_abi::RetryPolicy, attempt: u32) -> u64 {
     let coefficient = policy.backoff_coefficient.max(1.0);
     let max = policy

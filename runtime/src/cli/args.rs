@@ -90,6 +90,40 @@ pub enum Command {
         #[arg(long = "on-nondeterminism")]
         on_nondeterminism: Vec<String>,
     },
+    /// Create a workflow crate in a new directory: Cargo.toml with the SDK, a workflow with
+    /// an activity and a timer, and a test that uses the harness (pinion-testing).
+    New {
+        /// Directory to create (must not exist, or be empty); its name is the crate's.
+        path: PathBuf,
+        /// The pinion-sdk directory to depend on (default: the guest-sdk of the source tree
+        /// this pinion was built from).
+        #[arg(long, env = "PINION_SDK_PATH")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// The author's loop: build a workflow crate for wasm32-wasip1, deploy it under an
+    /// alias and print the replay verdict of the running instances against it, again on
+    /// every change of the crate's files. A worker in this process runs the instances.
+    Dev {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The alias each new build is deployed under.
+        #[arg(long, default_value = "dev")]
+        alias: String,
+        /// How often to look for changed files, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Replay at most this many running instances per build (newest first).
+        #[arg(long, default_value_t = 1000)]
+        verify_limit: u32,
+        /// Run no worker: another process (`pinion server`) runs the instances.
+        #[arg(long)]
+        no_worker: bool,
+        /// Build, deploy and print the verdict once, then exit (0; 1 if the build failed;
+        /// 8 if an instance diverged).
+        #[arg(long)]
+        once: bool,
+    },
     /// Start a workflow instance pinned to a deployed module.
     Start {
         /// Workflow type exported by the module.

@@ -16,11 +16,14 @@
 
 pub mod args;
 mod control;
+mod dev;
 pub mod display;
 mod events;
+mod new;
 mod print;
 mod replay;
 mod rollout;
+mod watch;
 mod webhooks;
 
 use std::time::Duration;
@@ -328,6 +331,26 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::New { path, sdk_path } => new::new_crate(path, sdk_path.as_deref(), json),
+        Command::Dev {
+            dir,
+            alias,
+            interval_ms,
+            verify_limit,
+            no_worker,
+            once,
+        } => {
+            local_only(&cli, "`pinion dev` (it builds and deploys on this machine)")?;
+            let options = dev::DevOptions {
+                dir,
+                alias,
+                interval: Duration::from_millis(*interval_ms),
+                verify_limit: *verify_limit,
+                no_worker: *no_worker,
+                once: *once,
+            };
+            dev::dev(&open(&cli)?, &options, json)
         }
         Command::Start {
             workflow_type,
