@@ -194,10 +194,12 @@ fn heartbeat_details_survive_a_crash_of_the_server() {
     let db = dir.db();
     let hash = deploy_reach_cli(&db);
     let server = ApiServer::start(&db, None);
-    // 100 counts 100 ms apart; details are written at most every 800 ms (80% of the
-    // heartbeat timeout).
+    // 100 counts 100 ms apart; details are written at most every 2.4 s (80% of the
+    // heartbeat timeout). The timeout is long enough that a loaded machine (the suite
+    // runs tests in parallel on two cores) never misses a beat: a missed beat would be an
+    // attempt of its own, and this test counts attempts.
     let body = json!({ "activity": "count", "input": { "to": 100, "pause_ms": 100 },
-                       "heartbeat_timeout_ms": 1_000, "timeout_ms": 120_000, "attempts": 3 });
+                       "heartbeat_timeout_ms": 3_000, "timeout_ms": 120_000, "attempts": 3 });
     start_call(&db, &server, &hash, &body, "crash");
     let written = || -> u64 {
         let out = pinion(&db, &["--server", &server.url, "--json", "status", "crash"]);
