@@ -20,6 +20,9 @@ use crate::store::{
 
 const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported, cancel_requested, run";
 
+/// How many free instances a member takes per look (see `runnable_instances`).
+const FREE_PER_POLL: i64 = 64;
+
 fn instance_of(row: &Row) -> Result<InstanceRecord, StoreError> {
     let status: String = row.get(3);
     let result: Option<String> = row.get(7);
@@ -406,7 +409,9 @@ impl Store for PgStore {
                 .iter()
                 .map(|r| InstanceId(r.get(0)))
                 .collect();
-            let room = i64::from(limit) - ids.len() as i64;
+            // Free instances are taken a few at a time, so that servers polling together
+            // share a burst of starts instead of the first one taking them all.
+            let room = (i64::from(limit) - ids.len() as i64).min(FREE_PER_POLL);
             if room > 0 {
                 ids.extend(
                     tx.query(
