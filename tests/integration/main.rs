@@ -15,6 +15,8 @@ mod api_jobs;
 mod api_limits;
 mod api_signals;
 mod api_tls;
+mod census;
+mod census_api;
 mod children;
 mod cli;
 mod cli_output;

@@ -191,6 +191,20 @@ pub enum Command {
     /// List deployed modules: aliases, instance counts and rollout status (current,
     /// ramping, draining, drained, or unused: never pinned by an instance nor aliased).
     Modules,
+    /// The marker census: for every version (`get_version`) and patch (`patched`) marker,
+    /// the open instances by the path they recorded, and what may be deleted: whether
+    /// `deprecate_patch` is safe, which old branches no open instance can reach any more.
+    Markers {
+        /// Only this workflow type.
+        #[arg(long)]
+        workflow_type: Option<String>,
+        /// Only instances pinned to this module (hash, prefix or alias).
+        #[arg(long)]
+        module: Option<String>,
+        /// Count ended instances too: replaying them needs the old branches as well.
+        #[arg(long)]
+        include_ended: bool,
+    },
     /// Point names at modules: set, ramp, list, history.
     Alias {
         /// What to do.

@@ -18,6 +18,7 @@ pub mod args;
 mod control;
 pub mod display;
 mod events;
+mod markers;
 mod print;
 mod replay;
 mod rollout;
@@ -484,6 +485,18 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cancel(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Cancel, args),
         Command::Terminate(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Terminate, args),
         Command::Modules => rollout::modules(api(&cli)?.as_ref(), json),
+        Command::Markers {
+            workflow_type,
+            module,
+            include_ended,
+        } => {
+            let query = crate::census::MarkerQuery {
+                workflow_type: workflow_type.clone(),
+                module: module.clone(),
+                include_ended: *include_ended,
+            };
+            markers::markers(api(&cli)?.as_ref(), json, &query)
+        }
         Command::Alias { action } => rollout::alias(api(&cli)?.as_ref(), json, action),
         Command::Gc {
             dry_run,

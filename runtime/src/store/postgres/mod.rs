@@ -42,6 +42,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use super::StoreError;
 use crate::history::InstanceId;
 
+mod census;
 mod commit;
 mod deploy;
 mod events;
