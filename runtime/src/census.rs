@@ -202,9 +202,9 @@ pub fn census(instances: &[InstanceMarkers], include_ended: bool) -> MarkerCensu
         }
     }
     let scope = if include_ended {
-        "instances"
+        "instance"
     } else {
-        "open instances"
+        "open instance"
     };
     let mut markers = Vec::new();
     for ((ty, marker_id), mut seen) in ids {
@@ -302,13 +302,23 @@ pub fn census(instances: &[InstanceMarkers], include_ended: bool) -> MarkerCensu
     }
 }
 
+/// `n` of `scope` in words: "1 open instance", "2 open instances".
+fn many(n: u64, scope: &str) -> String {
+    if n == 1 {
+        format!("1 {scope}")
+    } else {
+        format!("{n} {scope}s")
+    }
+}
+
 fn patch_advice(name: &str, scope: &str, unmarked: u64, patched: u64) -> Vec<String> {
     let mut out = Vec::new();
     if unmarked > 0 {
         out.push(format!(
-            "keep `if patched(\"{name}\") {{ new }} else {{ old }}`: {unmarked} {scope} took the \
-             not-patched path (no marker: they started before the patch, or have not reached \
-             it yet); deprecate_patch is not safe yet"
+            "keep `if patched(\"{name}\") {{ new }} else {{ old }}`: {} took the not-patched \
+             path (no marker: started before the patch, or not at it yet); deprecate_patch is \
+             not safe yet",
+            many(unmarked, scope)
         ));
         return out;
     }
@@ -318,8 +328,9 @@ fn patch_advice(name: &str, scope: &str, unmarked: u64, patched: u64) -> Vec<Str
     ));
     if patched > 0 {
         out.push(format!(
-            "keep the deprecate_patch(\"{name}\") call: {patched} {scope} recorded the patch \
-             marker without deprecating it"
+            "keep the deprecate_patch(\"{name}\") call: {} recorded the patch marker without \
+             deprecating it",
+            many(patched, scope)
         ));
     } else {
         out.push(format!(
@@ -339,15 +350,24 @@ fn version_advice(name: &str, scope: &str, r: &MarkerReport, unmarked: u64) -> V
         ));
         return out;
     };
-    let needed: Vec<String> = r.versions_needed.iter().map(|v| version_name(*v)).collect();
+    let names = |vs: &[i32]| -> String {
+        vs.iter()
+            .map(|v| version_name(*v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     out.push(format!(
-        "{scope} need version(s) {} of \"{name}\"",
-        needed.join(", ")
+        "{scope}s need \"{name}\" version(s) {}",
+        names(&r.versions_needed)
     ));
     if unmarked > 0 {
         out.push(format!(
-            "keep the DEFAULT_VERSION branch: {unmarked} {scope} have no marker (they started \
-             before the change, or have not reached it yet)"
+            "keep the DEFAULT_VERSION branch: {} no marker (started before the change, or not \
+             at it yet)",
+            match unmarked {
+                1 => format!("1 {scope} has"),
+                n => format!("{n} {scope}s have"),
+            }
         ));
     } else {
         out.push(format!(
@@ -355,15 +375,17 @@ fn version_advice(name: &str, scope: &str, r: &MarkerReport, unmarked: u64) -> V
              (get_version(\"{name}\", {lowest}, max))"
         ));
     }
-    if !r.versions_deletable.is_empty() {
-        let gone: Vec<String> = r
-            .versions_deletable
-            .iter()
-            .map(|v| version_name(*v))
-            .collect();
+    // DEFAULT_VERSION's verdict is the line above.
+    let gone: Vec<i32> = r
+        .versions_deletable
+        .iter()
+        .copied()
+        .filter(|v| *v != DEFAULT_VERSION)
+        .collect();
+    if !gone.is_empty() {
         out.push(format!(
-            "no {scope} need version(s) {}: their branches can be deleted",
-            gone.join(", ")
+            "no {scope} needs \"{name}\" version(s) {}: their branches can be deleted",
+            names(&gone)
         ));
     }
     out

@@ -42,10 +42,11 @@ pub fn markers(api: &dyn Api, json: bool, query: &MarkerQuery) -> Result<i32, Fa
             Some((_, Some(label))) => format!("{}({label})", h.short()),
             _ => h.short().to_owned(),
         };
-    let scope = if census.include_ended {
-        "instances"
-    } else {
-        "open instances"
+    let scope = |n: u64| match (census.include_ended, n) {
+        (true, 1) => "instance",
+        (true, _) => "instances",
+        (false, 1) => "open instance",
+        (false, _) => "open instances",
     };
     for (i, m) in census.markers.iter().enumerate() {
         if i > 0 {
@@ -56,8 +57,11 @@ pub fn markers(api: &dyn Api, json: bool, query: &MarkerQuery) -> Result<i32, Fa
             MarkerKind::Patch => format!("patched(\"{}\")", m.name),
         };
         println!(
-            "{}  {}  {call}: {} {scope}",
-            m.workflow_type, m.marker_id, m.counted
+            "{}  {}  {call}: {} {}",
+            m.workflow_type,
+            m.marker_id,
+            m.counted,
+            scope(m.counted)
         );
         let mut columns = vec![
             ("PATH", Align::Left),
