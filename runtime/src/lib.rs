@@ -22,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod history;
+pub mod pool;
 pub mod registry;
 pub mod replay;
 pub mod rollout;

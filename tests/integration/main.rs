@@ -36,4 +36,5 @@ mod replay;
 mod rollout;
 mod secrets;
 mod signals;
+mod verify_scale;
 mod versioning;

@@ -319,6 +319,13 @@ pub struct BenchArgs {
     /// `pinion server --no-eager-start`).
     #[arg(long)]
     pub no_eager_start: bool,
+    /// Measure `deploy --verify` instead: write this many open `Steps` instances of 51
+    /// events each, then verify the module against all of them.
+    #[arg(long, conflicts_with = "http_wait_ms")]
+    pub verify: Option<usize>,
+    /// With --verify: replay threads (default: one per core).
+    #[arg(long, requires = "verify")]
+    pub threads: Option<usize>,
 }
 
 /// Options shared by `start` and `run`.

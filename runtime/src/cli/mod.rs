@@ -20,6 +20,7 @@ pub mod display;
 mod events;
 mod markers;
 mod print;
+mod progress;
 mod replay;
 mod rollout;
 mod webhooks;
@@ -280,7 +281,7 @@ fn api(cli: &Cli) -> Result<Box<dyn Api>, Failure> {
             client.show_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
             Ok(Box::new(client))
         }
-        None => Ok(Box::new(open(cli)?)),
+        None => Ok(Box::new(progress::Watched(open(cli)?))),
     }
 }
 
@@ -545,6 +546,24 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             std::fs::create_dir_all(&args.dir)
                 .with_context(|| format!("creating {}", args.dir.display()))?;
+            if let Some(instances) = args.verify {
+                let config = crate::bench::verify::VerifyConfig {
+                    module: args.module.clone(),
+                    dir: args.dir.clone(),
+                    instances,
+                    threads: args.threads,
+                };
+                let progress = crate::engine::Progress::new();
+                let report = progress::watch(&progress, "verified", || {
+                    crate::bench::verify::run_verify(&config, &progress)
+                })?;
+                if json {
+                    print_json(&report);
+                } else {
+                    println!("{report}");
+                }
+                return Ok(0);
+            }
             if let Some(wait_ms) = args.http_wait_ms {
                 raise_fd_limit();
                 return run_reports(&args.concurrency, json, |workflows| {
