@@ -237,7 +237,7 @@ impl Pinion {
         threads: usize,
         progress: &Progress,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
-        let mut chosen = Vec::new();
+        let mut chosen: Vec<InstanceRecord> = Vec::new();
         for ty in &candidate.manifest().workflows {
             let filter = InstanceFilter {
                 status: Some(InstanceStatus::Running),
@@ -246,15 +246,31 @@ impl Pinion {
                 ..Default::default()
             };
             let room = (limit as usize).saturating_sub(chosen.len());
-            chosen.extend(
-                self.list(&filter)?
-                    .into_iter()
-                    .take(room)
-                    .map(|r| StoredRun::current(r.id)),
-            );
+            chosen.extend(self.list(&filter)?.into_iter().take(room));
         }
         progress.add_total(chosen.len() as u64);
-        self.replay_stored_on(candidate, &chosen, threads, progress)
+        // The rows are in hand: each thread reads only the events.
+        let reports = crate::pool::run_each(chosen.len(), threads, progress, |i| {
+            let rec = &chosen[i];
+            let events = self.store().load_history(&rec.id)?;
+            if events.is_empty() {
+                return Ok(None); // purged meanwhile
+            }
+            let history = crate::history::HistoryExport {
+                format: crate::history::EXPORT_FORMAT.into(),
+                version: crate::history::EXPORT_VERSION,
+                instance_id: rec.id.clone(),
+                workflow_type: rec.workflow_type.clone(),
+                module_hash: rec.module_hash.clone(),
+                status: rec.status,
+                run: rec.run,
+                events,
+            };
+            Ok(Some(candidate.replay(&history)))
+        })?;
+        let mut summary = ReplaySummary::default();
+        reports.iter().for_each(|r| summary.add(r));
+        Ok((summary, reports))
     }
 
     /// Replays the stored histories of `runs` against `replayer` on every core: each

@@ -40,6 +40,9 @@ pub struct VerifyConfig {
     pub instances: usize,
     /// Replay threads (`None`: one per core).
     pub threads: Option<usize>,
+    /// Replay each history on a fresh instance instead of a pooled slot (no pools at all:
+    /// `activity_pool_slots = 0`), as before the replay pool, for comparison.
+    pub fresh_instances: bool,
 }
 
 /// What one verify benchmark measured.
@@ -51,6 +54,8 @@ pub struct VerifyReport {
     pub events_per_history: usize,
     /// Replay threads used.
     pub threads: usize,
+    /// Whether each history was replayed on a fresh instance (no pooled slots).
+    pub fresh_instances: bool,
     /// Seconds spent writing the histories (setup).
     pub setup_secs: f64,
     /// Seconds the verification took: choosing, reading and replaying every history.
@@ -63,10 +68,15 @@ impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "verify: {} open instances of {} events, {} thread(s): {:.2} s = {:.0} histories/s, {:.0} events/s ({}; setup {:.0} s)",
+            "verify: {} open instances of {} events, {} thread(s), {}: {:.2} s = {:.0} histories/s, {:.0} events/s ({}; setup {:.0} s)",
             self.instances,
             self.events_per_history,
             self.threads,
+            if self.fresh_instances {
+                "fresh instances"
+            } else {
+                "pooled slots"
+            },
             self.verify_secs,
             self.instances as f64 / self.verify_secs,
             (self.instances * self.events_per_history) as f64 / self.verify_secs,
@@ -196,7 +206,11 @@ pub fn run_verify(config: &VerifyConfig, progress: &Progress) -> Result<VerifyRe
     drop(c);
     let setup_secs = setup.elapsed().as_secs_f64();
 
-    let p = Pinion::open(PinionConfig::new(&db))?;
+    let mut pc = PinionConfig::new(&db);
+    if config.fresh_instances {
+        pc.limits.activity_pool_slots = 0;
+    }
+    let p = Pinion::open(pc)?;
     let threads = config.threads.unwrap_or_else(crate::pool::default_threads);
     let started = Instant::now();
     let limit = u32::try_from(config.instances).unwrap_or(u32::MAX);
@@ -212,6 +226,7 @@ pub fn run_verify(config: &VerifyConfig, progress: &Progress) -> Result<VerifyRe
         instances: reports.len(),
         events_per_history: (3 * COMPLETED_STEPS + 3) as usize,
         threads,
+        fresh_instances: config.fresh_instances,
         setup_secs,
         verify_secs,
         summary,

@@ -326,6 +326,10 @@ pub struct BenchArgs {
     /// With --verify: replay threads (default: one per core).
     #[arg(long, requires = "verify")]
     pub threads: Option<usize>,
+    /// With --verify: replay every history on a fresh instance, not a pooled slot (as
+    /// before the replay pool), for comparison.
+    #[arg(long, requires = "verify")]
+    pub fresh_instances: bool,
 }
 
 /// Options shared by `start` and `run`.

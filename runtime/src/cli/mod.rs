@@ -552,6 +552,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     dir: args.dir.clone(),
                     instances,
                     threads: args.threads,
+                    fresh_instances: args.fresh_instances,
                 };
                 let progress = crate::engine::Progress::new();
                 let report = progress::watch(&progress, "verified", || {
