@@ -60,6 +60,10 @@ pub struct VerifyReport {
     pub setup_secs: f64,
     /// Seconds the verification took: choosing, reading and replaying every history.
     pub verify_secs: f64,
+    /// CPU seconds (user + system, every thread of this process) the verification used:
+    /// on a machine shared with other work, wall time overstates what it needs; this
+    /// divided by the cores is what it takes on idle ones.
+    pub verify_cpu_secs: f64,
     /// The verdicts.
     pub summary: ReplaySummary,
 }
@@ -68,7 +72,7 @@ impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "verify: {} open instances of {} events, {} thread(s), {}: {:.2} s = {:.0} histories/s, {:.0} events/s ({}; setup {:.0} s)",
+            "verify: {} open instances of {} events, {} thread(s), {}: {:.2} s = {:.0} histories/s, {:.0} events/s, {:.2} CPU s ({}; setup {:.0} s)",
             self.instances,
             self.events_per_history,
             self.threads,
@@ -80,6 +84,7 @@ impl std::fmt::Display for VerifyReport {
             self.verify_secs,
             self.instances as f64 / self.verify_secs,
             (self.instances * self.events_per_history) as f64 / self.verify_secs,
+            self.verify_cpu_secs,
             self.summary,
             self.setup_secs
         )
@@ -141,6 +146,18 @@ pub fn open_steps_history(id: &str, completed: u32, hash: &ModuleHash) -> Histor
         run: 1,
         events,
     }
+}
+
+/// User and system CPU seconds this process has used, every thread.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -213,10 +230,12 @@ pub fn run_verify(config: &VerifyConfig, progress: &Progress) -> Result<VerifyRe
     let p = Pinion::open(pc)?;
     let threads = config.threads.unwrap_or_else(crate::pool::default_threads);
     let started = Instant::now();
+    let cpu_before = cpu_secs();
     let limit = u32::try_from(config.instances).unwrap_or(u32::MAX);
     let candidate = p.replayer_for(&hash.0)?;
     let (summary, reports) = p.verify_module_on(&candidate, limit, threads, progress)?;
     let verify_secs = started.elapsed().as_secs_f64();
+    let verify_cpu_secs = cpu_secs() - cpu_before;
     drop(p);
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -229,6 +248,7 @@ pub fn run_verify(config: &VerifyConfig, progress: &Progress) -> Result<VerifyRe
         fresh_instances: config.fresh_instances,
         setup_secs,
         verify_secs,
+        verify_cpu_secs,
         summary,
     })
 }
