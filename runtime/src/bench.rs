@@ -11,6 +11,11 @@
 //! request after a fixed delay, grants the module access to it, and runs `HttpSteps`
 //! workflows whose activities do nothing but wait on that server. Used by
 //! `pinion bench --http-wait-ms` and `benches/in_flight.rs`.
+//!
+//! [`verify::run_verify`] measures `deploy --verify` over many open instances
+//! (`pinion bench --verify N`).
+
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

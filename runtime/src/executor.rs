@@ -577,6 +577,22 @@ impl WorkflowRun {
         history: &[HistoryEvent],
         checks: Checks,
     ) -> Result<(WorkflowRun, Vec<HistoryEvent>), ExecError> {
+        Self::rebuild_in(sandbox, module, instance_id, history, checks, false)
+    }
+
+    /// [`WorkflowRun::rebuild`] in a pooled replay slot when `for_replay` (the run must then
+    /// live for one replayed history only: [`Sandbox::new_replay_workflow`]).
+    ///
+    /// # Errors
+    /// As for [`WorkflowRun::rebuild`].
+    pub fn rebuild_in(
+        sandbox: &Sandbox,
+        module: &LoadedModule,
+        instance_id: &InstanceId,
+        history: &[HistoryEvent],
+        checks: Checks,
+        for_replay: bool,
+    ) -> Result<(WorkflowRun, Vec<HistoryEvent>), ExecError> {
         let (activations, pending) = split_history(instance_id, history)?;
         let (seed, workflow_type, parent) = match &history[0].kind {
             EventKind::WorkflowStarted {
@@ -587,12 +603,15 @@ impl WorkflowRun {
             } => (*random_seed, workflow_type.clone(), parent.clone()),
             _ => unreachable!("split_history checked event 1"),
         };
-        let guest = sandbox
-            .new_workflow(module, seed)
-            .map_err(|error| ExecError::Guest {
-                event_index: 1,
-                error,
-            })?;
+        let guest = if for_replay {
+            sandbox.new_replay_workflow(module, seed)
+        } else {
+            sandbox.new_workflow(module, seed)
+        };
+        let guest = guest.map_err(|error| ExecError::Guest {
+            event_index: 1,
+            error,
+        })?;
         let mut run = WorkflowRun {
             instance_id: instance_id.clone(),
             workflow_type,

@@ -419,12 +419,13 @@ impl Replayer {
             .first()
             .map(std::slice::from_ref)
             .unwrap_or_default();
-        let (mut run, _) = WorkflowRun::rebuild(
+        let (mut run, _) = WorkflowRun::rebuild_in(
             &self.sandbox,
             &self.module,
             &history.instance_id,
             first,
             checks,
+            true,
         )?;
         let mut produced_result = None;
         for a in &activations {

@@ -212,7 +212,8 @@ impl Pinion {
     }
 
     /// Replays the running instances of the candidate's workflow types (at most `limit`,
-    /// newest first) against it, without storing anything, counting each in `progress`.
+    /// newest first) against it, without storing anything, counting each in `progress`,
+    /// on every core.
     ///
     /// # Errors
     /// Storage errors; [`Error::Cancelled`] once `progress` is cancelled.
@@ -222,7 +223,21 @@ impl Pinion {
         limit: u32,
         progress: &Progress,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
-        let mut chosen = Vec::new();
+        self.verify_module_on(candidate, limit, crate::pool::default_threads(), progress)
+    }
+
+    /// [`Pinion::verify_module`] on `threads` threads.
+    ///
+    /// # Errors
+    /// As for [`Pinion::verify_module`].
+    pub fn verify_module_on(
+        &self,
+        candidate: &Replayer,
+        limit: u32,
+        threads: usize,
+        progress: &Progress,
+    ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
+        let mut chosen: Vec<InstanceRecord> = Vec::new();
         for ty in &candidate.manifest().workflows {
             let filter = InstanceFilter {
                 status: Some(InstanceStatus::Running),
@@ -231,15 +246,31 @@ impl Pinion {
                 ..Default::default()
             };
             let room = (limit as usize).saturating_sub(chosen.len());
-            chosen.extend(
-                self.list(&filter)?
-                    .into_iter()
-                    .take(room)
-                    .map(|r| StoredRun::current(r.id)),
-            );
+            chosen.extend(self.list(&filter)?.into_iter().take(room));
         }
         progress.add_total(chosen.len() as u64);
-        self.replay_stored(candidate, &chosen, progress)
+        // The rows are in hand: each thread reads only the events.
+        let reports = crate::pool::run_each(chosen.len(), threads, progress, |i| {
+            let rec = &chosen[i];
+            let events = self.store().load_history(&rec.id)?;
+            if events.is_empty() {
+                return Ok(None); // purged meanwhile
+            }
+            let history = crate::history::HistoryExport {
+                format: crate::history::EXPORT_FORMAT.into(),
+                version: crate::history::EXPORT_VERSION,
+                instance_id: rec.id.clone(),
+                workflow_type: rec.workflow_type.clone(),
+                module_hash: rec.module_hash.clone(),
+                status: rec.status,
+                run: rec.run,
+                events,
+            };
+            Ok(Some(candidate.replay(&history)))
+        })?;
+        let mut summary = ReplaySummary::default();
+        reports.iter().for_each(|r| summary.add(r));
+        Ok((summary, reports))
     }
 
     /// Replays the stored histories of `runs` against `replayer` on every core: each
@@ -255,50 +286,30 @@ impl Pinion {
         ids: &[StoredRun],
         progress: &Progress,
     ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(ids.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<ReplayReport>>> =
-            ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        let worker = || -> Result<(), Error> {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(id) = ids.get(i) else {
-                    return Ok(());
-                };
-                progress.check()?;
-                let h = match id.run {
-                    None => self.store().export_history(&id.instance)?,
-                    Some(run) => self.store().export_run(&id.instance, run)?,
-                };
-                if let Some(h) = h {
-                    let r = replayer.replay(&h);
-                    *slots[i]
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                }
-                progress.step();
-            }
-        };
-        std::thread::scope(|scope| {
-            let others: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
-            let mine = worker();
-            others
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .chain(std::iter::once(mine))
-                .collect::<Result<(), Error>>()
+        self.replay_stored_on(replayer, ids, crate::pool::default_threads(), progress)
+    }
+
+    /// [`Pinion::replay_stored`] on `threads` threads (the verdicts do not depend on it).
+    ///
+    /// # Errors
+    /// As for [`Pinion::replay_stored`].
+    pub fn replay_stored_on(
+        &self,
+        replayer: &Replayer,
+        ids: &[StoredRun],
+        threads: usize,
+        progress: &Progress,
+    ) -> Result<(ReplaySummary, Vec<ReplayReport>), Error> {
+        let reports = crate::pool::run_each(ids.len(), threads, progress, |i| {
+            let id = &ids[i];
+            let h = match id.run {
+                None => self.store().export_history(&id.instance)?,
+                Some(run) => self.store().export_run(&id.instance, run)?,
+            };
+            Ok(h.map(|h| replayer.replay(&h)))
         })?;
         let mut summary = ReplaySummary::default();
-        let reports: Vec<ReplayReport> = slots
-            .into_iter()
-            .filter_map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-            })
-            .inspect(|r| summary.add(r))
-            .collect();
+        reports.iter().for_each(|r| summary.add(r));
         Ok((summary, reports))
     }
 
@@ -506,22 +517,32 @@ impl Pinion {
             })
             .collect();
         progress.add_total(candidates.len() as u64);
+        // Replay on every core; then move the compatible ones, one transaction each, in the
+        // order chosen. A move is checked against the history length that was replayed, so
+        // an instance that took a step meanwhile is reported and left where it is.
+        let replayed = crate::pool::run_each(
+            candidates.len(),
+            crate::pool::default_threads(),
+            progress,
+            |i| {
+                let rec = &candidates[i];
+                Ok(self
+                    .store()
+                    .export_history(&rec.id)?
+                    .map(|h| (i, h.events.len() as u64, replayer.replay(&h))))
+            },
+        )?;
         let mut results = Vec::new();
-        for rec in candidates {
+        for (i, events, report) in replayed {
             progress.check()?;
-            let Some(history) = self.store().export_history(&rec.id)? else {
-                progress.step();
-                continue;
-            };
-            let report = replayer.replay(&history);
+            let rec = &candidates[i];
             let compatible = report.outcome == ReplayOutcome::Compatible;
             let mut error = None;
             let mut upgraded = false;
             if compatible && !dry_run {
-                let id = InstanceId(rec.id.0.clone());
                 match self.store().upgrade_instance(
-                    &id,
-                    history.events.len() as u64,
+                    &rec.id,
+                    events,
                     &rec.module_hash,
                     &target.hash,
                     self.now_ms(),
@@ -533,13 +554,12 @@ impl Pinion {
                 }
             }
             results.push(UpgradeResult {
-                instance_id: rec.id.0,
-                from: rec.module_hash,
+                instance_id: rec.id.0.clone(),
+                from: rec.module_hash.clone(),
                 upgraded,
                 replay: report,
                 error,
             });
-            progress.step();
         }
         Ok(results)
     }

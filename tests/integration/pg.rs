@@ -1,4 +1,4 @@
-//! The engine tests again, on PostgreSQL: `engine.rs`, `signals.rs`, `children.rs`,
+//! The engine tests again, on PostgreSQL: `engine.rs`, `census.rs`, `signals.rs`, `children.rs`,
 //! `rollout.rs`, `determinism.rs`, `versioning.rs`, `replay.rs`, and through a real
 //! `pinion server` `heartbeats.rs`, `events.rs`, `ops.rs`, `api_signals.rs` and
 //! `api_jobs.rs`, compiled a second time with a `common` whose [`TempDir::new`] gives each
@@ -32,6 +32,8 @@ mod common {
 mod api_jobs;
 #[path = "api_signals.rs"]
 mod api_signals;
+#[path = "census.rs"]
+mod census;
 #[path = "children.rs"]
 mod children;
 #[path = "determinism.rs"]

@@ -19,6 +19,7 @@ use super::types::{
     MAX_WAIT_SECS,
 };
 use super::Api;
+use crate::census::{MarkerCensus, MarkerQuery};
 use crate::engine::Error;
 use crate::history::{HistoryExport, InstanceStatus, Payload};
 use crate::rollout::ModuleStatus;
@@ -471,6 +472,20 @@ impl Api for Client {
     fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError> {
         let l: ModuleList = self.send("GET", "/v1/modules", &[], Body::None)?;
         Ok(l.modules)
+    }
+
+    fn markers(&self, query: &MarkerQuery) -> Result<MarkerCensus, ApiError> {
+        let mut q = Vec::new();
+        if let Some(t) = &query.workflow_type {
+            q.push(("workflow_type", t.clone()));
+        }
+        if let Some(m) = &query.module {
+            q.push(("module", m.clone()));
+        }
+        if query.include_ended {
+            q.push(("include_ended", "true".to_owned()));
+        }
+        self.send("GET", "/v1/markers", &q, Body::None)
     }
 
     fn aliases(&self) -> Result<Vec<AliasRecord>, ApiError> {

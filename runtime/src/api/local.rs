@@ -14,6 +14,7 @@ use super::types::{
     Verified, EVENT_BATCH,
 };
 use super::Api;
+use crate::census::{MarkerCensus, MarkerQuery};
 use crate::engine::{BulkSelector, Error, Pinion, Progress, StartRequest};
 use crate::history::{HistoryExport, InstanceId, InstanceStatus, ModuleHash};
 use crate::replay::{ReplayOptions, Replayer};
@@ -625,6 +626,10 @@ impl Api for Pinion {
 
     fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError> {
         Ok(self.module_statuses()?)
+    }
+
+    fn markers(&self, query: &MarkerQuery) -> Result<MarkerCensus, ApiError> {
+        Ok(self.marker_census(query)?)
     }
 
     fn aliases(&self) -> Result<Vec<AliasRecord>, ApiError> {

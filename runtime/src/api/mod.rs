@@ -56,6 +56,7 @@ pub use client::Client;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use server::{serve, ServeError, ServerConfig};
 
+use crate::census::{MarkerCensus, MarkerQuery};
 use crate::engine::Pinion;
 use crate::history::HistoryExport;
 use crate::rollout::ModuleStatus;
@@ -135,6 +136,12 @@ pub trait Api {
     /// # Errors
     /// Storage errors.
     fn modules(&self) -> Result<Vec<ModuleStatus>, ApiError>;
+    /// The marker census: instances by the path they recorded at each version or patch
+    /// marker, and which old branches may be deleted (`pinion markers`).
+    ///
+    /// # Errors
+    /// Unknown module; storage errors.
+    fn markers(&self, query: &MarkerQuery) -> Result<MarkerCensus, ApiError>;
     /// Every alias.
     ///
     /// # Errors

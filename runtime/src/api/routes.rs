@@ -28,6 +28,7 @@ use super::types::{
     UpgradeBody, DEFAULT_VERIFY_LIMIT, MAX_JSON_BYTES, MAX_PAGE, MAX_WASM_BYTES,
 };
 use super::{Api, OPENAPI};
+use crate::census::{MarkerCensus, MarkerQuery};
 use crate::engine::{Error, Pinion, Progress};
 use crate::history::{HistoryExport, InstanceStatus};
 use crate::store::InstanceRecord;
@@ -196,6 +197,7 @@ fn entries() -> Vec<Entry> {
         at("GET", "/openapi.json", openapi),
         at("POST", "/v1/modules", deploy.layer(wasm())),
         at("GET", "/v1/modules", modules),
+        at("GET", "/v1/markers", markers),
         at("POST", "/v1/instances", start),
         at("GET", "/v1/instances", list),
         at("GET", "/v1/instances/{id}", status),
@@ -319,6 +321,19 @@ async fn modules(State(s): State<AppState>, params: Params) -> Result<Json<Modul
     params.only(&[])?;
     let modules = s.run(Api::modules).await?;
     Ok(Json(ModuleList { modules }))
+}
+
+async fn markers(
+    State(s): State<AppState>,
+    params: Params,
+) -> Result<Json<MarkerCensus>, ApiError> {
+    let params = params.only(&["workflow_type", "module", "include_ended"])?;
+    let query = MarkerQuery {
+        workflow_type: params.text("workflow_type")?,
+        module: params.text("module")?,
+        include_ended: params.flag("include_ended")?,
+    };
+    Ok(Json(s.run(move |p| Api::markers(p, &query)).await?))
 }
 
 async fn start(

@@ -225,6 +225,20 @@ pub enum Command {
     /// List deployed modules: aliases, instance counts and rollout status (current,
     /// ramping, draining, drained, or unused: never pinned by an instance nor aliased).
     Modules,
+    /// The marker census: for every version (`get_version`) and patch (`patched`) marker,
+    /// the open instances by the path they recorded, and what may be deleted: whether
+    /// `deprecate_patch` is safe, which old branches no open instance can reach any more.
+    Markers {
+        /// Only this workflow type.
+        #[arg(long)]
+        workflow_type: Option<String>,
+        /// Only instances pinned to this module (hash, prefix or alias).
+        #[arg(long)]
+        module: Option<String>,
+        /// Count ended instances too: replaying them needs the old branches as well.
+        #[arg(long)]
+        include_ended: bool,
+    },
     /// Point names at modules: set, ramp, list, history.
     Alias {
         /// What to do.
@@ -357,13 +371,24 @@ pub struct BenchArgs {
     pub no_eager_start: bool,
     /// Run on this PostgreSQL server instead of a SQLite file: each level gets a database
     /// of its own there (created, then dropped), so the URL's user may create databases.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["verify", "http_wait_ms"])]
     pub postgres: Option<String>,
     /// With --postgres: run the workers in this many `pinion server` processes on the
     /// database (the benchmark process only starts workflows and watches them finish),
     /// instead of in the benchmark process.
     #[arg(long, requires = "postgres", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub servers: Option<u32>,
+    /// Measure `deploy --verify` instead: write this many open `Steps` instances of 51
+    /// events each, then verify the module against all of them.
+    #[arg(long, conflicts_with = "http_wait_ms")]
+    pub verify: Option<usize>,
+    /// With --verify: replay threads (default: one per core).
+    #[arg(long, requires = "verify")]
+    pub threads: Option<usize>,
+    /// With --verify: replay every history on a fresh instance, not a pooled slot (as
+    /// before the replay pool), for comparison.
+    #[arg(long, requires = "verify")]
+    pub fresh_instances: bool,
 }
 
 /// Options shared by `start` and `run`.

@@ -19,8 +19,10 @@ mod control;
 mod dev;
 pub mod display;
 mod events;
+mod markers;
 mod new;
 mod print;
+mod progress;
 mod replay;
 mod rollout;
 mod watch;
@@ -282,7 +284,7 @@ fn api(cli: &Cli) -> Result<Box<dyn Api>, Failure> {
             client.show_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
             Ok(Box::new(client))
         }
-        None => Ok(Box::new(open(cli)?)),
+        None => Ok(Box::new(progress::Watched(open(cli)?))),
     }
 }
 
@@ -507,6 +509,18 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cancel(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Cancel, args),
         Command::Terminate(args) => control::stop(api(&cli)?.as_ref(), json, Stop::Terminate, args),
         Command::Modules => rollout::modules(api(&cli)?.as_ref(), json),
+        Command::Markers {
+            workflow_type,
+            module,
+            include_ended,
+        } => {
+            let query = crate::census::MarkerQuery {
+                workflow_type: workflow_type.clone(),
+                module: module.clone(),
+                include_ended: *include_ended,
+            };
+            markers::markers(api(&cli)?.as_ref(), json, &query)
+        }
         Command::Alias { action } => rollout::alias(api(&cli)?.as_ref(), json, action),
         Command::Gc {
             dry_run,
@@ -555,6 +569,25 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             std::fs::create_dir_all(&args.dir)
                 .with_context(|| format!("creating {}", args.dir.display()))?;
+            if let Some(instances) = args.verify {
+                let config = crate::bench::verify::VerifyConfig {
+                    module: args.module.clone(),
+                    dir: args.dir.clone(),
+                    instances,
+                    threads: args.threads,
+                    fresh_instances: args.fresh_instances,
+                };
+                let progress = crate::engine::Progress::new();
+                let report = progress::watch(&progress, "verified", || {
+                    crate::bench::verify::run_verify(&config, &progress)
+                })?;
+                if json {
+                    print_json(&report);
+                } else {
+                    println!("{report}");
+                }
+                return Ok(0);
+            }
             if let Some(wait_ms) = args.http_wait_ms {
                 raise_fd_limit();
                 return run_reports(&args.concurrency, json, |workflows| {

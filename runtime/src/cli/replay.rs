@@ -2,7 +2,7 @@
 //! that move histories around and replay them.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -150,59 +150,28 @@ fn export_file_name(h: &HistoryExport) -> String {
     }
 }
 
-struct Progress {
-    enabled: bool,
-    total: usize,
-}
-
-impl Progress {
-    fn new(json: bool, total: usize) -> Progress {
-        Progress {
-            enabled: !json && total >= 50 && std::io::stderr().is_terminal(),
-            total,
-        }
-    }
-
-    fn tick(&self, done: usize) {
-        if self.enabled && (done.is_multiple_of(25) || done == self.total) {
-            let width = 30;
-            let filled = done * width / self.total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{}",
-                "=".repeat(filled),
-                " ".repeat(width - filled),
-                self.total
-            );
-            if done == self.total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
-        }
-    }
-}
-
-/// Replays `hs`, printing reports that need attention (text mode). Returns every report.
+/// Replays `hs` on every core (printing progress on stderr while it runs), then prints the
+/// reports that need attention (text mode), in the order of `hs`. Returns every report.
 fn replay_all(
     replayer: &Replayer,
     hs: &[HistoryExport],
     json: bool,
-) -> (ReplaySummary, Vec<ReplayReport>) {
-    let progress = Progress::new(json, hs.len());
+) -> Result<(ReplaySummary, Vec<ReplayReport>), Failure> {
+    let progress = crate::engine::Progress::new();
+    progress.add_total(hs.len() as u64);
+    let reports = super::progress::watch(&progress, "replayed", || {
+        crate::pool::run_each(hs.len(), crate::pool::default_threads(), &progress, |i| {
+            Ok(Some(replayer.replay(&hs[i])))
+        })
+    })?;
     let mut summary = ReplaySummary::default();
-    let mut reports = Vec::with_capacity(hs.len());
-    for (i, h) in hs.iter().enumerate() {
-        let r = replayer.replay(h);
-        summary.add(&r);
+    for r in &reports {
+        summary.add(r);
         if !json && (!r.is_compatible() || !r.warnings.is_empty()) {
-            if progress.enabled {
-                eprint!("\r");
-            }
             println!("{r}");
         }
-        reports.push(r);
-        progress.tick(i + 1);
     }
-    (summary, reports)
+    Ok((summary, reports))
 }
 
 fn module_bytes(spec: &str, db: &Path) -> Result<Vec<u8>, Failure> {
@@ -273,7 +242,7 @@ pub fn replay(db: &Path, json: bool, args: &ReplayArgs) -> Result<i32, Failure> 
         }
         hs
     };
-    let (summary, reports) = replay_all(&replayer, &hs, json);
+    let (summary, reports) = replay_all(&replayer, &hs, json)?;
     if json {
         print_json(&ReplayResponse {
             module: replayer.module_hash().clone(),

@@ -174,6 +174,7 @@ pub struct LoadedModule {
     pre: InstancePre<GuestState>,
     activity_pre: InstancePre<activity::ActivityState>,
     pooled_activity_pre: pool::PooledPre,
+    pooled_workflow_pre: pool::PooledWorkflowPre,
 }
 
 impl LoadedModule {
@@ -190,6 +191,9 @@ pub struct Sandbox {
     activity_linker: Linker<activity::ActivityState>,
     /// Pooled slots for activity instances; `None` when turned off or refused by the host.
     activity_pool: Option<pool::ActivityPool>,
+    /// Pooled slots for replay's workflow instances, made on first use; `None` inside
+    /// when turned off (no activity pool either) or refused by the host.
+    replay_pool: std::sync::OnceLock<Option<pool::ReplayPool>>,
     limits: SandboxLimits,
     http: http::HttpClient,
     ticker_stop: Arc<AtomicBool>,
@@ -329,6 +333,7 @@ impl Sandbox {
             linker,
             activity_linker,
             activity_pool,
+            replay_pool: std::sync::OnceLock::new(),
             limits,
             http,
             ticker_stop,
@@ -474,6 +479,7 @@ impl Sandbox {
             pre,
             activity_pre,
             pooled_activity_pre: pool::PooledPre::default(),
+            pooled_workflow_pre: pool::PooledWorkflowPre::default(),
         })
     }
 
@@ -482,7 +488,19 @@ impl Sandbox {
         loaded: &LoadedModule,
         rng: SplitMix64,
     ) -> Result<GuestInstance<GuestState>, SandboxError> {
-        let mut store = Store::new(&self.engine, GuestState::new(rng, self.limits.memory_bytes));
+        self.instantiate_on(&self.engine, &loaded.pre, rng)?
+            .ok_or_else(|| SandboxError::Setup("the main engine has no pool to exhaust".into()))
+    }
+
+    /// Instantiates `pre` (of `engine`); `Ok(None)` when `engine` is a pool whose slots
+    /// are all taken.
+    fn instantiate_on(
+        &self,
+        engine: &Engine,
+        pre: &InstancePre<GuestState>,
+        rng: SplitMix64,
+    ) -> Result<Option<GuestInstance<GuestState>>, SandboxError> {
+        let mut store = Store::new(engine, GuestState::new(rng, self.limits.memory_bytes));
         store.limiter(|s| &mut s.limiter);
         store
             .set_fuel(self.limits.fuel_per_activation)
@@ -494,8 +512,9 @@ impl Sandbox {
         let fail = |e, s: &Store<GuestState>| {
             trap_error(e, &s.data().stderr, s.data().limiter.hit, 0, memory_bytes)
         };
-        let instance = match loaded.pre.instantiate(&mut store) {
+        let instance = match pre.instantiate(&mut store) {
             Ok(i) => i,
+            Err(e) if pool::exhausted(&e) => return Ok(None),
             Err(e) => return Err(fail(e, &store)),
         };
         // A WASI "reactor" initialises its runtime in `_initialize`, once, before any export.
@@ -504,7 +523,23 @@ impl Sandbox {
                 return Err(fail(e, &store));
             }
         }
-        GuestInstance::new(store, instance, memory_bytes)
+        GuestInstance::new(store, instance, memory_bytes).map(Some)
+    }
+
+    /// The replay pool: one slot per replay thread and as many again (a slot is reset while
+    /// its thread starts the next history), made on first use. `None` when the activity
+    /// pool is turned off (`activity_pool_slots = 0` turns both off) or the host refuses.
+    fn replay_pool(&self) -> Option<&pool::ReplayPool> {
+        self.replay_pool
+            .get_or_init(|| {
+                if self.limits.activity_pool_slots == 0 {
+                    return None;
+                }
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let slots = u32::try_from(cores * 2).unwrap_or(u32::MAX).max(4);
+                pool::ReplayPool::new(engine_config(), slots, self.limits.memory_bytes).ok()
+            })
+            .as_ref()
     }
 
     /// Reads a module's ABI version and manifest, in a throwaway workflow-mode instance.
@@ -541,6 +576,42 @@ impl Sandbox {
         seed: u64,
     ) -> Result<WorkflowInstance, SandboxError> {
         let mut inner = self.instantiate(loaded, SplitMix64::new(seed ^ 0x5EED))?;
+        let activate = inner.func(exports::ACTIVATE)?;
+        let query = inner.func(exports::QUERY)?;
+        let abi_version = inner.abi_version()?;
+        Ok(WorkflowInstance {
+            inner,
+            activate,
+            query,
+            fuel: self.limits.fuel_per_activation,
+            abi_version,
+        })
+    }
+
+    /// [`Sandbox::new_workflow`] for replay, in a warm pooled slot of the replay pool when
+    /// there is one free (its memory stays mapped and only the pages the last history wrote
+    /// are reset), else as `new_workflow` does. The instance must live for one history
+    /// only: a slot is held until it drops.
+    ///
+    /// # Errors
+    /// As for [`Sandbox::new_workflow`].
+    pub fn new_replay_workflow(
+        &self,
+        loaded: &LoadedModule,
+        seed: u64,
+    ) -> Result<WorkflowInstance, SandboxError> {
+        let pooled = self.replay_pool().and_then(|pool| {
+            pool.prepare(&loaded.pooled_workflow_pre, &loaded.module)
+                .map(|pre| (pool, pre))
+        });
+        let Some((pool, pre)) = pooled else {
+            return self.new_workflow(loaded, seed);
+        };
+        let Some(mut inner) =
+            self.instantiate_on(pool.engine(), pre, SplitMix64::new(seed ^ 0x5EED))?
+        else {
+            return self.new_workflow(loaded, seed);
+        };
         let activate = inner.func(exports::ACTIVATE)?;
         let query = inner.func(exports::QUERY)?;
         let abi_version = inner.abi_version()?;

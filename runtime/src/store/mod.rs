@@ -18,6 +18,7 @@
 //!   attempt, and a completion whose task row is gone (a duplicate run after a crash, or a
 //!   late attempt after a timeout) is ignored.
 
+pub mod census;
 pub mod deploy;
 mod encode;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+pub use census::{CensusStore, InstanceMarkers, MarkerFilter};
 pub use deploy::{AliasChange, AliasRecord, DeploymentStore, ModuleUsage, NondeterminismPolicy};
 pub use events::{DeadLetter, EventFilter, EventStore, LifecycleEvent, NewDeadLetter, Transition};
 
@@ -355,7 +357,7 @@ pub enum PendingState {
 }
 
 /// Durable state of the engine. All methods are synchronous and thread-safe.
-pub trait Store: DeploymentStore + EventStore + Send + Sync + 'static {
+pub trait Store: DeploymentStore + EventStore + CensusStore + Send + Sync + 'static {
     /// The activities of `id` that are scheduled and not resolved, by sequence number.
     fn pending_activities(&self, id: &InstanceId) -> Result<Vec<PendingActivity>, StoreError>;
 

@@ -43,6 +43,7 @@ use super::StoreError;
 use crate::history::InstanceId;
 pub use members::PgMember;
 
+mod census;
 mod commit;
 mod deploy;
 mod events;

@@ -36,6 +36,7 @@ use super::{
 use crate::history::{EventKind, HistoryEvent, HistoryExport, InstanceId, ModuleHash, Payload};
 
 mod backup;
+mod census;
 mod deploy;
 mod events;
 mod gauges;
