@@ -109,14 +109,16 @@ fn listen_loop(
                     .and_then(|s| s.member_id())
                     .is_some_and(|me| *me == *payload)
         };
-        let mut woken = false;
         let mut failed = false;
         {
+            // Wakes at each notification as it comes: the iterator itself ends only once
+            // 250 ms passed (to look at `stop` and the connection).
             let mut notes = client.notifications();
             let mut iter = notes.timeout_iter(Duration::from_millis(250));
             loop {
                 match iter.next() {
-                    Ok(Some(n)) => woken |= mine(n.payload()),
+                    Ok(Some(n)) if mine(n.payload()) => wake(),
+                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {
                         failed = true;
@@ -124,9 +126,6 @@ fn listen_loop(
                     }
                 }
             }
-        }
-        if woken {
-            wake();
         }
         if failed || client.is_closed() {
             // Polling still finds the work meanwhile; listen again once the server answers.
