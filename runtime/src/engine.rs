@@ -505,23 +505,7 @@ impl Pinion {
 
     /// Takes `<db>.lock`, the worker lock of a SQLite database.
     fn lock_file(&self) -> Result<File, Error> {
-        let lock_path = worker_lock_path(&self.db_path)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::Io {
-                path: lock_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        if file.try_lock().is_err() {
-            return Err(Error::WorkerLocked(format!(
-                "lock file {}",
-                lock_path.display()
-            )));
-        }
-        Ok(file)
+        lock_sqlite_file(&self.db_path, "")
     }
 }
 
@@ -531,6 +515,28 @@ impl Pinion {
 enum WorkerLock {
     File(File),
     Postgres(Box<PgMember>),
+}
+
+/// Takes the worker lock of the SQLite file `db` (see [`worker_lock_path`]); `advice` ends
+/// the message when another process holds it.
+fn lock_sqlite_file(db: &Path, advice: &str) -> Result<File, Error> {
+    let lock_path = worker_lock_path(db)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Io {
+            path: lock_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if file.try_lock().is_err() {
+        return Err(Error::WorkerLocked(format!(
+            "lock file {}{advice}",
+            lock_path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// The worker lock of the database at `db`: `<file>.lock` beside the file itself, with every
@@ -573,22 +579,7 @@ pub fn migrate_to_postgres(
             "--to must be a PostgreSQL URL (postgres://user@host/database), not `{to}`"
         )));
     }
-    let lock_path = worker_lock_path(from)?;
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::Io {
-            path: lock_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    if lock.try_lock().is_err() {
-        return Err(Error::WorkerLocked(format!(
-            "lock file {}; stop the server before migrating",
-            lock_path.display()
-        )));
-    }
+    let lock = lock_sqlite_file(from, "; stop the server before migrating")?;
     drop(SqliteStore::open(from, SqliteOptions::default())?);
     PgStore::open(to, PgOptions::default())?.close();
     let report = crate::store::migrate::sqlite_to_postgres(from, to, replace_existing)?;

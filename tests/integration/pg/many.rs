@@ -13,10 +13,11 @@ use pinion_runtime::{EventKind, InstanceStatus};
 use super::common::*;
 
 /// A `pinion server` process on `db`, killed (SIGKILL) on drop.
-struct Server(Child);
+pub(super) struct Server(pub(super) Child);
 
 impl Server {
-    fn start(db: &Path) -> Server {
+    /// Starts one with `activity_threads` threads for activity code.
+    pub(super) fn start(db: &Path, activity_threads: usize) -> Server {
         Server(
             Command::new(env!("CARGO_BIN_EXE_pinion"))
                 .arg("--db")
@@ -24,7 +25,7 @@ impl Server {
                 .args([
                     "server",
                     "--activity-threads",
-                    "2",
+                    &activity_threads.to_string(),
                     "--listen",
                     "127.0.0.1:0",
                     "--no-auth",
@@ -72,7 +73,7 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
     let db = dir.db();
     let p = open(&db);
     let kit = p.deploy(&wasm_bytes("testkit")).unwrap().hash.0;
-    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&db)).collect();
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&db, 2)).collect();
     let members: Vec<String> = servers
         .iter()
         .map(|s| {
@@ -109,7 +110,7 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
                 &db,
                 "SELECT count(*) FROM activity_tasks WHERE leased_by = $1 AND activity_type = 'nap'",
                 &[victim],
-            ) >= 3
+            ) >= 1
         },
     );
     let owned_at_kill = query_i64(

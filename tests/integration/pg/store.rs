@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use pinion_runtime::store::{
 use pinion_runtime::{EventKind, InstanceId, InstanceStatus, ModuleHash, Payload};
 
 use super::common::*;
+use super::many::Server;
 
 fn store(db: &Path) -> PgStore {
     PgStore::open(db.to_str().unwrap(), PgOptions::default()).expect("open the PostgreSQL store")
@@ -153,7 +154,8 @@ fn engines_share_a_postgres_database_and_a_live_one_takes_over_a_dead_ones_work(
     wait_until("the session to end", Duration::from_secs(10), || {
         count(
             &db,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         ) == 1
     });
     // The live one finds its attempt lost and its instance free, and takes the instance.
@@ -431,38 +433,6 @@ fn a_read_only_store_refuses_writes_and_a_foreign_database_is_not_taken_over() {
     assert_eq!(row_count(&other.db(), "customers"), 0);
 }
 
-/// A `pinion server` process on `db`, killed on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(db: &Path) -> Server {
-        Server(
-            Command::new(env!("CARGO_BIN_EXE_pinion"))
-                .arg("--db")
-                .arg(db)
-                .args([
-                    "server",
-                    "--activity-threads",
-                    "4",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--no-auth",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start server"),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // SIGKILL on Unix
-        let _ = self.0.wait();
-    }
-}
-
 fn count(db: &Path, sql: &str) -> i64 {
     postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
         .unwrap()
@@ -489,7 +459,7 @@ fn a_server_on_postgres_killed_with_sigkill_mid_workflow_finishes_everything_aft
         .unwrap();
     }
     let completed = "SELECT count(*) FROM instances WHERE status = 'completed'";
-    let server = Server::start(&db);
+    let server = Server::start(&db, 4);
     wait_until("some activity results", Duration::from_secs(60), || {
         count(
             &db,
@@ -501,7 +471,7 @@ fn a_server_on_postgres_killed_with_sigkill_mid_workflow_finishes_everything_aft
         count(&db, completed) < N as i64,
         "the kill came too late to test anything"
     );
-    let _server = Server::start(&db);
+    let _server = Server::start(&db, 4);
     wait_until(
         "every instance to complete after the restart",
         Duration::from_secs(120),
