@@ -5,6 +5,7 @@
 //! over this type, so anything the CLI can do a Rust program can do too.
 
 mod control;
+mod file_lock;
 pub mod preflight;
 mod progress;
 mod retention;
@@ -14,7 +15,6 @@ pub use retention::PurgeReport;
 
 pub use control::BulkSelector;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -460,7 +460,8 @@ impl Pinion {
     }
 
     /// Starts workers for this database. On a SQLite file only one process may run
-    /// workers at a time: the lock (`<file>.lock`) is held until the returned
+    /// workers at a time: the lock (on the file itself, see `engine/file_lock.rs`) is held
+    /// until the returned
     /// [`WorkerGuard`] is dropped. On PostgreSQL any number of processes may: each joins
     /// the database's members (`store/postgres/members.rs`) until the guard is dropped, and
     /// its peers take over its work when it dies.
@@ -503,9 +504,9 @@ impl Pinion {
         })
     }
 
-    /// Takes `<db>.lock`, the worker lock of a SQLite database.
-    fn lock_file(&self) -> Result<File, Error> {
-        lock_sqlite_file(&self.db_path, "")
+    /// Takes the worker lock of a SQLite database (`engine/file_lock.rs`).
+    fn lock_file(&self) -> Result<file_lock::FileLock, Error> {
+        file_lock::lock(&self.db_path, "")
     }
 }
 
@@ -513,46 +514,8 @@ impl Pinion {
 /// file, or its membership of a PostgreSQL database.
 #[allow(dead_code)] // held for its drop, never read
 enum WorkerLock {
-    File(File),
+    File(file_lock::FileLock),
     Postgres(Box<PgMember>),
-}
-
-/// Takes the worker lock of the SQLite file `db` (see [`worker_lock_path`]); `advice` ends
-/// the message when another process holds it.
-fn lock_sqlite_file(db: &Path, advice: &str) -> Result<File, Error> {
-    let lock_path = worker_lock_path(db)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::Io {
-            path: lock_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    if file.try_lock().is_err() {
-        return Err(Error::WorkerLocked(format!(
-            "lock file {}{advice}",
-            lock_path.display()
-        )));
-    }
-    Ok(file)
-}
-
-/// The worker lock of the database at `db`: `<file>.lock` beside the file itself, with every
-/// symbolic link on the way resolved, so two paths to one file (a link to the file or to a
-/// directory above it) share one lock. Keyed on the path as given, two servers once ran on
-/// one file through a symlink, each clearing the other's activity leases at start-up. (A
-/// hard link is not followed; SQLite itself names its `-wal` and `-shm` files by path, so a
-/// database reached through two hard links is already unsafe.)
-fn worker_lock_path(db: &Path) -> Result<PathBuf, Error> {
-    let real = std::fs::canonicalize(db).map_err(|e| Error::Io {
-        path: db.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let mut lock = real.into_os_string();
-    lock.push(".lock");
-    Ok(PathBuf::from(lock))
 }
 
 /// Copies the SQLite database `from` into the PostgreSQL database `to`
@@ -579,7 +542,7 @@ pub fn migrate_to_postgres(
             "--to must be a PostgreSQL URL (postgres://user@host/database), not `{to}`"
         )));
     }
-    let lock = lock_sqlite_file(from, "; stop the server before migrating")?;
+    let lock = file_lock::lock(from, "; stop the server before migrating")?;
     drop(SqliteStore::open(from, SqliteOptions::default())?);
     PgStore::open(to, PgOptions::default())?.close();
     let report = crate::store::migrate::sqlite_to_postgres(from, to, replace_existing)?;

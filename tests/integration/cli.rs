@@ -470,6 +470,64 @@ fn run_against_a_database_a_server_owns_fails_before_deploying_anything() {
     assert!(list.as_array().unwrap().is_empty(), "nothing started");
 }
 
+/// The worker lock belongs to the file (its device and inode), not to a path: a second
+/// server reaching the same file through a hard link in another directory, where
+/// `<path>.lock` is another file, is refused too (and starts once the first is gone).
+#[test]
+fn a_second_server_through_a_hard_link_in_another_directory_is_refused() {
+    use std::io::BufRead as _;
+    let dir = TempDir::new("cli-hardlink");
+    let db = dir.db();
+    // Created and checkpointed before the server runs (SQLite names its WAL by path, so
+    // a hard link never sees the server's uncheckpointed pages).
+    ok(pinion(&db, &["list"]));
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = elsewhere.join("same.db");
+    std::fs::hard_link(&db, &link).unwrap();
+    // A server on `path`, once it has taken the worker lock and listens (it prints the
+    // address after starting its workers); None when it exited instead.
+    let server = |path: &Path| -> (Server, Option<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pinion"))
+            .arg("--db")
+            .arg(path)
+            .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a server");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let listening = out
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on"));
+        (Server(child), listening)
+    };
+    let (mut first, listening) = server(&db);
+    assert!(listening.is_some(), "the first server did not start");
+    let refused = Command::new(env!("CARGO_BIN_EXE_pinion"))
+        .arg("--db")
+        .arg(&link)
+        .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("another pinion process is running workers")
+            && stderr(&refused).contains("same.db: locked by another process"),
+        "{}",
+        stderr(&refused)
+    );
+    // Once the first is gone (SIGKILL: the kernel drops its lock), the link's server runs.
+    first.kill9();
+    let (mut after, listening) = server(&link);
+    assert!(
+        listening.is_some(),
+        "a server through the link did not start once the first was gone"
+    );
+    assert!(after.0.try_wait().unwrap().is_none(), "it keeps running");
+}
+
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let dir = TempDir::new("cli-pipe");

@@ -68,6 +68,41 @@ fn parse_status(s: &str) -> Result<InstanceStatus, String> {
     })
 }
 
+/// `--status` of the history filters (`replay`, `history export`): a status name or `all`,
+/// or bad syntax (exit 2).
+fn parse_status_filter(s: &str) -> Result<String, String> {
+    if s == "all" || InstanceStatus::parse(s).is_some() {
+        Ok(s.to_owned())
+    } else {
+        Err("use running, blocked, completed, failed, cancelled, terminated or all".to_owned())
+    }
+}
+
+/// `--since` of the history filters: a duration such as `30s`, `15m`, `2h` or `7d`.
+fn parse_since(s: &str) -> Result<String, String> {
+    super::replay::parse_duration(s).map(|_| s.to_owned())
+}
+
+/// `--sample` of the history filters: a rate in (0, 1].
+fn parse_sample(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err("use a rate greater than 0 and at most 1, such as 0.1".to_owned()),
+    }
+}
+
+/// `--type` of `pinion events`: a lifecycle transition's name, or bad syntax (exit 2).
+fn parse_event_type(s: &str) -> Result<String, String> {
+    if crate::store::Transition::NAMES.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "use {}",
+            crate::store::Transition::NAMES.join(", ")
+        ))
+    }
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -506,7 +541,7 @@ pub struct EventsArgs {
     pub module: Option<String>,
     /// Only this type (started, completed, failed, cancelled, terminated, blocked,
     /// upgraded, continued_as_new); repeatable.
-    #[arg(long = "type")]
+    #[arg(long = "type", value_parser = parse_event_type)]
     pub types: Vec<String>,
     /// At most this many events.
     #[arg(long)]
@@ -578,10 +613,10 @@ pub struct FilterArgs {
     #[arg(long)]
     pub workflow_type: Option<String>,
     /// running, blocked, completed, failed, cancelled, terminated or all.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_status_filter)]
     pub status: Option<String>,
     /// Only instances started within this long (e.g. 30s, 15m, 2h, 7d).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_since)]
     pub since: Option<String>,
     /// Only these instances (repeatable).
     #[arg(long = "id")]
@@ -590,7 +625,7 @@ pub struct FilterArgs {
     #[arg(long)]
     pub limit: Option<u32>,
     /// Replay only this fraction (0 < RATE <= 1) of the matching instances, chosen by id.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_sample)]
     pub sample: Option<f64>,
     /// Also take every archived run (ended with continue-as-new) of the chosen instances,
     /// each on its own: reported as `<id>@run<N>`, exported as `<id>@run<N>.json`.
@@ -681,5 +716,46 @@ mod tests {
         assert_eq!((cli.time, cli.verbose), (TimeZoneChoice::Utc, true));
         let bad = Cli::try_parse_from(["pinion", "list", "--status", "bogus"]).unwrap_err();
         assert_eq!(bad.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_filter_values_are_bad_syntax_and_known_ones_parse() {
+        for args in [
+            &["pinion", "replay", "--module", "m", "--status", "bogus"][..],
+            &[
+                "pinion",
+                "replay",
+                "--module",
+                "m",
+                "--since",
+                "5 fortnights",
+            ],
+            &["pinion", "replay", "--module", "m", "--sample", "1.5"],
+            &["pinion", "replay", "--module", "m", "--sample", "0"],
+            &["pinion", "history", "export", "--all", "--status", "done"],
+            &["pinion", "events", "--type", "finished"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            assert!(e.to_string().contains("invalid value"), "{args:?}: {e}");
+        }
+        for args in [
+            &[
+                "pinion", "replay", "--module", "m", "--status", "all", "--since", "2h",
+            ][..],
+            &[
+                "pinion", "replay", "--module", "m", "--status", "blocked", "--sample", "1",
+            ],
+            &[
+                "pinion",
+                "events",
+                "--type",
+                "continued_as_new",
+                "--type",
+                "started",
+            ],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }

@@ -26,9 +26,10 @@ use crate::store::InstanceFilter;
 /// Exit code when replay finds a divergence or failure.
 pub const EXIT_DIVERGED: i32 = 8;
 
+/// Bad syntax (exit 2): arguments that do not go together.
 fn usage(msg: String) -> Failure {
     Failure {
-        code: 4,
+        code: 2,
         error: anyhow!(msg),
     }
 }

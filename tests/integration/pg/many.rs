@@ -91,28 +91,78 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
         p.start(&start_req(
             "Relay",
             &kit,
-            r#"{"sleep_ms": 200, "nap_ms": 300}"#,
+            r#"{"sleep_ms": 200, "nap_ms": 500}"#,
             id,
         ))
         .unwrap();
     }
-    // Half the signals now (many arrive before their workflow waits for them).
-    for (i, id) in ids.iter().enumerate().take(N / 2) {
-        p.signal(id, "go", &i.to_string()).unwrap();
-    }
-    // The victim is killed while it owns running instances and runs `nap` attempts.
-    let victim = &members[0];
+    // Which server owns which instance depends on which looked first (a server that was
+    // slow to start may own only a few): wait until every instance has an owner, then
+    // signal so that the victim is sure to run `nap` attempts when it is killed.
     wait_until(
-        "the first server to run `nap` attempts",
+        "every instance to have an owner",
         Duration::from_secs(120),
         || {
             query_i64(
                 &db,
-                "SELECT count(*) FROM activity_tasks WHERE leased_by = $1 AND activity_type = 'nap'",
-                &[victim],
-            ) >= 1
+                "SELECT count(*) FROM instances WHERE owner IS NULL AND status = 'running'",
+                &[],
+            ) == 0
         },
     );
+    let victim = &members[0];
+    let victims: HashSet<String> = postgres::Client::connect(db.to_str().unwrap(), postgres::NoTls)
+        .unwrap()
+        .query("SELECT id FROM instances WHERE owner = $1", &[victim])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        victims.len() >= 2,
+        "the first server owns {} instances: too few to kill it mid-run",
+        victims.len()
+    );
+    let leased_by_victim = || {
+        query_i64(
+            &db,
+            "SELECT count(*) FROM activity_tasks WHERE leased_by = $1 AND activity_type = 'nap'",
+            &[victim],
+        ) >= 1
+    };
+    // Half the signals before the kill (many arrive before their workflow waits for them):
+    // the other servers' instances at once, the victim's one at a time until it runs a
+    // `nap` attempt (each takes 500 ms), keeping at least one of its instances for after.
+    let mut signalled = vec![false; N];
+    for (i, id) in ids.iter().enumerate().take(N / 2) {
+        if !victims.contains(id) {
+            p.signal(id, "go", &i.to_string()).unwrap();
+            signalled[i] = true;
+        }
+    }
+    let mut napping = false;
+    let mut sent_to_victim = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if napping || sent_to_victim + 1 >= victims.len() {
+            break;
+        }
+        if victims.contains(id) {
+            p.signal(id, "go", &i.to_string()).unwrap();
+            signalled[i] = true;
+            sent_to_victim += 1;
+            let sent = std::time::Instant::now();
+            while !napping && sent.elapsed() < Duration::from_millis(200) {
+                napping = leased_by_victim();
+            }
+        }
+    }
+    if !napping {
+        wait_until(
+            "the first server to run `nap` attempts",
+            Duration::from_secs(120),
+            leased_by_victim,
+        );
+    }
     let owned_at_kill = query_i64(
         &db,
         "SELECT count(*) FROM instances WHERE owner = $1 AND status = 'running'",
@@ -129,8 +179,10 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
         (completed_at_kill as usize) < N,
         "the kill came too late to test anything"
     );
-    for (i, id) in ids.iter().enumerate().skip(N / 2) {
-        p.signal(id, "go", &i.to_string()).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        if !signalled[i] {
+            p.signal(id, "go", &i.to_string()).unwrap();
+        }
     }
     wait_until(
         "every workflow to complete on the two servers left",
