@@ -96,9 +96,11 @@ fn three_servers_finish_a_thousand_workflows_when_one_is_killed_without_doing_an
         ))
         .unwrap();
     }
-    // Which server owns which instance depends on which looked first (a server that was
-    // slow to start may own only a few): wait until every instance has an owner, then
-    // signal so that the victim is sure to run `nap` attempts when it is killed.
+    // The victim must be killed while it runs `nap` attempts. Sending half the signals and
+    // then looking for one gave a single window of one nap's length after the last signal:
+    // a pause of this process longer than that (CI, under load) found none, and with no
+    // signal left to send the victim never napped again. So: wait until every instance has
+    // an owner, then signal the victim's instances one at a time until one naps.
     wait_until(
         "every instance to have an owner",
         Duration::from_secs(120),
