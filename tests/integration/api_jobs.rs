@@ -137,7 +137,9 @@ fn replays_and_upgrades_run_as_jobs_that_count_their_instances_and_keep_their_re
     assert!(list["jobs"][2].get("result").is_none());
     let (status, same) = call(&server, "POST", &format!("/v1/jobs/{id}/cancel"), None);
     assert_eq!((status, &same["state"]), (200, &json!("succeeded")));
-    let (status, nope) = call(&server, "GET", "/v1/jobs/job-999", None);
+    // Ids are `job-<n>-<this server process's tag>`.
+    let tag = id.rsplit_once('-').unwrap().1.to_owned();
+    let (status, nope) = call(&server, "GET", &format!("/v1/jobs/job-999-{tag}"), None);
     assert_eq!((status, &nope["error"]["code"]), (404, &json!("not_found")));
 
     // The CLI lists them and shows one; it runs its own replay as a job too.
@@ -155,14 +157,20 @@ fn replays_and_upgrades_run_as_jobs_that_count_their_instances_and_keep_their_re
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
     assert_eq!(out.lines().count(), 1 + 4, "{out}");
-    assert!(out.lines().nth(1).unwrap().starts_with("job-4"), "{out}");
-    let o = cli(&["jobs", "job-3"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(&format!("job-4-{tag}")),
+        "{out}"
+    );
+    let o = cli(&["jobs", &format!("job-3-{tag}")]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("failed") && out.contains("verification_failed"),
         "{out}"
     );
-    let o = cli(&["jobs", "job-9", "--cancel"]);
+    let o = cli(&["jobs", &format!("job-9-{tag}"), "--cancel"]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     let o = Command::new(env!("CARGO_BIN_EXE_pinion"))
         .args(["--db"])

@@ -10,6 +10,12 @@
 //! before its next instance. Jobs live in the server's memory: they are read-only
 //! (replay, verify) or made of independent transactions (each upgrade move), so a restart
 //! loses nothing but the report.
+//!
+//! A job's id names the server process that runs it (`job-<n>-<tag>`, the tag random per
+//! process), so an id is never reused: not by this server after a restart, nor by another
+//! server on the same database. Asked for a job of another process, a server says so (the
+//! client is behind a load balancer that sent it elsewhere, or the server restarted)
+//! instead of answering with a different job that happens to share its number.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +32,8 @@ pub type Work =
 
 /// The server's jobs.
 pub struct Jobs {
+    /// This process's part of every job id.
+    tag: String,
     inner: Mutex<Inner>,
     slots: Arc<Semaphore>,
     /// Bumped each time a job finishes, for `GET /v1/jobs/{id}?wait=`.
@@ -114,6 +122,7 @@ impl Jobs {
     /// No jobs; `slots` run at once.
     pub fn new(slots: usize) -> Jobs {
         Jobs {
+            tag: format!("{:08x}", crate::clock::random_u64() as u32),
             inner: Mutex::new(Inner::default()),
             slots: Arc::new(Semaphore::new(slots.max(1))),
             finished: watch::channel(0).0,
@@ -144,7 +153,7 @@ impl Jobs {
             }
             inner.next += 1;
             let job = Arc::new(Job {
-                id: format!("job-{}", inner.next),
+                id: format!("job-{}-{}", inner.next, self.tag),
                 kind,
                 created_ms: pinion.now_ms(),
                 progress: Progress::new(),
@@ -213,9 +222,18 @@ impl Jobs {
             .find(|j| j.id == id)
             .cloned()
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "no job `{id}`; `GET /v1/jobs` lists them (jobs do not survive a restart)"
-                ))
+                let ours = id
+                    .rsplit_once('-')
+                    .is_some_and(|(_, tag)| tag == self.tag);
+                ApiError::NotFound(if ours {
+                    format!(
+                        "no job `{id}`; `GET /v1/jobs` lists them (the newest {KEPT_FINISHED_JOBS} finished ones are kept)"
+                    )
+                } else {
+                    format!(
+                        "no job `{id}` on this server: it was started by another server process, or by this one before it restarted. A job lives in the memory of the server that runs it; behind a load balancer, send a job's requests to the server that accepted it (sticky sessions)"
+                    )
+                })
             })
     }
 
@@ -362,13 +380,32 @@ mod tests {
                 "a job cancelled while queued never runs"
             );
 
+            let unknown = format!("job-99-{}", jobs.tag);
             assert_eq!(
-                jobs.get("job-99", Duration::ZERO, stop)
+                jobs.get(&unknown, Duration::ZERO, stop.clone())
                     .await
                     .unwrap_err()
                     .code(),
                 super::super::ErrorCode::NotFound
             );
+            // Another server process (or this one after a restart) numbers its jobs from 1
+            // too: its job 1 is never taken for this one's.
+            let other = Arc::new(Jobs::new(1));
+            let theirs = other
+                .submit(
+                    p.clone(),
+                    "replay",
+                    Box::new(|_, _| Ok(serde_json::Value::Null)),
+                )
+                .unwrap();
+            assert!(theirs.id.starts_with("job-1-") && first.id.starts_with("job-1-"));
+            assert_ne!(theirs.id, first.id);
+            let e = jobs
+                .get(&theirs.id, Duration::ZERO, stop)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), super::super::ErrorCode::NotFound);
+            assert!(e.to_string().contains("another server process"), "{e}");
         });
         let _ = std::fs::remove_dir_all(dir);
     }
