@@ -271,11 +271,16 @@ async fn log_request(
 }
 
 /// The server's retention thread: purges ended instances older than the retention every
-/// tenth of it (at least every second, at most every ten minutes).
+/// tenth of it (at least every second, at most every ten minutes). Servers sharing a
+/// PostgreSQL database purge from one of them at a time (`EventStore::lead`), so they do
+/// not all delete the same rows at once; another takes over when it is gone.
 struct Retention {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: std::thread::JoinHandle<()>,
 }
+
+/// What the servers sharing a database lead to purge.
+const RETENTION_LEAD: &str = "retention";
 
 impl Retention {
     fn start(pinion: Arc<Pinion>, keep: Duration) -> Retention {
@@ -284,24 +289,39 @@ impl Retention {
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("pinion-retention".into())
-            .spawn(move || loop {
-                match pinion.purge(keep, None, None, false) {
-                    Ok(r) if !r.instances.is_empty() => tracing::info!(
-                        "retention: deleted {} ended instance(s) older than {keep:?}",
-                        r.instances.len()
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("retention: {e}"),
-                }
-                let (lock, cv) = &*s;
-                let stopped = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (stopped, _) = cv
-                    .wait_timeout_while(stopped, every, |stopped| !*stopped)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if *stopped {
-                    return;
+            .spawn(move || {
+                let mut lead: Option<Box<dyn crate::store::events::Lead>> = None;
+                loop {
+                    if !lead.as_mut().is_some_and(|l| l.held()) {
+                        lead = match pinion.store().lead(RETENTION_LEAD) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::warn!("retention: cannot take the lead: {e}");
+                                None
+                            }
+                        };
+                    }
+                    // Another server on the database purges meanwhile.
+                    if lead.is_some() {
+                        match pinion.purge(keep, None, None, false) {
+                            Ok(r) if !r.instances.is_empty() => tracing::info!(
+                                "retention: deleted {} ended instance(s) older than {keep:?}",
+                                r.instances.len()
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("retention: {e}"),
+                        }
+                    }
+                    let (lock, cv) = &*s;
+                    let stopped = lock
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let (stopped, _) = cv
+                        .wait_timeout_while(stopped, every, |stopped| !*stopped)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if *stopped {
+                        return;
+                    }
                 }
             })
             .expect("spawn the retention thread");

@@ -18,6 +18,11 @@ pub(super) struct Server(pub(super) Child);
 impl Server {
     /// Starts one with `activity_threads` threads for activity code.
     pub(super) fn start(db: &Path, activity_threads: usize) -> Server {
+        Server::start_with(db, activity_threads, &[])
+    }
+
+    /// Starts one with `activity_threads` threads for activity code and `more` arguments.
+    pub(super) fn start_with(db: &Path, activity_threads: usize, more: &[&str]) -> Server {
         Server(
             Command::new(env!("CARGO_BIN_EXE_pinion"))
                 .arg("--db")
@@ -30,6 +35,7 @@ impl Server {
                     "127.0.0.1:0",
                     "--no-auth",
                 ])
+                .args(more)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -368,4 +374,70 @@ fn servers_sharing_a_database_deliver_each_webhook_once_and_one_takes_over_when_
     let mut got = ids_of(2);
     got.sort_unstable();
     assert_eq!(got, [9, 10]);
+}
+
+/// Sessions holding the lead named `what` (`EventStore::lead`: a session advisory lock on
+/// a hash of it).
+fn leads(db: &Path, what: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("pinion lead: {what}").as_bytes());
+    let key = i64::from_le_bytes(digest[..8].try_into().unwrap());
+    query_i64(
+        db,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND ((classid::bigint << 32) | objid::bigint) = $1",
+        &[&key],
+    )
+}
+
+#[test]
+fn servers_sharing_a_database_apply_retention_from_one_at_a_time_and_another_takes_over() {
+    let dir = TempDir::new("pg-retention-lead");
+    let db = dir.db();
+    let p = open(&db);
+    let kit = p.deploy(&wasm_bytes("testkit")).unwrap().hash.0;
+    let retention = ["--retention", "1s"];
+    let instances = |prefix: &str| {
+        query_i64(
+            &db,
+            "SELECT count(*) FROM instances WHERE id LIKE $1",
+            &[&format!("{prefix}%")],
+        )
+    };
+    // The first server takes the lead before the second starts.
+    let mut first = Some(Server::start_with(&db, 1, &retention));
+    wait_until(
+        "the first server to lead retention",
+        Duration::from_secs(60),
+        || leads(&db, "retention") == 1,
+    );
+    let second = Server::start_with(&db, 1, &retention);
+    wait_until("the second server to join", Duration::from_secs(60), || {
+        member_of(&db, second.pid()).is_some()
+    });
+    for i in 0..5 {
+        p.start(&start_req("Echo", &kit, &i.to_string(), &format!("a{i}")))
+            .unwrap();
+    }
+    wait_until(
+        "the ended instances to be purged",
+        Duration::from_secs(60),
+        || instances("a") == 0,
+    );
+    assert_eq!(leads(&db, "retention"), 1, "one server purges at a time");
+    // The leader dies; the other takes the lead and goes on purging.
+    drop(first.take());
+    wait_until("the second server to lead", Duration::from_secs(60), || {
+        leads(&db, "retention") == 1
+    });
+    for i in 0..5 {
+        p.start(&start_req("Echo", &kit, &i.to_string(), &format!("b{i}")))
+            .unwrap();
+    }
+    wait_until(
+        "the survivor to purge the new ended instances",
+        Duration::from_secs(60),
+        || instances("b") == 0,
+    );
 }
