@@ -214,6 +214,18 @@ impl DevProcess {
     }
 }
 
+impl DevProcess {
+    /// Sends SIGINT (Ctrl-C); the exit status and the lines printed until the end.
+    fn interrupt(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        assert_eq!(rc, 0, "send SIGINT");
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        (status, rest)
+    }
+}
+
 impl Drop for DevProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -307,6 +319,14 @@ fn pinion_dev_redeploys_on_save_and_shows_the_verdict_of_running_instances() {
             .unwrap()
             .ends_with("0 compatible, 1 diverged, 0 failed"),
         "{batch:#?}"
+    );
+    // Ctrl-C stops the loop and its worker cleanly: exit 0, not death by signal.
+    let (status, rest) = dev.interrupt();
+    assert_eq!(status.code(), Some(0), "{status:?}; {rest:#?}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("dev: stopped"),
+        "{rest:#?}"
     );
     drop(dev);
 

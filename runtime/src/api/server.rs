@@ -426,7 +426,7 @@ async fn accept_loop(
 }
 
 /// SIGTERM and SIGINT, installed eagerly.
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -434,7 +434,8 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> std::io::Result<Signals> {
+    /// Installs the handlers (inside a tokio runtime with I/O enabled).
+    pub(crate) fn install() -> std::io::Result<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -447,7 +448,8 @@ impl Signals {
         Ok(Signals {})
     }
 
-    async fn recv(mut self) {
+    /// Waits for the first of them.
+    pub(crate) async fn recv(mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}

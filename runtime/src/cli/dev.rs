@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -40,8 +42,36 @@ pub struct DevOptions<'a> {
     pub once: bool,
 }
 
-/// Runs the loop; returns only with `--once` (0, 1 when the build failed, 8 on a
-/// divergence) or on an error.
+/// Set once SIGINT or SIGTERM arrives: the loop then stops at its next look, and the
+/// worker finishes what it runs before the process exits 0 (as `pinion server` does).
+fn stop_on_signal() -> Result<Arc<AtomicBool>, Failure> {
+    let fail = |e: std::io::Error| Failure {
+        code: 1,
+        error: anyhow::anyhow!("cannot watch for SIGINT and SIGTERM: {e}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(fail)?;
+    // Installed before the loop starts, so an early Ctrl-C is never the default kill.
+    let signals = {
+        let _in = rt.enter();
+        crate::api::server::Signals::install().map_err(fail)?
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("pinion-dev-signals".into())
+        .spawn(move || {
+            rt.block_on(signals.recv());
+            flag.store(true, Ordering::SeqCst);
+        })
+        .map_err(fail)?;
+    Ok(stop)
+}
+
+/// Runs the loop; returns with `--once` (0, 1 when the build failed, 8 on a divergence),
+/// on SIGINT or SIGTERM (0), or on an error.
 pub fn dev(p: &Pinion, o: &DevOptions, json: bool) -> Result<i32, Failure> {
     let dir = o.dir.canonicalize().map_err(|e| Failure {
         code: 4,
@@ -79,11 +109,26 @@ pub fn dev(p: &Pinion, o: &DevOptions, json: bool) -> Result<i32, Failure> {
             }
         );
     }
+    let stop = if o.once {
+        None
+    } else {
+        Some(stop_on_signal()?)
+    };
+    let stopped = || {
+        let s = stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        if s && !json {
+            println!("dev: stopped");
+        }
+        s
+    };
     let mut last_hash: Option<String> = None;
     loop {
         let code = cycle(p, o, &dir, &mut last_hash, json)?;
         if o.once {
             return Ok(code);
+        }
+        if stopped() {
+            return Ok(0);
         }
         if let Some(w) = &worker {
             w.wake();
@@ -99,6 +144,9 @@ pub fn dev(p: &Pinion, o: &DevOptions, json: bool) -> Result<i32, Failure> {
         let changed = if during.is_empty() {
             loop {
                 std::thread::sleep(o.interval);
+                if stopped() {
+                    return Ok(0);
+                }
                 let changed = watcher.changes();
                 if !changed.is_empty() {
                     break changed;
