@@ -128,3 +128,55 @@ fn day_two_s_answer_fails_day_one_s_code_without_waiting_the_five_minutes() {
         "the default five-minute wait, skipped"
     );
 }
+
+/// A parent whose children the harness mocks records the history the engine would: the
+/// wasm build replays it compatible (children, their ids and inputs, their ends), through
+/// `Replayer` and `pinion history import`; a child started with other input diverges.
+#[test]
+fn a_harness_history_with_mocked_children_replays_compatible_on_the_wasm_build() {
+    let dir = TempDir::new("harness-children");
+    let mut run = TestEnv::new(&testkit::__PINION_MODULE)
+        .instance_id("family-harness")
+        .mock_child("Steps", |input: serde_json::Value| {
+            Ok::<u64, pinion_testing::Failure>(input["n"].as_u64().unwrap())
+        })
+        .start("Family", &serde_json::json!({ "children": 2 }));
+    let sum: u64 = run.run_to_end().unwrap();
+    assert_eq!(sum, 1 + 2);
+    assert_eq!(run.events_of("ChildWorkflowInitiated").len(), 2);
+    let history = dir.path().join("family.json");
+    run.write_history(&history).unwrap();
+
+    let kit = Replayer::from_file(&wasm("testkit"), ReplayOptions::default()).unwrap();
+    let report = kit.replay_file(&history).unwrap();
+    assert_eq!(report.outcome, ReplayOutcome::Compatible, "{report:?}");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(!report.result_differs);
+
+    // The recorded inputs are what replay compares: one changed by hand diverges (or
+    // warns) exactly as an engine history would.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&history).unwrap()).unwrap();
+    for e in doc["events"].as_array_mut().unwrap() {
+        if e["type"] == "ChildWorkflowInitiated" && e["seq"] == 2 {
+            e["workflow_type"] = "Echo".into();
+        }
+    }
+    let changed = dir.path().join("family-changed.json");
+    std::fs::write(&changed, doc.to_string()).unwrap();
+    match kit.replay_file(&changed).unwrap().outcome {
+        ReplayOutcome::Diverged {
+            recorded, produced, ..
+        } => {
+            assert_eq!(recorded, "ChildWorkflowInitiated{type: \"Echo\", seq: 2}");
+            assert_eq!(produced, "ChildWorkflowInitiated{type: \"Steps\", seq: 2}");
+        }
+        other => panic!("expected a divergence, got {other:?}"),
+    }
+    let out = pinion(&dir.db(), &["history", "import", history.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

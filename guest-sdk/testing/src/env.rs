@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
+use pinion_abi::Failure;
 use pinion_sdk::__rt::Module;
 use pinion_sdk::ActivityError;
 use serde::de::DeserializeOwned;
@@ -35,6 +38,28 @@ pub struct ActivityCall {
 /// A mock: raw JSON input in, raw JSON output or the activity's error out.
 pub(crate) type Mock = Box<dyn FnMut(&ActivityCall, &[u8]) -> Result<Vec<u8>, ActivityError>>;
 
+/// Which child a child mock stands in for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildCall {
+    /// The child's workflow type.
+    pub workflow_type: String,
+    /// The child's sequence number in the parent (from 1).
+    pub seq: u32,
+    /// The child's instance id (`<parent id>-child-<seq>` unless the code chose one).
+    pub child_id: String,
+    /// The parent's instance id.
+    pub parent_id: String,
+}
+
+/// A child mock's function: raw JSON input in, raw JSON result or the child's failure out.
+pub(crate) type ChildFn = Box<dyn FnMut(&ChildCall, &[u8]) -> Result<Vec<u8>, Failure>>;
+
+/// A child mock: how long the child takes (logical time), and what it returns.
+pub(crate) struct ChildMock {
+    pub(crate) takes_ms: u64,
+    pub(crate) f: ChildFn,
+}
+
 /// A workflow module under test, before a run starts.
 ///
 /// Defaults: instance id `test-1`, random seed 1, start time [`DEFAULT_START_MS`], module
@@ -42,6 +67,7 @@ pub(crate) type Mock = Box<dyn FnMut(&ActivityCall, &[u8]) -> Result<Vec<u8>, Ac
 pub struct TestEnv {
     pub(crate) module: &'static Module,
     pub(crate) mocks: BTreeMap<String, Mock>,
+    pub(crate) child_mocks: BTreeMap<String, ChildMock>,
     pub(crate) instance_id: String,
     pub(crate) random_seed: u64,
     pub(crate) start_ms: u64,
@@ -52,6 +78,7 @@ impl std::fmt::Debug for TestEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestEnv")
             .field("mocks", &self.mocks.keys().collect::<Vec<_>>())
+            .field("child_mocks", &self.child_mocks.keys().collect::<Vec<_>>())
             .field("instance_id", &self.instance_id)
             .field("random_seed", &self.random_seed)
             .field("start_ms", &self.start_ms)
@@ -66,6 +93,7 @@ impl TestEnv {
         TestEnv {
             module,
             mocks: BTreeMap::new(),
+            child_mocks: BTreeMap::new(),
             instance_id: "test-1".into(),
             random_seed: 1,
             start_ms: DEFAULT_START_MS,
@@ -113,6 +141,72 @@ impl TestEnv {
             })
         });
         self.mocks.insert(name.to_owned(), mock);
+        self
+    }
+
+    /// Stands in for child workflow `workflow_type`: when the workflow starts such a child,
+    /// `f` is called with its input, and the child ends at once (delivered by the next
+    /// activation) with `f`'s value, or fails with its [`Failure`] (kind `Cancelled`,
+    /// `Terminated` or any other). Children are always mocked: test the child's own
+    /// workflow with a `TestEnv` of its own.
+    pub fn mock_child<In, Out, F>(self, workflow_type: &str, mut f: F) -> TestEnv
+    where
+        In: DeserializeOwned,
+        Out: Serialize,
+        F: FnMut(In) -> Result<Out, Failure> + 'static,
+    {
+        self.mock_child_after(
+            workflow_type,
+            Duration::ZERO,
+            move |_: &ChildCall, i: In| f(i),
+        )
+    }
+
+    /// Like [`TestEnv::mock_child`], for a child that takes `takes` of logical time (skipped
+    /// like a timer), called with the child's [`ChildCall`]. A child the workflow asks to
+    /// stop before then (`RequestCancelChild`, which the SDK sends for every running child
+    /// when the workflow is cancelled) ends `Cancelled` at once instead, as a child that
+    /// honours its cancellation does, and `f` is not called.
+    pub fn mock_child_after<In, Out, F>(
+        mut self,
+        workflow_type: &str,
+        takes: Duration,
+        mut f: F,
+    ) -> TestEnv
+    where
+        In: DeserializeOwned,
+        Out: Serialize,
+        F: FnMut(&ChildCall, In) -> Result<Out, Failure> + 'static,
+    {
+        let f: ChildFn = Box::new(move |call: &ChildCall, input: &[u8]| {
+            let bytes: &[u8] = if input.is_empty() { b"null" } else { input };
+            let input: In = serde_json::from_slice(bytes).map_err(|e| Failure {
+                kind: "InvalidInput".into(),
+                message: format!(
+                    "invalid input for child workflow \"{}\": {e}",
+                    call.workflow_type
+                ),
+                non_retryable: true,
+                attempts: 0,
+            })?;
+            let output = f(call, input)?;
+            serde_json::to_vec(&output).map_err(|e| Failure {
+                kind: "InvalidOutput".into(),
+                message: format!(
+                    "the result of child workflow \"{}\" does not serialise to JSON: {e}",
+                    call.workflow_type
+                ),
+                non_retryable: true,
+                attempts: 0,
+            })
+        });
+        self.child_mocks.insert(
+            workflow_type.to_owned(),
+            ChildMock {
+                takes_ms: takes.as_millis() as u64,
+                f,
+            },
+        );
         self
     }
 

@@ -111,15 +111,22 @@ fn options(o: &ActivityOptions) -> Value {
     })
 }
 
-/// The event a command is recorded as, at logical time `now_ms`.
+/// The id the engine gives child `seq` of `parent` when the code chose none.
+pub(crate) fn child_id(parent: &str, seq: u32, chosen: Option<&str>) -> String {
+    chosen.map_or_else(|| format!("{parent}-child-{seq}"), str::to_owned)
+}
+
+/// The event a command of instance `instance_id` is recorded as, at logical time `now_ms`.
+/// A child is recorded on the run's own module (a harness run has one).
 ///
 /// # Errors
-/// A payload that is not JSON; a command the harness does not emulate (children).
+/// A payload that is not JSON.
 pub(crate) fn command_event(
     command: &Command,
     now_ms: u64,
     module_hash: &str,
     workflow_type: &str,
+    instance_id: &str,
 ) -> Result<Value, HarnessError> {
     Ok(match command {
         Command::ScheduleActivity {
@@ -160,13 +167,20 @@ pub(crate) fn command_event(
             "workflow_type": next.as_deref().unwrap_or(workflow_type),
             "module_hash": module_hash,
         }),
-        Command::StartChild { workflow_type, .. } => {
-            return Err(HarnessError::Unsupported(format!(
-                "child workflows (the workflow started a \"{workflow_type}\" child)"
-            )))
-        }
-        Command::RequestCancelChild { .. } => {
-            return Err(HarnessError::Unsupported("child workflows".into()))
+        Command::StartChild {
+            seq,
+            workflow_type: child_type,
+            input,
+            id,
+            ..
+        } => json!({
+            "type": "ChildWorkflowInitiated", "seq": seq,
+            "child_id": child_id(instance_id, *seq, id.as_deref()),
+            "workflow_type": child_type, "input": canonical(input)?,
+            "module_hash": module_hash,
+        }),
+        Command::RequestCancelChild { seq } => {
+            json!({ "type": "ChildCancelRequested", "seq": seq })
         }
     })
 }

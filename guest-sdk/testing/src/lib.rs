@@ -39,8 +39,12 @@
 //! # }
 //! ```
 //!
-//! What it does not do: child workflows (a `StartChild` command is an
-//! [`HarnessError::Unsupported`]), activity timeouts (a mock cannot overrun its deadline;
+//! - **child workflows** are stood in for by closures ([`TestEnv::mock_child`],
+//!   [`TestEnv::mock_child_after`] for one that takes logical time); the child's own
+//!   workflow is tested with a `TestEnv` of its own. A child that is not mocked is an
+//!   [`HarnessError::Unsupported`].
+//!
+//! What it does not do: run child workflows for real, activity timeouts (a mock cannot overrun its deadline;
 //! return the error you want to test instead), heartbeats (they succeed and are not kept),
 //! outgoing HTTP (denied on the host, as in any native build), and the sandbox's guarantees
 //! (fuel, memory limits, WASI clocks): for those, run the wasm build with `pinion run`.
@@ -51,7 +55,7 @@ mod error;
 mod history;
 mod run;
 
-pub use env::{ActivityCall, TestEnv, DEFAULT_MODULE_HASH, DEFAULT_START_MS};
+pub use env::{ActivityCall, ChildCall, TestEnv, DEFAULT_MODULE_HASH, DEFAULT_START_MS};
 pub use error::HarnessError;
 pub use pinion_abi::{Command, Failure};
 pub use run::{Attempt, Outcome, TestRun};

@@ -19,15 +19,15 @@ use std::time::Duration;
 
 use pinion_abi::{
     Activation, ActivityInvocation, ActivityOptions, ActivityOutcome, ActivityResult,
-    ActivityResult as R, Command, Completion, Failure, Job, QueryRequest, QueryResponse,
-    RetryPolicy,
+    ActivityResult as R, ChildResult, Command, Completion, Failure, Job, QueryRequest,
+    QueryResponse, RetryPolicy,
 };
 use pinion_sdk::__rt::{self, Instance, Module};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::env::{ActivityCall, Mock, TestEnv};
+use crate::env::{ActivityCall, ChildCall, ChildMock, Mock, TestEnv};
 use crate::error::HarnessError;
 use crate::history::{self, canonical, canonical_bytes, Recorder};
 
@@ -71,6 +71,14 @@ struct Pending {
     due_ms: u64,
 }
 
+/// A mocked child that has not ended: how and when it will.
+#[derive(Debug)]
+struct PendingChild {
+    child_id: String,
+    due_ms: u64,
+    result: ChildResult,
+}
+
 /// One input waiting for the next activation: its job and the event it is recorded as
 /// (`None` for the start, recorded when the run was created).
 type Input = (Job, Option<Value>);
@@ -79,6 +87,7 @@ type Input = (Job, Option<Value>);
 pub struct TestRun {
     module: &'static Module,
     mocks: BTreeMap<String, Mock>,
+    child_mocks: BTreeMap<String, ChildMock>,
     instance_id: String,
     workflow_type: String,
     module_hash: String,
@@ -88,6 +97,7 @@ pub struct TestRun {
     inbox: Vec<Input>,
     activities: BTreeMap<u32, Pending>,
     timers: BTreeMap<u32, u64>,
+    children: BTreeMap<u32, PendingChild>,
     recorder: Recorder,
     commands: Vec<Command>,
     attempts: Vec<Attempt>,
@@ -141,6 +151,7 @@ impl TestRun {
         TestRun {
             module: env.module,
             mocks: env.mocks,
+            child_mocks: env.child_mocks,
             instance_id: env.instance_id,
             workflow_type: workflow_type.to_owned(),
             module_hash: env.module_hash,
@@ -150,6 +161,7 @@ impl TestRun {
             inbox: vec![(start, None)],
             activities: BTreeMap::new(),
             timers: BTreeMap::new(),
+            children: BTreeMap::new(),
             recorder,
             commands: Vec::new(),
             attempts: Vec::new(),
@@ -314,16 +326,21 @@ impl TestRun {
                 }
                 continue;
             }
+            if self.end_due_children() {
+                continue;
+            }
             let next = self
                 .timers
                 .values()
                 .chain(self.activities.values().map(|a| &a.due_ms))
+                .chain(self.children.values().map(|c| &c.due_ms))
                 .min()
                 .copied();
             match next {
                 Some(t) if deadline.is_none_or(|d| t <= d) => {
                     self.now_ms = self.now_ms.max(t);
                     self.fire_due_timers();
+                    self.end_due_children();
                 }
                 _ => break,
             }
@@ -346,6 +363,37 @@ impl TestRun {
                 Some(json!({ "type": "TimerFired", "seq": seq })),
             ));
         }
+    }
+
+    /// Delivers the end of every mocked child due now, in sequence order; whether any was.
+    fn end_due_children(&mut self) -> bool {
+        let due: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.due_ms <= self.now_ms)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &due {
+            let child = self.children.remove(seq).expect("listed above");
+            let event = match &child.result {
+                ChildResult::Completed(bytes) => json!({
+                    "type": "ChildWorkflowCompleted", "seq": seq, "child_id": child.child_id,
+                    "result": canonical(bytes).unwrap_or(Value::Null),
+                }),
+                ChildResult::Failed(f) => json!({
+                    "type": "ChildWorkflowFailed", "seq": seq, "child_id": child.child_id,
+                    "failure": history::failure(f),
+                }),
+            };
+            self.inbox.push((
+                Job::ResolveChild {
+                    seq: *seq,
+                    result: child.result,
+                },
+                Some(event),
+            ));
+        }
+        !due.is_empty()
     }
 
     /// One activation with everything in the inbox.
@@ -376,10 +424,15 @@ impl TestRun {
             json!({ "type": "WorkflowTaskCompleted", "now_ms": now }),
         );
         for command in commands {
-            let event =
-                history::command_event(&command, now, &self.module_hash, &self.workflow_type)?;
-            self.recorder.push(now, event);
+            let event = history::command_event(
+                &command,
+                now,
+                &self.module_hash,
+                &self.workflow_type,
+                &self.instance_id,
+            )?;
             self.apply(&command)?;
+            self.recorder.push(now, event);
             self.commands.push(command);
         }
         Ok(())
@@ -422,8 +475,51 @@ impl TestRun {
             Command::ContinueAsNew { input, .. } => {
                 self.end(Outcome::ContinuedAsNew(canonical(input)?));
             }
-            // Refused by `command_event` before they get here.
-            Command::StartChild { .. } | Command::RequestCancelChild { .. } => {}
+            Command::StartChild {
+                seq,
+                workflow_type,
+                input,
+                id,
+                ..
+            } => {
+                let call = ChildCall {
+                    workflow_type: workflow_type.clone(),
+                    seq: *seq,
+                    child_id: history::child_id(&self.instance_id, *seq, id.as_deref()),
+                    parent_id: self.instance_id.clone(),
+                };
+                let Some(mock) = self.child_mocks.get_mut(workflow_type) else {
+                    return Err(HarnessError::Unsupported(format!(
+                        "a child workflow that is not mocked (the workflow started a \"{workflow_type}\" child): \
+                         stand in for it with TestEnv::mock_child, and test its own workflow with a TestEnv of its own"
+                    )));
+                };
+                let result = match (mock.f)(&call, &canonical_bytes(input)?) {
+                    Ok(bytes) => ChildResult::Completed(canonical_bytes(&bytes)?),
+                    Err(f) => ChildResult::Failed(f),
+                };
+                self.children.insert(
+                    *seq,
+                    PendingChild {
+                        child_id: call.child_id,
+                        due_ms: self.now_ms + mock.takes_ms,
+                        result,
+                    },
+                );
+            }
+            Command::RequestCancelChild { seq } => {
+                // A child that honours its cancellation ends at once, as the engine would
+                // record it (the reason the engine gives the child).
+                if let Some(child) = self.children.get_mut(seq) {
+                    child.due_ms = self.now_ms;
+                    child.result = ChildResult::Failed(Failure {
+                        kind: "Cancelled".into(),
+                        message: format!("its parent {} was cancelled", self.instance_id),
+                        non_retryable: true,
+                        attempts: 0,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -432,6 +528,8 @@ impl TestRun {
         self.outcome = Some(outcome);
         self.activities.clear();
         self.timers.clear();
+        // Children still running are terminated with their parent.
+        self.children.clear();
         self.inbox.clear();
     }
 

@@ -5,8 +5,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use pinion_sdk::{ActivityError, ActivityOptions, RetryPolicy, WorkflowContext, WorkflowError};
-use pinion_testing::{Command, HarnessError, Outcome, TestEnv};
+use pinion_sdk::{
+    join_all, ActivityError, ActivityOptions, RetryPolicy, WorkflowContext, WorkflowError,
+};
+use pinion_testing::{ChildCall, Command, Failure, HarnessError, Outcome, TestEnv};
 
 /// Sleeps an hour, then asks `hello`.
 async fn sleepy(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
@@ -49,9 +51,33 @@ async fn collect(ctx: WorkflowContext, count: u32) -> Result<Vec<String>, Workfl
     Ok(all)
 }
 
+/// Starts `n` children `Square` (inputs 1..=n) at once; the sum of those that completed
+/// and the kinds of those that failed.
+async fn fan(ctx: WorkflowContext, n: u32) -> Result<(u32, Vec<String>), WorkflowError> {
+    let children: Vec<_> = (1..=n)
+        .map(|i| ctx.child_workflow::<u32>("Square", &i))
+        .collect();
+    let (mut sum, mut failed) = (0, Vec::new());
+    for r in join_all(children).await {
+        match r {
+            Ok(v) => sum += v,
+            Err(e) => failed.push(e.kind),
+        }
+    }
+    Ok((sum, failed))
+}
+
+/// Waits for one slow child; its error ends the workflow.
+async fn parent(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    ctx.child_workflow::<String>("Slow", &()).await
+}
+
 pinion_sdk::export! {
     version: "test",
-    workflows: { "Sleepy" => sleepy, "Charge" => charge, "Collect" => collect },
+    workflows: {
+        "Sleepy" => sleepy, "Charge" => charge, "Collect" => collect, "Fan" => fan,
+        "Parent" => parent,
+    },
     activities: { "hello" => hello },
 }
 
@@ -290,4 +316,104 @@ fn an_unknown_workflow_type_is_the_sdk_error_the_engine_would_block_on() {
     let mut run = TestEnv::new(&__PINION_MODULE).start("Nope", &());
     let err = run.run_until_idle().unwrap_err();
     assert!(err.to_string().contains("unknown workflow type"), "{err}");
+}
+
+#[test]
+fn mocked_children_take_logical_time_and_their_results_and_failures_reach_the_parent() {
+    let calls = Rc::new(RefCell::new(Vec::<ChildCall>::new()));
+    let seen = calls.clone();
+    let mut run = TestEnv::new(&__PINION_MODULE)
+        .mock_child_after(
+            "Square",
+            Duration::from_secs(7200),
+            move |call: &ChildCall, i: u32| {
+                seen.borrow_mut().push(call.clone());
+                if i == 2 {
+                    Err(Failure {
+                        kind: "Declined".into(),
+                        message: "no".into(),
+                        non_retryable: true,
+                        attempts: 0,
+                    })
+                } else {
+                    Ok(i * i)
+                }
+            },
+        )
+        .start("Fan", &3);
+    let (sum, failed): (u32, Vec<String>) = run.run_to_end().unwrap();
+    assert_eq!((sum, failed), (1 + 9, vec!["Declined".to_owned()]));
+    assert_eq!(run.elapsed_ms(), 7_200_000, "the two hours are skipped");
+    let ids: Vec<String> = calls.borrow().iter().map(|c| c.child_id.clone()).collect();
+    assert_eq!(ids, ["test-1-child-1", "test-1-child-2", "test-1-child-3"]);
+    assert!(calls.borrow().iter().all(|c| c.parent_id == "test-1"));
+    let started = run.events_of("ChildWorkflowInitiated");
+    assert_eq!(started.len(), 3);
+    assert_eq!(started[1]["input"], 2);
+    assert_eq!(started[1]["child_id"], "test-1-child-2");
+    assert_eq!(started[1]["workflow_type"], "Square");
+    let completed = run.events_of("ChildWorkflowCompleted");
+    assert_eq!(
+        completed
+            .iter()
+            .map(|e| e["result"].clone())
+            .collect::<Vec<_>>(),
+        [1, 9]
+    );
+    assert!(completed.iter().all(|e| e["time_ms"] == run.now_ms()));
+    let failed = run.events_of("ChildWorkflowFailed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["failure"]["kind"], "Declined");
+    assert_eq!(
+        run.commands()
+            .iter()
+            .filter(|c| matches!(c, Command::StartChild { .. }))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn cancelling_the_parent_cancels_its_running_mocked_child_at_once() {
+    let called = Rc::new(RefCell::new(false));
+    let c = called.clone();
+    let mut run = TestEnv::new(&__PINION_MODULE)
+        .mock_child_after("Slow", Duration::from_secs(86_400), move |_, (): ()| {
+            *c.borrow_mut() = true;
+            Ok("finished".to_owned())
+        })
+        .start("Parent", &());
+    run.run_for(Duration::from_secs(3600)).unwrap();
+    assert!(run.outcome().is_none(), "the child takes a day");
+    run.cancel("stop").unwrap();
+    run.run_until_idle().unwrap();
+    assert!(
+        matches!(run.outcome(), Some(Outcome::Cancelled(_))),
+        "{:?}",
+        run.outcome()
+    );
+    assert_eq!(run.elapsed_ms(), 3_600_000, "not a day: the child stopped");
+    assert_eq!(run.events_of("ChildCancelRequested")[0]["seq"], 1);
+    let ended = run.events_of("ChildWorkflowFailed");
+    assert_eq!(ended[0]["failure"]["kind"], "Cancelled");
+    assert_eq!(
+        ended[0]["failure"]["message"],
+        "its parent test-1 was cancelled"
+    );
+    // The mock decides the child's end when it starts; the cancellation replaced it.
+    assert!(*called.borrow());
+}
+
+#[test]
+fn a_child_that_is_not_mocked_is_reported_with_the_way_to_mock_it() {
+    let mut run = TestEnv::new(&__PINION_MODULE).start("Fan", &1);
+    match run.run_until_idle() {
+        Err(HarnessError::Unsupported(why)) => {
+            assert!(
+                why.contains("\"Square\"") && why.contains("TestEnv::mock_child"),
+                "{why}"
+            )
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
 }
