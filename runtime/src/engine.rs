@@ -461,8 +461,7 @@ impl Pinion {
 
     /// Starts workers for this database. On a SQLite file only one process may run
     /// workers at a time: the lock (on the file itself, see `engine/file_lock.rs`) is held
-    /// until the returned
-    /// [`WorkerGuard`] is dropped. On PostgreSQL any number of processes may: each joins
+    /// until the returned [`WorkerGuard`] is dropped. On PostgreSQL any number of processes may: each joins
     /// the database's members (`store/postgres/members.rs`) until the guard is dropped, and
     /// its peers take over its work when it dies.
     ///

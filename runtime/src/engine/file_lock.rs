@@ -17,7 +17,10 @@
 //! descriptors, but cannot for ours). So the descriptor opened for the lock stays open
 //! for the life of the process, one per file in a process-wide table, and releasing the
 //! lock is `flock(LOCK_UN)`, never `close`. The table also refuses a second lock by this
-//! same process, which `flock` on one shared descriptor would grant.
+//! same process, which `flock` on one shared descriptor would grant. An entry is closed
+//! only once its file is unlocked and deleted (no link left: nothing can open it again), so
+//! a process that works through many short-lived databases (a test suite) does not keep a
+//! descriptor per file.
 //!
 //! `<file>.lock` beside the file (with every symlink resolved) is still taken too, so a
 //! server of an earlier pinion, which knows only that one, and this one exclude each other.
@@ -92,6 +95,7 @@ pub(super) fn lock(db: &Path, advice: &str) -> Result<FileLock, Error> {
     let meta = std::fs::metadata(db).map_err(|e| io(db, e))?;
     let id = (meta.dev(), meta.ino());
     let mut table = table().lock().unwrap_or_else(|p| p.into_inner());
+    table.retain(|_, h| h.held || h.file.metadata().is_ok_and(|m| m.nlink() > 0));
     let entry = match table.get_mut(&id) {
         Some(h) => h,
         None => {
@@ -174,6 +178,29 @@ mod tests {
         assert!(matches!(lock(&db, ""), Err(Error::WorkerLocked(_))));
         drop(again);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_descriptor_of_a_deleted_unlocked_file_is_closed_at_the_next_lock() {
+        let (dir, db) = temp_file("gone");
+        let (dir2, other) = temp_file("next");
+        let id = {
+            let m = std::fs::metadata(&db).unwrap();
+            (m.dev(), m.ino())
+        };
+        drop(lock(&db, "").unwrap());
+        assert!(
+            table().lock().unwrap().contains_key(&id),
+            "kept while the file exists"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        let next = lock(&other, "").unwrap();
+        assert!(
+            !table().lock().unwrap().contains_key(&id),
+            "closed once deleted"
+        );
+        drop(next);
+        std::fs::remove_dir_all(dir2).unwrap();
     }
 
     #[test]
