@@ -10,7 +10,7 @@
 use super::events::publish;
 use super::lifecycle::{self, Ending};
 use super::tasks::push_inbox;
-use super::{to_json, Tx};
+use super::{map_err, to_json, Conn, Tx};
 use crate::history::{InstanceId, Payload};
 use crate::store::{ActivationCommit, ActivityResolution, InstanceOutcome, StoreError, Transition};
 
@@ -28,11 +28,21 @@ struct Encoded {
     me: Option<std::sync::Arc<str>>,
 }
 
-/// The transaction that commits one activation (see `Store::commit_activation`).
+/// How an activation is committed: an ordinary step in one statement, anything else
+/// statement by statement in a transaction.
+pub(super) enum CommitOp {
+    /// A step of a running instance that stays running, creates nothing and starts or
+    /// cancels no child: `pinion_commit_step` (migration 4), one round trip.
+    Step(Box<dyn FnMut(&mut Conn, Option<&str>) -> Result<((), bool), StoreError> + Send>),
+    /// Everything else (a start, an ending, children, continue-as-new): [`apply`].
+    Tx(Box<dyn FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send>),
+}
+
+/// The commit of one activation (see `Store::commit_activation`).
 pub(super) fn commit_op(
     commit: ActivationCommit,
     me: Option<std::sync::Arc<str>>,
-) -> Result<impl FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send + 'static, StoreError> {
+) -> Result<CommitOp, StoreError> {
     let mut event_ids = Vec::with_capacity(commit.events.len());
     let mut event_data = Vec::with_capacity(commit.events.len());
     for (eid, kind) in &commit.events {
@@ -66,7 +76,77 @@ pub(super) fn commit_op(
         cancelled,
         me,
     };
-    Ok(move |tx: &mut Tx<'_>| apply(tx, &e))
+    let c = &e.commit;
+    let step = c.create.is_none()
+        && e.status == "running"
+        && !matches!(c.outcome, InstanceOutcome::ContinuedAsNew(..))
+        && c.new_children.is_empty()
+        && c.cancelled_children.is_empty();
+    Ok(if step {
+        CommitOp::Step(Box::new(move |conn: &mut Conn, _me: Option<&str>| {
+            step_call(conn, &e).map(|()| ((), true))
+        }))
+    } else {
+        CommitOp::Tx(Box::new(move |tx: &mut Tx<'_>| apply(tx, &e)))
+    })
+}
+
+/// The call of `pinion_commit_step`: what [`apply`] does for a step, in one statement.
+const STEP_SQL: &str = "SELECT pinion_commit_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+
+fn step_call(conn: &mut Conn, e: &Encoded) -> Result<(), StoreError> {
+    let c = &e.commit;
+    let id = c.instance_id.0.as_str();
+    let expected = c.expected_next_event as i64;
+    let now = c.now_ms as i64;
+    let (resolved_seq, resolved_attempt): (Vec<i64>, Vec<i64>) = c
+        .resolved_activities
+        .iter()
+        .map(|(s, a)| (i64::from(*s), i64::from(*a)))
+        .unzip();
+    let act_seq: Vec<i64> = e.activities.iter().map(|a| a.0).collect();
+    let act_type: Vec<&str> = e.activities.iter().map(|a| a.1.as_str()).collect();
+    let act_input: Vec<&str> = e.activities.iter().map(|a| a.2.as_str()).collect();
+    let act_options: Vec<&str> = e.activities.iter().map(|a| a.3.as_str()).collect();
+    let act_lease: Vec<Option<i64>> = e.activities.iter().map(|a| a.4).collect();
+    let (timer_seq, timer_at): (Vec<i64>, Vec<i64>) = c
+        .new_timers
+        .iter()
+        .map(|t| (i64::from(t.seq), t.fire_at_ms as i64))
+        .unzip();
+    let cancelled_timers: Vec<i64> = c.cancelled_timers.iter().map(|s| i64::from(*s)).collect();
+    let cancelled_activities: Vec<i64> = c
+        .cancelled_activities
+        .iter()
+        .map(|s| i64::from(*s))
+        .collect();
+    let stmt = conn.stmt(STEP_SQL)?;
+    conn.client
+        .execute(
+            &stmt,
+            &[
+                &id,
+                &expected,
+                &e.me.as_deref(),
+                &now,
+                &e.event_ids,
+                &e.event_data,
+                &c.consumed_inbox,
+                &resolved_seq,
+                &resolved_attempt,
+                &act_seq,
+                &act_type,
+                &act_input,
+                &act_options,
+                &act_lease,
+                &timer_seq,
+                &timer_at,
+                &cancelled_timers,
+                &cancelled_activities,
+            ],
+        )
+        .map_err(map_err)?;
+    Ok(())
 }
 
 fn apply(tx: &mut Tx<'_>, e: &Encoded) -> Result<(), StoreError> {

@@ -144,6 +144,14 @@ pub(super) fn map_err(e: postgres::Error) -> StoreError {
         Some(db) => format!("{} ({})", db.message(), code.code()),
         None => e.to_string(),
     };
+    // Raised by `pinion_commit_step` (migration 4) with the store's own wording.
+    if let (Some(db), "PNCON" | "PNNFD") = (e.as_db_error(), code.code()) {
+        return if code.code() == "PNCON" {
+            StoreError::Conflict(db.message().to_owned())
+        } else {
+            StoreError::NotFound(db.message().to_owned())
+        };
+    }
     if retryable_state(code) {
         StoreError::Locked(format!(
             "PostgreSQL aborted the transaction (serialization failure or deadlock): {text}"
@@ -260,6 +268,45 @@ impl Tx<'_> {
         let row = self.t.query_one(&s, params).map_err(map_err)?;
         self.changed(sql, true);
         Ok(row)
+    }
+}
+
+impl Conn {
+    /// A prepared statement, from the cache.
+    fn stmt(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(map_err)?;
+        self.stmts.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+/// Runs `op`, one statement that is a transaction of its own (no `BEGIN` and `COMMIT`
+/// round trips), on `conn`; again, up to a few times, when PostgreSQL aborts it for a
+/// serialization failure or a deadlock. Counted as a commit when it returns true.
+fn run_single<R>(
+    conn: &mut Conn,
+    me: Option<Arc<str>>,
+    op: &mut dyn FnMut(&mut Conn, Option<&str>) -> Result<(R, bool), StoreError>,
+) -> Result<R, StoreError> {
+    const TRIES: usize = 5;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        #[allow(clippy::disallowed_methods)] // a metric of real time, not workflow time
+        let started = std::time::Instant::now();
+        match op(conn, me.as_deref()) {
+            Err(StoreError::Locked(_)) if tries < TRIES => continue,
+            Ok((r, wrote)) => {
+                if wrote {
+                    crate::telemetry::metrics::metrics().commit(1, started.elapsed());
+                }
+                return Ok(r);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -422,6 +469,44 @@ impl PgStore {
         });
         self.send(job).map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`PgStore::tx`] for work that is one statement (see [`run_single`]): waits for it, or
+    /// with `done`, does not wait and `done` gets the answer on the connection thread.
+    fn single<R: Send + 'static>(
+        &self,
+        mut op: impl FnMut(&mut Conn, Option<&str>) -> Result<(R, bool), StoreError> + Send + 'static,
+        done: Option<Box<dyn FnOnce(Result<R, StoreError>) + Send>>,
+    ) -> Option<Result<R, StoreError>> {
+        let me = self.member_id();
+        match done {
+            None => {
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                let job: Job = Box::new(move |conn| {
+                    let _ = reply.send(run_single(conn, me, &mut op));
+                });
+                if self.send(job).is_err() {
+                    return Some(Err(StoreError::Closed));
+                }
+                Some(answer.recv().unwrap_or(Err(StoreError::Closed)))
+            }
+            Some(done) => {
+                let done = Arc::new(Mutex::new(Some(done)));
+                let d2 = done.clone();
+                let job: Job = Box::new(move |conn| {
+                    let r = run_single(conn, me, &mut op);
+                    if let Some(done) = d2.lock().expect("done lock").take() {
+                        done(r);
+                    }
+                });
+                if self.send(job).is_err() {
+                    if let Some(done) = done.lock().expect("done lock").take() {
+                        done(Err(StoreError::Closed));
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// [`PgStore::tx`] without waiting: `done` gets the answer on the connection thread

@@ -15,9 +15,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("0001_schema.sql")),
     (2, include_str!("0002_webhook_dead_letters.sql")),
     (3, include_str!("0003_workers.sql")),
+    (4, include_str!("0004_step_function.sql")),
 ];
 /// The schema version this build reads and writes.
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
 /// The advisory lock key of schema migrations ("pinmig" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x7069_6e6d_6967;
 

@@ -6,7 +6,7 @@ use pinion_abi::Manifest;
 use postgres::types::ToSql;
 use postgres::Row;
 
-use super::commit::{commit_op, resolve_op};
+use super::commit::{commit_op, resolve_op, CommitOp};
 use super::events::publish;
 use super::tasks::heartbeat_payload;
 use super::{corrupt, iid, lifecycle, reason_failure, tasks, to_json, PgStore, Tx};
@@ -484,7 +484,10 @@ impl Store for PgStore {
     }
 
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
-        self.tx(commit_op(commit, self.member_id())?)
+        match commit_op(commit, self.member_id())? {
+            CommitOp::Step(op) => self.single(op, None).unwrap_or(Err(StoreError::Closed)),
+            CommitOp::Tx(op) => self.tx(op),
+        }
     }
 
     fn commit_activation_then(
@@ -493,7 +496,10 @@ impl Store for PgStore {
         done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
     ) {
         match commit_op(commit, self.member_id()) {
-            Ok(op) => self.tx_then(op, done),
+            Ok(CommitOp::Step(op)) => {
+                self.single(op, Some(done));
+            }
+            Ok(CommitOp::Tx(op)) => self.tx_then(op, done),
             Err(e) => done(Err(e)),
         }
     }
