@@ -552,3 +552,84 @@ fn the_server_refuses_a_postgres_database_pinning_modules_it_cannot_run() {
         2
     );
 }
+
+/// An ordinary step commits in one statement (`pinion_commit_step`, migration 4) with the
+/// same rules as the statement-by-statement path: a step that breaks one is refused whole.
+#[test]
+fn a_refused_step_writes_nothing_and_a_good_one_writes_everything() {
+    let dir = TempDir::new("pg-step");
+    let db = dir.db();
+    let s = store_with_module(&db);
+    create(&s, "st");
+    let mut first = activation(
+        "st",
+        2,
+        vec![NewTimer {
+            seq: 1,
+            fire_at_ms: 500,
+        }],
+    );
+    first.new_activities = vec![NewActivityTask {
+        seq: 1,
+        activity_type: "a".into(),
+        input: Payload::from_json_bytes(b"1").unwrap(),
+        options: Default::default(),
+        lease_until_ms: Some(1_000),
+    }];
+    s.commit_activation(first).unwrap();
+    let rows = |what: &str| {
+        count(
+            &db,
+            &format!("SELECT count(*) FROM {what} WHERE instance_id = 'st'"),
+        )
+    };
+    assert_eq!(
+        (rows("events"), rows("timers"), rows("activity_tasks")),
+        (2, 1, 1)
+    );
+    // Resolving an attempt that is not the current one (2, where 1 runs): refused, and the
+    // step's event, its new timer and its cancellation of the first are not written.
+    let mut stale = activation(
+        "st",
+        3,
+        vec![NewTimer {
+            seq: 2,
+            fire_at_ms: 900,
+        }],
+    );
+    stale.resolved_activities = vec![(1, 2)];
+    stale.cancelled_timers = vec![1];
+    match s.commit_activation(stale) {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("no longer current"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        (rows("events"), rows("timers"), rows("activity_tasks")),
+        (2, 1, 1)
+    );
+    // The same step with the right attempt writes all of it.
+    let mut good = activation(
+        "st",
+        3,
+        vec![NewTimer {
+            seq: 2,
+            fire_at_ms: 900,
+        }],
+    );
+    good.resolved_activities = vec![(1, 1)];
+    good.cancelled_timers = vec![1];
+    s.commit_activation(good).unwrap();
+    assert_eq!(
+        (rows("events"), rows("timers"), rows("activity_tasks")),
+        (3, 1, 0)
+    );
+    assert_eq!(
+        count(&db, "SELECT event_count FROM instances WHERE id = 'st'"),
+        3
+    );
+    // A step of an instance that does not exist is not found.
+    assert!(matches!(
+        s.commit_activation(activation("nobody", 2, vec![])),
+        Err(StoreError::NotFound(_))
+    ));
+}
