@@ -9,7 +9,7 @@ use postgres::Row;
 use super::commit::{commit_op, resolve_op, CommitOp};
 use super::events::publish;
 use super::tasks::heartbeat_payload;
-use super::{corrupt, iid, lifecycle, reason_failure, tasks, to_json, PgStore, Tx};
+use super::{corrupt, iid, lifecycle, map_err, reason_failure, tasks, to_json, PgStore, Tx};
 use crate::history::{
     EventKind, HistoryEvent, HistoryExport, InstanceId, InstanceStatus, ModuleHash, Payload,
 };
@@ -344,44 +344,57 @@ impl Store for PgStore {
         &self,
         id: &InstanceId,
     ) -> Result<Option<(InstanceRecord, Vec<InboxEntry>)>, StoreError> {
-        // One round trip to a connection thread, and no inbox query when the instance is
-        // not runnable: every write that adds to an inbox sets `runnable` with it.
-        // With several servers on the database, an instance another server owns is not
-        // this one's to activate (`None`): its input reaches the owner.
-        let id = id.0.clone();
+        // Once per activation: one statement, a transaction of its own (one round trip),
+        // reads the instance and, only when it is runnable (every write that adds to an
+        // inbox sets `runnable` with it), its inbox. With several servers on the database,
+        // an instance another server owns is not this one's to activate (`None`): its
+        // input reaches the owner. A free instance is taken in a transaction instead.
         let me = self.member_id();
-        self.tx(move |tx| {
-            let Some(row) = tx.opt(
-                &format!("SELECT {INSTANCE_COLUMNS}, runnable, owner FROM instances WHERE id = $1"),
-                &[&id],
-            )?
-            else {
-                return Ok(None);
-            };
-            if let Some(me) = &me {
-                let owner: Option<String> = row.get(14);
-                let mine = match owner {
-                    Some(o) => *o == **me,
-                    // Free: take it, unless another member just did.
-                    None => {
-                        tx.exec(
-                            "UPDATE instances SET owner = $2 WHERE id = $1 AND owner IS NULL",
-                            &[&id, &&**me],
-                        )? == 1
-                    }
-                };
-                if !mine {
-                    return Ok(None);
-                }
-            }
-            let rec = instance_of(&row)?;
-            let inbox = if row.get::<_, bool>(13) {
-                inbox_entries(inbox_rows(tx, &id)?)
-            } else {
-                Vec::new()
-            };
-            Ok(Some((rec, inbox)))
-        })
+        let key = id.0.clone();
+        let read = self
+            .single(
+                move |conn, _| {
+                    let stmt = conn.stmt(&format!(
+                        "SELECT {INSTANCE_COLUMNS}, runnable, owner,
+                           CASE WHEN runnable THEN ARRAY(SELECT id FROM inbox WHERE instance_id = i.id ORDER BY id) END,
+                           CASE WHEN runnable THEN ARRAY(SELECT time_ms FROM inbox WHERE instance_id = i.id ORDER BY id) END,
+                           CASE WHEN runnable THEN ARRAY(SELECT data FROM inbox WHERE instance_id = i.id ORDER BY id) END
+                         FROM instances i WHERE id = $1"
+                    ))?;
+                    let row = conn.client.query_opt(&stmt, &[&key]).map_err(map_err)?;
+                    Ok((row, false))
+                },
+                None,
+            )
+            .unwrap_or(Err(StoreError::Closed))?;
+        let Some(row) = read else {
+            return Ok(None);
+        };
+        let owner: Option<String> = row.get(14);
+        match (&me, owner) {
+            (Some(me), Some(o)) if *o != **me => return Ok(None),
+            (Some(_), None) => return self.take_and_read(id),
+            _ => {}
+        }
+        let rec = instance_of(&row)?;
+        let (ids, times, data): (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<String>>) =
+            (row.get(15), row.get(16), row.get(17));
+        let mut inbox = Vec::new();
+        for ((rid, t), d) in ids
+            .unwrap_or_default()
+            .into_iter()
+            .zip(times.unwrap_or_default())
+            .zip(data.unwrap_or_default())
+        {
+            let kind = serde_json::from_str(&d)
+                .map_err(|e| corrupt(&format!("inbox entry {rid} of {}", id.0), e))?;
+            inbox.push(InboxEntry {
+                id: rid,
+                time_ms: t as u64,
+                kind,
+            });
+        }
+        Ok(Some((rec, inbox)))
     }
 
     fn runnable_instances(&self, limit: u32) -> Result<Vec<InstanceId>, StoreError> {
@@ -784,6 +797,49 @@ impl Store for PgStore {
                 purged += 1;
             }
             Ok(purged)
+        })
+    }
+}
+
+impl PgStore {
+    /// [`Store::activation_input`] of an instance no member owns: takes it (unless another
+    /// member just did) and reads it, in one transaction.
+    fn take_and_read(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(InstanceRecord, Vec<InboxEntry>)>, StoreError> {
+        let id = id.0.clone();
+        let me = self.member_id();
+        self.tx(move |tx| {
+            let Some(row) = tx.opt(
+                &format!("SELECT {INSTANCE_COLUMNS}, runnable, owner FROM instances WHERE id = $1"),
+                &[&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            if let Some(me) = &me {
+                let owner: Option<String> = row.get(14);
+                let mine = match owner {
+                    Some(o) => *o == **me,
+                    None => {
+                        tx.exec(
+                            "UPDATE instances SET owner = $2 WHERE id = $1 AND owner IS NULL",
+                            &[&id, &&**me],
+                        )? == 1
+                    }
+                };
+                if !mine {
+                    return Ok(None);
+                }
+            }
+            let rec = instance_of(&row)?;
+            let inbox = if row.get::<_, bool>(13) {
+                inbox_entries(inbox_rows(tx, &id)?)
+            } else {
+                Vec::new()
+            };
+            Ok(Some((rec, inbox)))
         })
     }
 }
