@@ -10,7 +10,7 @@
 use super::events::publish;
 use super::lifecycle::{self, Ending};
 use super::tasks::push_inbox;
-use super::{map_err, to_json, Conn, Tx};
+use super::{map_err, to_json, Conn, SingleOp, Tx};
 use crate::history::{InstanceId, Payload};
 use crate::store::{ActivationCommit, ActivityResolution, InstanceOutcome, StoreError, Transition};
 
@@ -28,14 +28,17 @@ struct Encoded {
     me: Option<std::sync::Arc<str>>,
 }
 
+/// The statement-by-statement commit of an activation, in a transaction.
+type TxOp = dyn FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send;
+
 /// How an activation is committed: an ordinary step in one statement, anything else
 /// statement by statement in a transaction.
 pub(super) enum CommitOp {
     /// A step of a running instance that stays running, creates nothing and starts or
     /// cancels no child: `pinion_commit_step` (migration 4), one round trip.
-    Step(Box<dyn FnMut(&mut Conn, Option<&str>) -> Result<((), bool), StoreError> + Send>),
+    Step(Box<SingleOp<()>>),
     /// Everything else (a start, an ending, children, continue-as-new): [`apply`].
-    Tx(Box<dyn FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send>),
+    Tx(Box<TxOp>),
 }
 
 /// The commit of one activation (see `Store::commit_activation`).
@@ -83,7 +86,7 @@ pub(super) fn commit_op(
         && c.new_children.is_empty()
         && c.cancelled_children.is_empty();
     Ok(if step {
-        CommitOp::Step(Box::new(move |conn: &mut Conn, _me: Option<&str>| {
+        CommitOp::Step(Box::new(move |conn: &mut Conn| {
             step_call(conn, &e).map(|()| ((), true))
         }))
     } else {

@@ -283,21 +283,24 @@ impl Conn {
     }
 }
 
+/// Work that is one statement, a transaction of its own (see [`run_single`]): its result,
+/// and whether it wrote (counted as a commit).
+type SingleOp<R> = dyn FnMut(&mut Conn) -> Result<(R, bool), StoreError> + Send;
+
+/// Where the answer of work run without waiting goes, on the connection thread.
+type Done<R> = Box<dyn FnOnce(Result<R, StoreError>) + Send>;
+
 /// Runs `op`, one statement that is a transaction of its own (no `BEGIN` and `COMMIT`
 /// round trips), on `conn`; again, up to a few times, when PostgreSQL aborts it for a
-/// serialization failure or a deadlock. Counted as a commit when it returns true.
-fn run_single<R>(
-    conn: &mut Conn,
-    me: Option<Arc<str>>,
-    op: &mut dyn FnMut(&mut Conn, Option<&str>) -> Result<(R, bool), StoreError>,
-) -> Result<R, StoreError> {
+/// serialization failure or a deadlock. Counted as a commit when it says it wrote.
+fn run_single<R>(conn: &mut Conn, op: &mut SingleOp<R>) -> Result<R, StoreError> {
     const TRIES: usize = 5;
     let mut tries = 0;
     loop {
         tries += 1;
         #[allow(clippy::disallowed_methods)] // a metric of real time, not workflow time
         let started = std::time::Instant::now();
-        match op(conn, me.as_deref()) {
+        match op(conn) {
             Err(StoreError::Locked(_)) if tries < TRIES => continue,
             Ok((r, wrote)) => {
                 if wrote {
@@ -475,15 +478,14 @@ impl PgStore {
     /// with `done`, does not wait and `done` gets the answer on the connection thread.
     fn single<R: Send + 'static>(
         &self,
-        mut op: impl FnMut(&mut Conn, Option<&str>) -> Result<(R, bool), StoreError> + Send + 'static,
-        done: Option<Box<dyn FnOnce(Result<R, StoreError>) + Send>>,
+        mut op: Box<SingleOp<R>>,
+        done: Option<Done<R>>,
     ) -> Option<Result<R, StoreError>> {
-        let me = self.member_id();
         match done {
             None => {
                 let (reply, answer) = std::sync::mpsc::sync_channel(1);
                 let job: Job = Box::new(move |conn| {
-                    let _ = reply.send(run_single(conn, me, &mut op));
+                    let _ = reply.send(run_single(conn, &mut *op));
                 });
                 if self.send(job).is_err() {
                     return Some(Err(StoreError::Closed));
@@ -494,7 +496,7 @@ impl PgStore {
                 let done = Arc::new(Mutex::new(Some(done)));
                 let d2 = done.clone();
                 let job: Job = Box::new(move |conn| {
-                    let r = run_single(conn, me, &mut op);
+                    let r = run_single(conn, &mut *op);
                     if let Some(done) = d2.lock().expect("done lock").take() {
                         done(r);
                     }

@@ -353,7 +353,7 @@ impl Store for PgStore {
         let key = id.0.clone();
         let read = self
             .single(
-                move |conn, _| {
+                Box::new(move |conn: &mut super::Conn| {
                     let stmt = conn.stmt(&format!(
                         "SELECT {INSTANCE_COLUMNS}, runnable, owner,
                            CASE WHEN runnable THEN ARRAY(SELECT id FROM inbox WHERE instance_id = i.id ORDER BY id) END,
@@ -363,7 +363,7 @@ impl Store for PgStore {
                     ))?;
                     let row = conn.client.query_opt(&stmt, &[&key]).map_err(map_err)?;
                     Ok((row, false))
-                },
+                }),
                 None,
             )
             .unwrap_or(Err(StoreError::Closed))?;
@@ -377,8 +377,9 @@ impl Store for PgStore {
             _ => {}
         }
         let rec = instance_of(&row)?;
-        let (ids, times, data): (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<String>>) =
-            (row.get(15), row.get(16), row.get(17));
+        let ids: Option<Vec<i64>> = row.get(15);
+        let times: Option<Vec<i64>> = row.get(16);
+        let data: Option<Vec<String>> = row.get(17);
         let mut inbox = Vec::new();
         for ((rid, t), d) in ids
             .unwrap_or_default()
