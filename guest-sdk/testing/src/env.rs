@@ -203,7 +203,7 @@ impl TestEnv {
         self.child_mocks.insert(
             workflow_type.to_owned(),
             ChildMock {
-                takes_ms: takes.as_millis() as u64,
+                takes_ms: u64::try_from(takes.as_millis()).unwrap_or(u64::MAX),
                 f,
             },
         );

@@ -502,7 +502,7 @@ impl TestRun {
                     *seq,
                     PendingChild {
                         child_id: call.child_id,
-                        due_ms: self.now_ms + mock.takes_ms,
+                        due_ms: self.now_ms.saturating_add(mock.takes_ms),
                         result,
                     },
                 );

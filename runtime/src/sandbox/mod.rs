@@ -575,7 +575,15 @@ impl Sandbox {
         loaded: &LoadedModule,
         seed: u64,
     ) -> Result<WorkflowInstance, SandboxError> {
-        let mut inner = self.instantiate(loaded, SplitMix64::new(seed ^ 0x5EED))?;
+        let inner = self.instantiate(loaded, SplitMix64::new(seed ^ 0x5EED))?;
+        self.workflow_of(inner)
+    }
+
+    /// A workflow instance around an instantiated module: its exports looked up once.
+    fn workflow_of(
+        &self,
+        mut inner: GuestInstance<GuestState>,
+    ) -> Result<WorkflowInstance, SandboxError> {
         let activate = inner.func(exports::ACTIVATE)?;
         let query = inner.func(exports::QUERY)?;
         let abi_version = inner.abi_version()?;
@@ -607,21 +615,12 @@ impl Sandbox {
         let Some((pool, pre)) = pooled else {
             return self.new_workflow(loaded, seed);
         };
-        let Some(mut inner) =
+        let Some(inner) =
             self.instantiate_on(pool.engine(), pre, SplitMix64::new(seed ^ 0x5EED))?
         else {
             return self.new_workflow(loaded, seed);
         };
-        let activate = inner.func(exports::ACTIVATE)?;
-        let query = inner.func(exports::QUERY)?;
-        let abi_version = inner.abi_version()?;
-        Ok(WorkflowInstance {
-            inner,
-            activate,
-            query,
-            fuel: self.limits.fuel_per_activation,
-            abi_version,
-        })
+        self.workflow_of(inner)
     }
 }
 

@@ -577,52 +577,41 @@ fn a_refused_step_writes_nothing_and_a_good_one_writes_everything() {
         lease_until_ms: Some(1_000),
     }];
     s.commit_activation(first).unwrap();
-    let rows = |what: &str| {
-        count(
-            &db,
-            &format!("SELECT count(*) FROM {what} WHERE instance_id = 'st'"),
-        )
+    // Events, timers and activity tasks of the instance.
+    let rows = || {
+        let n = |what: &str| {
+            count(
+                &db,
+                &format!("SELECT count(*) FROM {what} WHERE instance_id = 'st'"),
+            )
+        };
+        (n("events"), n("timers"), n("activity_tasks"))
     };
-    assert_eq!(
-        (rows("events"), rows("timers"), rows("activity_tasks")),
-        (2, 1, 1)
-    );
+    assert_eq!(rows(), (2, 1, 1));
+    // The next step: resolves attempt `attempt` of activity 1, cancels timer 1, arms 2.
+    let next = |attempt: u32| {
+        let mut a = activation(
+            "st",
+            3,
+            vec![NewTimer {
+                seq: 2,
+                fire_at_ms: 900,
+            }],
+        );
+        a.resolved_activities = vec![(1, attempt)];
+        a.cancelled_timers = vec![1];
+        a
+    };
     // Resolving an attempt that is not the current one (2, where 1 runs): refused, and the
     // step's event, its new timer and its cancellation of the first are not written.
-    let mut stale = activation(
-        "st",
-        3,
-        vec![NewTimer {
-            seq: 2,
-            fire_at_ms: 900,
-        }],
-    );
-    stale.resolved_activities = vec![(1, 2)];
-    stale.cancelled_timers = vec![1];
-    match s.commit_activation(stale) {
+    match s.commit_activation(next(2)) {
         Err(StoreError::Conflict(why)) => assert!(why.contains("no longer current"), "{why}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(
-        (rows("events"), rows("timers"), rows("activity_tasks")),
-        (2, 1, 1)
-    );
+    assert_eq!(rows(), (2, 1, 1));
     // The same step with the right attempt writes all of it.
-    let mut good = activation(
-        "st",
-        3,
-        vec![NewTimer {
-            seq: 2,
-            fire_at_ms: 900,
-        }],
-    );
-    good.resolved_activities = vec![(1, 1)];
-    good.cancelled_timers = vec![1];
-    s.commit_activation(good).unwrap();
-    assert_eq!(
-        (rows("events"), rows("timers"), rows("activity_tasks")),
-        (3, 1, 0)
-    );
+    s.commit_activation(next(1)).unwrap();
+    assert_eq!(rows(), (3, 1, 0));
     assert_eq!(
         count(&db, "SELECT event_count FROM instances WHERE id = 'st'"),
         3

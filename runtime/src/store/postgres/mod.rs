@@ -290,20 +290,23 @@ type SingleOp<R> = dyn FnMut(&mut Conn) -> Result<(R, bool), StoreError> + Send;
 /// Where the answer of work run without waiting goes, on the connection thread.
 type Done<R> = Box<dyn FnOnce(Result<R, StoreError>) + Send>;
 
-/// Runs `op`, one statement that is a transaction of its own (no `BEGIN` and `COMMIT`
-/// round trips), on `conn`; again, up to a few times, when PostgreSQL aborts it for a
-/// serialization failure or a deadlock. Counted as a commit when it says it wrote.
-fn run_single<R>(conn: &mut Conn, op: &mut SingleOp<R>) -> Result<R, StoreError> {
+/// Runs `attempt` again, up to a few times, while PostgreSQL aborts it for a serialization
+/// failure or a deadlock; counts it as a commit when it says it wrote.
+fn retrying<R>(
+    mut attempt: impl FnMut() -> Result<(R, bool), StoreError>,
+) -> Result<R, StoreError> {
     const TRIES: usize = 5;
     let mut tries = 0;
     loop {
         tries += 1;
         #[allow(clippy::disallowed_methods)] // a metric of real time, not workflow time
         let started = std::time::Instant::now();
-        match op(conn) {
+        match attempt() {
             Err(StoreError::Locked(_)) if tries < TRIES => continue,
             Ok((r, wrote)) => {
                 if wrote {
+                    // One write per transaction: PostgreSQL groups the WAL flushes of
+                    // concurrent commits itself, below what a client sees.
                     crate::telemetry::metrics::metrics().commit(1, started.elapsed());
                 }
                 return Ok(r);
@@ -313,45 +316,34 @@ fn run_single<R>(conn: &mut Conn, op: &mut SingleOp<R>) -> Result<R, StoreError>
     }
 }
 
-/// Runs `op` in a transaction on `conn`, writes its buffered lifecycle events and commits;
-/// again, up to a few times, when PostgreSQL aborts it for a serialization failure or a
-/// deadlock.
+/// Runs `op`, one statement that is a transaction of its own (no `BEGIN` and `COMMIT`
+/// round trips), on `conn`, retried as [`retrying`] says.
+fn run_single<R>(conn: &mut Conn, op: &mut SingleOp<R>) -> Result<R, StoreError> {
+    retrying(|| op(conn))
+}
+
+/// Runs `op` in a transaction on `conn`, writes its buffered lifecycle events and commits,
+/// retried as [`retrying`] says.
 fn run_tx<R>(
     conn: &mut Conn,
     me: Option<Arc<str>>,
     op: &mut dyn FnMut(&mut Tx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    const TRIES: usize = 5;
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        #[allow(clippy::disallowed_methods)] // a metric of real time, not workflow time
-        let started = std::time::Instant::now();
-        let result = (|| {
-            let t = conn.client.transaction().map_err(map_err)?;
-            let mut tx = Tx {
-                t,
-                stmts: &mut conn.stmts,
-                outbox: Vec::new(),
-                wrote: false,
-                me: me.clone(),
-            };
-            let r = op(&mut tx)?;
-            events::flush(&mut tx)?;
-            let wrote = tx.wrote;
-            tx.t.commit().map_err(map_err)?;
-            if wrote {
-                // One write per transaction: PostgreSQL groups the WAL flushes of
-                // concurrent commits itself, below what a client sees.
-                crate::telemetry::metrics::metrics().commit(1, started.elapsed());
-            }
-            Ok(r)
-        })();
-        match result {
-            Err(StoreError::Locked(_)) if tries < TRIES => continue,
-            other => return other,
-        }
-    }
+    retrying(|| {
+        let t = conn.client.transaction().map_err(map_err)?;
+        let mut tx = Tx {
+            t,
+            stmts: &mut conn.stmts,
+            outbox: Vec::new(),
+            wrote: false,
+            me: me.clone(),
+        };
+        let r = op(&mut tx)?;
+        events::flush(&mut tx)?;
+        let wrote = tx.wrote;
+        tx.t.commit().map_err(map_err)?;
+        Ok((r, wrote))
+    })
 }
 
 fn connect(url: &str, options: &PgOptions) -> Result<Client, StoreError> {
@@ -460,69 +452,30 @@ impl PgStore {
         }
     }
 
-    /// Runs `op` in one transaction on a connection thread and waits for the answer.
-    pub(super) fn tx<R: Send + 'static>(
+    /// Runs `work` on a connection thread and waits for its answer.
+    fn on_conn<R: Send + 'static>(
         &self,
-        mut op: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+        work: impl FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let me = self.member_id();
         let job: Job = Box::new(move |conn| {
-            let _ = reply.send(run_tx(conn, me, &mut op));
+            let _ = reply.send(work(conn));
         });
         self.send(job).map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// [`PgStore::tx`] for work that is one statement (see [`run_single`]): waits for it, or
-    /// with `done`, does not wait and `done` gets the answer on the connection thread.
-    fn single<R: Send + 'static>(
+    /// Runs `work` on a connection thread without waiting: `done` gets the answer there
+    /// (or `Closed` here, when the store is closed).
+    fn on_conn_then<R: Send + 'static>(
         &self,
-        mut op: Box<SingleOp<R>>,
-        done: Option<Done<R>>,
-    ) -> Option<Result<R, StoreError>> {
-        match done {
-            None => {
-                let (reply, answer) = std::sync::mpsc::sync_channel(1);
-                let job: Job = Box::new(move |conn| {
-                    let _ = reply.send(run_single(conn, &mut *op));
-                });
-                if self.send(job).is_err() {
-                    return Some(Err(StoreError::Closed));
-                }
-                Some(answer.recv().unwrap_or(Err(StoreError::Closed)))
-            }
-            Some(done) => {
-                let done = Arc::new(Mutex::new(Some(done)));
-                let d2 = done.clone();
-                let job: Job = Box::new(move |conn| {
-                    let r = run_single(conn, &mut *op);
-                    if let Some(done) = d2.lock().expect("done lock").take() {
-                        done(r);
-                    }
-                });
-                if self.send(job).is_err() {
-                    if let Some(done) = done.lock().expect("done lock").take() {
-                        done(Err(StoreError::Closed));
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// [`PgStore::tx`] without waiting: `done` gets the answer on the connection thread
-    /// once the transaction has committed (or failed).
-    pub(super) fn tx_then<R: Send + 'static>(
-        &self,
-        mut op: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
-        done: Box<dyn FnOnce(Result<R, StoreError>) + Send>,
+        work: impl FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
+        done: Done<R>,
     ) {
         let done = Arc::new(Mutex::new(Some(done)));
         let d2 = done.clone();
-        let me = self.member_id();
         let job: Job = Box::new(move |conn| {
-            let r = run_tx(conn, me, &mut op);
+            let r = work(conn);
             if let Some(done) = d2.lock().expect("done lock").take() {
                 done(r);
             }
@@ -532,6 +485,36 @@ impl PgStore {
                 done(Err(StoreError::Closed));
             }
         }
+    }
+
+    /// Runs `op` in one transaction on a connection thread and waits for the answer.
+    pub(super) fn tx<R: Send + 'static>(
+        &self,
+        mut op: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let me = self.member_id();
+        self.on_conn(move |conn| run_tx(conn, me, &mut op))
+    }
+
+    /// [`PgStore::tx`] without waiting: `done` gets the answer on the connection thread
+    /// once the transaction has committed (or failed).
+    pub(super) fn tx_then<R: Send + 'static>(
+        &self,
+        mut op: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+        done: Done<R>,
+    ) {
+        let me = self.member_id();
+        self.on_conn_then(move |conn| run_tx(conn, me, &mut op), done);
+    }
+
+    /// [`PgStore::tx`] for work that is one statement (see [`run_single`]).
+    fn single<R: Send + 'static>(&self, mut op: Box<SingleOp<R>>) -> Result<R, StoreError> {
+        self.on_conn(move |conn| run_single(conn, &mut *op))
+    }
+
+    /// [`PgStore::single`] without waiting, as [`PgStore::tx_then`].
+    fn single_then<R: Send + 'static>(&self, mut op: Box<SingleOp<R>>, done: Done<R>) {
+        self.on_conn_then(move |conn| run_single(conn, &mut *op), done);
     }
 
     /// Stops the connection threads after they finish the queued work. Called on drop too.

@@ -20,6 +20,18 @@ use crate::store::{
 
 const INSTANCE_COLUMNS: &str = "id, workflow_type, module_hash, status, created_at_ms, updated_at_ms, event_count, result, failure, blocked_reason, imported, cancel_requested, run";
 
+/// `Store::activation_input` in one statement: the instance, then `runnable` and `owner`,
+/// then (only when runnable) its inbox's ids, times and data as three arrays, in order.
+static ACTIVATION_INPUT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {INSTANCE_COLUMNS}, runnable, owner,
+           CASE WHEN runnable THEN ARRAY(SELECT id FROM inbox WHERE instance_id = i.id ORDER BY id) END,
+           CASE WHEN runnable THEN ARRAY(SELECT time_ms FROM inbox WHERE instance_id = i.id ORDER BY id) END,
+           CASE WHEN runnable THEN ARRAY(SELECT data FROM inbox WHERE instance_id = i.id ORDER BY id) END
+         FROM instances i WHERE id = $1"
+    )
+});
+
 /// How many free instances a member takes per look (see `runnable_instances`).
 const FREE_PER_POLL: i64 = 64;
 
@@ -351,22 +363,11 @@ impl Store for PgStore {
         // input reaches the owner. A free instance is taken in a transaction instead.
         let me = self.member_id();
         let key = id.0.clone();
-        let read = self
-            .single(
-                Box::new(move |conn: &mut super::Conn| {
-                    let stmt = conn.stmt(&format!(
-                        "SELECT {INSTANCE_COLUMNS}, runnable, owner,
-                           CASE WHEN runnable THEN ARRAY(SELECT id FROM inbox WHERE instance_id = i.id ORDER BY id) END,
-                           CASE WHEN runnable THEN ARRAY(SELECT time_ms FROM inbox WHERE instance_id = i.id ORDER BY id) END,
-                           CASE WHEN runnable THEN ARRAY(SELECT data FROM inbox WHERE instance_id = i.id ORDER BY id) END
-                         FROM instances i WHERE id = $1"
-                    ))?;
-                    let row = conn.client.query_opt(&stmt, &[&key]).map_err(map_err)?;
-                    Ok((row, false))
-                }),
-                None,
-            )
-            .unwrap_or(Err(StoreError::Closed))?;
+        let read = self.single(Box::new(move |conn: &mut super::Conn| {
+            let stmt = conn.stmt(&ACTIVATION_INPUT_SQL)?;
+            let row = conn.client.query_opt(&stmt, &[&key]).map_err(map_err)?;
+            Ok((row, false))
+        }))?;
         let Some(row) = read else {
             return Ok(None);
         };
@@ -499,7 +500,7 @@ impl Store for PgStore {
 
     fn commit_activation(&self, commit: ActivationCommit) -> Result<(), StoreError> {
         match commit_op(commit, self.member_id())? {
-            CommitOp::Step(op) => self.single(op, None).unwrap_or(Err(StoreError::Closed)),
+            CommitOp::Step(op) => self.single(op),
             CommitOp::Tx(op) => self.tx(op),
         }
     }
@@ -510,9 +511,7 @@ impl Store for PgStore {
         done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
     ) {
         match commit_op(commit, self.member_id()) {
-            Ok(CommitOp::Step(op)) => {
-                self.single(op, Some(done));
-            }
+            Ok(CommitOp::Step(op)) => self.single_then(op, done),
             Ok(CommitOp::Tx(op)) => self.tx_then(op, done),
             Err(e) => done(Err(e)),
         }
