@@ -280,7 +280,9 @@ fn a_server_killed_with_sigkill_mid_workflow_finishes_everything_after_restart()
     let db = dir.db();
     let hash = deploy(&db, "testkit");
     const N: usize = 12;
-    const STEPS: u64 = 10;
+    // Long enough that no workflow can finish between the tenth result and the kill,
+    // however fast the steps go.
+    const STEPS: u64 = 300;
     for i in 0..N {
         ok(pinion(
             &db,

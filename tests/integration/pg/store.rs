@@ -448,7 +448,9 @@ fn a_server_on_postgres_killed_with_sigkill_mid_workflow_finishes_everything_aft
     let p = open(&db);
     let kit = p.deploy(&wasm_bytes("testkit")).unwrap().hash.0;
     const N: usize = 8;
-    const STEPS: u64 = 10;
+    // Long enough that no workflow can finish between the tenth result and the kill,
+    // however fast the steps go (ten steps each once did, once steps got faster).
+    const STEPS: u64 = 300;
     for i in 0..N {
         p.start(&start_req(
             "Steps",
